@@ -1,0 +1,6 @@
+//! pvescale: live autoscaling of Proxmox VE VMs. The binary in `main.rs` is a thin shell
+//! around this library.
+
+pub mod policy;
+pub mod pve;
+pub mod secret;

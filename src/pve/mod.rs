@@ -1,0 +1,42 @@
+//! Proxmox VE API client: transport (TLS, auth, retries, errors) and typed endpoints.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Everything needed to reach and authenticate to one Proxmox VE cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterTarget {
+    /// Name from the config (`[[cluster]] name`), used in messages.
+    pub name: String,
+    /// Base URLs such as `https://pve1.example.com:8006`: the primary first, then fallbacks.
+    pub urls: Vec<String>,
+    pub auth: Auth,
+    pub tls: TlsMode,
+    /// Overall timeout of one request.
+    pub timeout: Duration,
+    /// Timeout of the TCP connect + TLS handshake.
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// API token: `id` is `user@realm!tokenid`.
+    Token { id: String, secret: Secret },
+    /// Ticket login with user (`user@realm`) and password.
+    Password { user: String, password: Secret },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Verify against the system's root certificates.
+    SystemRoots,
+    /// Verify against the CA certificates in this PEM file (e.g. `/etc/pve/pve-root-ca.pem`).
+    CaFile(PathBuf),
+    /// Accept only a server certificate with this SHA-256 fingerprint
+    /// (64 hex digits, any case, colons optional, as the Proxmox GUI shows it).
+    Fingerprint(String),
+    /// No verification at all (warned about on every run).
+    Insecure,
+}
