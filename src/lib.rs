@@ -4,3 +4,4 @@
 pub mod policy;
 pub mod pve;
 pub mod secret;
+pub mod units;
