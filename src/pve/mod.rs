@@ -40,3 +40,14 @@ pub enum TlsMode {
     /// No verification at all (warned about on every run).
     Insecure,
 }
+
+pub mod api;
+pub mod client;
+pub mod error;
+pub mod parallel;
+pub mod tls;
+pub mod types;
+
+pub use api::TaskOutcome;
+pub use client::{Client, RetryPolicy};
+pub use error::{ApiError, ApiErrorKind, ApiResult};

@@ -1,0 +1,626 @@
+//! HTTP transport to one cluster: connection pool, authentication, timeouts, retries of
+//! reads, fallback URLs, and Proxmox's error shapes turned into [`ApiError`].
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector, TcpConnector};
+
+use super::error::{ApiError, ApiErrorKind, ApiResult};
+use super::tls::{self, PveTlsConnector, TlsObservations};
+use super::{Auth, ClusterTarget, TlsMode};
+use crate::secret::Secret;
+
+/// Largest body read by default. Bigger answers (metrics of thousands of VMs) pass their
+/// own limit; anything over a limit is an error, never an unbounded allocation.
+pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+/// Largest error body we read (Proxmox's are tiny).
+const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// How reads are retried: `attempts` tries in all, waiting `base_delay`, then twice that, ...
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Counters of one client's traffic, for run summaries and benchmarks.
+#[derive(Debug, Default)]
+pub struct TrafficStats {
+    requests: AtomicU64,
+    bytes_received: Arc<AtomicU64>,
+}
+
+impl TrafficStats {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Plaintext HTTP bytes received (headers and bodies, after TLS).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::Relaxed)
+    }
+}
+
+struct Session {
+    ticket: Secret,
+    csrf: Secret,
+}
+
+/// A connection to one Proxmox VE cluster. Cheap to share between threads.
+pub struct Client {
+    cluster: String,
+    bases: Vec<String>,
+    preferred: AtomicUsize,
+    agent: ureq::Agent,
+    auth: Auth,
+    session: Mutex<Option<Session>>,
+    observations: Arc<TlsObservations>,
+    tls_mode: TlsMode,
+    warnings: Vec<String>,
+    retry: RetryPolicy,
+    stats: TrafficStats,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("cluster", &self.cluster)
+            .field("bases", &self.bases)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Query or form parameters of one call.
+pub type Params<'a> = [(&'a str, String)];
+
+impl Client {
+    /// Sets up the client (no request is made yet). Fails on unusable TLS settings.
+    pub fn new(target: &ClusterTarget) -> ApiResult<Client> {
+        Self::with_retry(target, RetryPolicy::default())
+    }
+
+    pub fn with_retry(target: &ClusterTarget, retry: RetryPolicy) -> ApiResult<Client> {
+        let setup_error =
+            |message: String| ApiError::new(ApiErrorKind::Tls, target.name.clone(), message);
+        if target.urls.is_empty() {
+            return Err(ApiError::new(
+                ApiErrorKind::Connect,
+                target.name.clone(),
+                "no URL configured",
+            ));
+        }
+        let observations = Arc::new(TlsObservations::default());
+        let tls_config = tls::client_config(&target.tls, observations.clone())
+            .map_err(|e| setup_error(format!("TLS setup: {e}")))?;
+        let stats = TrafficStats::default();
+        let connector =
+            ().chain(TcpConnector::default())
+                .chain(PveTlsConnector::new(
+                    tls_config,
+                    stats.bytes_received.clone(),
+                ));
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(target.timeout))
+            .timeout_connect(Some(target.connect_timeout))
+            .max_idle_connections(32)
+            .max_idle_connections_per_host(16)
+            .user_agent(concat!("pvescale/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let agent = ureq::Agent::with_parts(config, connector, DefaultResolver::default());
+        let mut warnings = Vec::new();
+        if target.tls == TlsMode::Insecure {
+            warnings.push(format!(
+                "cluster {}: TLS certificate verification is OFF (insecure = true): anyone on \
+                 the network path can impersonate the server and steal the credentials; set \
+                 ca_file = \"/etc/pve/pve-root-ca.pem\" or fingerprint = \"...\" instead",
+                target.name
+            ));
+        }
+        let bases = target
+            .urls
+            .iter()
+            .map(|u| format!("{}/api2/json", u.trim_end_matches('/')))
+            .collect();
+        Ok(Client {
+            cluster: target.name.clone(),
+            bases,
+            preferred: AtomicUsize::new(0),
+            agent,
+            auth: target.auth.clone(),
+            session: Mutex::new(None),
+            observations,
+            tls_mode: target.tls.clone(),
+            warnings,
+            retry,
+            stats,
+        })
+    }
+
+    /// Name of the cluster in the config.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Warnings about the connection settings (e.g. `insecure`), to show on every run.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub fn stats(&self) -> &TrafficStats {
+        &self.stats
+    }
+
+    /// GET returning the envelope's `data`, typed.
+    pub fn get<T: DeserializeOwned>(&self, path: &str, query: &Params) -> ApiResult<T> {
+        self.get_with(path, query, DEFAULT_BODY_LIMIT, |reader| {
+            decode_envelope(reader)
+        })
+    }
+
+    /// GET with a custom body parser (streaming) and body limit.
+    pub fn get_with<R>(
+        &self,
+        path: &str,
+        query: &Params,
+        limit: u64,
+        parse: impl Fn(&mut dyn Read) -> Result<R, String>,
+    ) -> ApiResult<R> {
+        let mut attempt = 1;
+        loop {
+            match self.call(Method::Get, path, query, limit, &parse) {
+                Err(e) if e.is_transient() && attempt < self.retry.attempts => {
+                    let wait = self.retry.base_delay * 2u32.saturating_pow(attempt - 1);
+                    log::debug!("{e}; retrying in {} ms", wait.as_millis());
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// POST (form-encoded) returning the envelope's `data`. Never retried: on a
+    /// timeout or 59x the error says `outcome_unknown`, and the caller must re-read.
+    pub fn post<T: DeserializeOwned>(&self, path: &str, form: &Params) -> ApiResult<T> {
+        self.call(Method::Post, path, form, DEFAULT_BODY_LIMIT, &|reader| {
+            decode_envelope(reader)
+        })
+    }
+
+    /// PUT (form-encoded); same rules as [`Client::post`].
+    pub fn put<T: DeserializeOwned>(&self, path: &str, form: &Params) -> ApiResult<T> {
+        self.call(Method::Put, path, form, DEFAULT_BODY_LIMIT, &|reader| {
+            decode_envelope(reader)
+        })
+    }
+
+    /// One call, with authentication (and one re-login when a ticket expired).
+    fn call<R>(
+        &self,
+        method: Method,
+        path: &str,
+        params: &Params,
+        limit: u64,
+        parse: &dyn Fn(&mut dyn Read) -> Result<R, String>,
+    ) -> ApiResult<R> {
+        let result = self.call_once(method, path, params, limit, parse);
+        match (&result, &self.auth) {
+            (Err(e), Auth::Password { .. }) if e.kind == ApiErrorKind::Auth => {
+                // The ticket may have expired (2 h): log in again, once.
+                self.clear_session();
+                self.call_once(method, path, params, limit, parse)
+            }
+            _ => result,
+        }
+    }
+
+    fn call_once<R>(
+        &self,
+        method: Method,
+        path: &str,
+        params: &Params,
+        limit: u64,
+        parse: &dyn Fn(&mut dyn Read) -> Result<R, String>,
+    ) -> ApiResult<R> {
+        let auth_headers = self.auth_headers(method)?;
+        self.send(method, path, params, &auth_headers, limit, parse)
+    }
+
+    /// Sends one request, trying the URLs in order (the last one that worked first) while
+    /// the connection itself fails. A request that may have reached the server is never
+    /// sent again here.
+    fn send<R>(
+        &self,
+        method: Method,
+        path: &str,
+        params: &Params,
+        headers: &[(&'static str, String)],
+        limit: u64,
+        parse: &dyn Fn(&mut dyn Read) -> Result<R, String>,
+    ) -> ApiResult<R> {
+        let endpoint = format!("{} {}", method.as_str(), path);
+        let first = self.preferred.load(Ordering::Relaxed) % self.bases.len();
+        let mut failures: Vec<ApiError> = Vec::new();
+        for i in 0..self.bases.len() {
+            let index = (first + i) % self.bases.len();
+            let url = format!("{}{}", self.bases[index], path);
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = match method {
+                Method::Get => {
+                    let mut req = self.agent.get(&url);
+                    for (name, value) in headers {
+                        req = req.header(*name, value);
+                    }
+                    for (name, value) in params {
+                        req = req.query(*name, value);
+                    }
+                    req.call()
+                }
+                Method::Post | Method::Put => {
+                    let mut req = if method == Method::Post {
+                        self.agent.post(&url)
+                    } else {
+                        self.agent.put(&url)
+                    };
+                    for (name, value) in headers {
+                        req = req.header(*name, value);
+                    }
+                    req.send_form(params.iter().map(|(k, v)| (*k, v.as_str())))
+                }
+            };
+            match sent {
+                Ok(response) => {
+                    if index != first {
+                        self.preferred.store(index, Ordering::Relaxed);
+                    }
+                    return self.handle_response(method, &endpoint, response, limit, parse);
+                }
+                Err(e) => {
+                    let error = self.transport_error(method, &endpoint, &url, e);
+                    // Only a failure to connect proves the request never left: then another
+                    // node may take it. Anything else on a write: outcome unknown, stop.
+                    let never_sent = method == Method::Get || !error.outcome_unknown;
+                    failures.push(error);
+                    if !never_sent {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut error = failures.remove(0);
+        if !failures.is_empty() {
+            let others: Vec<String> = failures.iter().map(|f| f.message.clone()).collect();
+            error.message = format!(
+                "{}; fallback URLs failed too: {}",
+                error.message,
+                others.join("; ")
+            );
+        }
+        Err(error)
+    }
+
+    fn handle_response<R>(
+        &self,
+        method: Method,
+        endpoint: &str,
+        mut response: ureq::http::Response<ureq::Body>,
+        limit: u64,
+        parse: &dyn Fn(&mut dyn Read) -> Result<R, String>,
+    ) -> ApiResult<R> {
+        let status = response.status().as_u16();
+        let reason = tls::take_last_reason_phrase();
+        if status == 200 {
+            let mut reader = response.body_mut().with_config().limit(limit).reader();
+            return parse(&mut reader).map_err(|why| {
+                let message = if why.contains("body size") || why.contains("limit") {
+                    format!("answer larger than {} bytes: {why}", limit)
+                } else {
+                    format!("unexpected answer: {why}")
+                };
+                ApiError::new(ApiErrorKind::Decode, endpoint, message)
+            });
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(ERROR_BODY_LIMIT)
+            .read_to_string()
+            .unwrap_or_default();
+        let parsed: ErrorBody = serde_json::from_str(&body).unwrap_or_default();
+        let mut message = parsed
+            .message
+            .map(|m| m.trim_end().to_string())
+            .filter(|m| !m.is_empty())
+            .or(reason)
+            .unwrap_or_else(|| canonical_reason(status).to_string());
+        let kind = match status {
+            400 => ApiErrorKind::BadRequest,
+            401 => ApiErrorKind::Auth,
+            403 => ApiErrorKind::Permission,
+            500 => ApiErrorKind::Server,
+            501 => ApiErrorKind::NotImplemented,
+            595..=597 => ApiErrorKind::Unreachable,
+            other => ApiErrorKind::Status(other),
+        };
+        if kind == ApiErrorKind::Auth {
+            message = self.explain_auth_failure(&message);
+        }
+        let mut error = ApiError::new(kind, endpoint, format!("{status} {message}"));
+        if let Some(serde_json::Value::Object(map)) = parsed.errors {
+            error.param_errors = map
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or(v.to_string())))
+                .collect();
+            error.param_errors.sort();
+        }
+        error.outcome_unknown = method != Method::Get && (595..=599).contains(&status);
+        Err(error)
+    }
+
+    fn explain_auth_failure(&self, message: &str) -> String {
+        match &self.auth {
+            Auth::Token { id, .. } => format!(
+                "{message}: the API token {id} was refused (wrong secret, token deleted or \
+                 expired, or user disabled); check token and token_secret_file"
+            ),
+            Auth::Password { user, .. } => format!(
+                "{message}: login as {user} was refused (wrong password or realm, or account \
+                 disabled)"
+            ),
+        }
+    }
+
+    fn transport_error(
+        &self,
+        method: Method,
+        endpoint: &str,
+        url: &str,
+        error: ureq::Error,
+    ) -> ApiError {
+        let host = url.split("/api2/json").next().unwrap_or(url).to_string();
+        let (kind, message, unknown) = match &error {
+            ureq::Error::Timeout(which) => {
+                let connecting = matches!(which, ureq::Timeout::Connect | ureq::Timeout::Resolve);
+                (
+                    ApiErrorKind::Timeout,
+                    format!("{host}: no answer in time ({which:?} timeout)"),
+                    !connecting,
+                )
+            }
+            ureq::Error::HostNotFound => (
+                ApiErrorKind::Connect,
+                format!("{host}: host name not found"),
+                false,
+            ),
+            ureq::Error::ConnectionFailed => (
+                ApiErrorKind::Connect,
+                format!("{host}: connection refused or unreachable"),
+                false,
+            ),
+            _ => match tls_failure(&error) {
+                Some(reason) => (
+                    ApiErrorKind::Tls,
+                    self.explain_tls_failure(&host, &reason),
+                    false,
+                ),
+                None => (
+                    ApiErrorKind::Connect,
+                    format!("{host}: {}", describe_io(&error)),
+                    true,
+                ),
+            },
+        };
+        let mut api_error = ApiError::new(kind, endpoint, message);
+        // An I/O error or timeout after the connection was made: a GET is retried by the
+        // caller; a write may have been applied.
+        api_error.outcome_unknown = method != Method::Get && unknown;
+        api_error
+    }
+
+    fn explain_tls_failure(&self, host: &str, reason: &str) -> String {
+        if reason.contains("fingerprint mismatch") {
+            return format!("{host}: TLS: {reason}");
+        }
+        let presented = self
+            .observations
+            .last_presented_fingerprint()
+            .map(|fp| format!(" The server presented a certificate with SHA-256 fingerprint {fp}."))
+            .unwrap_or_default();
+        let hint = match &self.tls_mode {
+            TlsMode::CaFile(path) => format!(
+                " It is not signed by the CA in {} (or not valid for this host name).",
+                path.display()
+            ),
+            TlsMode::SystemRoots => " It is not trusted by the system's root certificates: \
+                 set ca_file = \"/etc/pve/pve-root-ca.pem\" (copied from a node), or pin \
+                 fingerprint = \"...\" after checking it in the Proxmox GUI (Node > System > \
+                 Certificates)."
+                .to_string(),
+            _ => String::new(),
+        };
+        format!("{host}: TLS: server certificate refused ({reason}).{presented}{hint}")
+    }
+
+    fn clear_session(&self) {
+        if let Ok(mut guard) = self.session.lock() {
+            *guard = None;
+        }
+    }
+
+    fn auth_headers(&self, method: Method) -> ApiResult<Vec<(&'static str, String)>> {
+        match &self.auth {
+            Auth::Token { id, secret } => Ok(vec![(
+                "Authorization",
+                format!("PVEAPIToken={id}={}", secret.expose()),
+            )]),
+            Auth::Password { user, password } => {
+                let mut guard = self.session.lock().map_err(|_| {
+                    ApiError::new(ApiErrorKind::Auth, "login", "session lock poisoned")
+                })?;
+                if guard.is_none() {
+                    *guard = Some(self.login(user, password)?);
+                }
+                let Some(session) = guard.as_ref() else {
+                    return Err(ApiError::new(ApiErrorKind::Auth, "login", "no session"));
+                };
+                let mut headers = vec![(
+                    "Cookie",
+                    format!("PVEAuthCookie={}", session.ticket.expose()),
+                )];
+                if method != Method::Get {
+                    headers.push(("CSRFPreventionToken", session.csrf.expose().to_string()));
+                }
+                Ok(headers)
+            }
+        }
+    }
+
+    fn login(&self, user: &str, password: &Secret) -> ApiResult<Session> {
+        #[derive(Deserialize)]
+        struct Ticket {
+            ticket: Option<String>,
+            #[serde(rename = "CSRFPreventionToken")]
+            csrf: Option<String>,
+            #[serde(
+                rename = "NeedTFA",
+                default,
+                deserialize_with = "super::types::de_flag"
+            )]
+            need_tfa: bool,
+        }
+        let form = [
+            ("username", user.to_string()),
+            ("password", password.expose().to_string()),
+        ];
+        let mut attempt = 1;
+        let answer: Ticket = loop {
+            match self.send(
+                Method::Post,
+                "/access/ticket",
+                &form,
+                &[],
+                DEFAULT_BODY_LIMIT,
+                &|r| decode_envelope(r),
+            ) {
+                // Logging in changes nothing on the server, so it may be retried.
+                Err(e) if e.is_transient() && attempt < self.retry.attempts => {
+                    std::thread::sleep(self.retry.base_delay * attempt);
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
+        if answer.need_tfa {
+            return Err(ApiError::new(
+                ApiErrorKind::NeedTfa,
+                "POST /access/ticket",
+                format!(
+                    "user {user} has two-factor authentication, which a timer-driven tool \
+                     cannot answer: create an API token instead (pveum user token add ...) \
+                     and set token + token_secret_file"
+                ),
+            ));
+        }
+        match (answer.ticket, answer.csrf) {
+            (Some(ticket), Some(csrf)) => Ok(Session {
+                ticket: Secret::new(ticket),
+                csrf: Secret::new(csrf),
+            }),
+            _ => Err(ApiError::new(
+                ApiErrorKind::Decode,
+                "POST /access/ticket",
+                "login answer without ticket or CSRFPreventionToken",
+            )),
+        }
+    }
+}
+
+/// The rustls reason behind a failed handshake, if that is what failed.
+fn tls_failure(error: &ureq::Error) -> Option<String> {
+    match error {
+        ureq::Error::Rustls(e) => Some(e.to_string()),
+        ureq::Error::Tls(e) => Some((*e).to_string()),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(|e| match e {
+                rustls::Error::General(text) => text.clone(),
+                other => other.to_string(),
+            }),
+        _ => None,
+    }
+}
+
+fn describe_io(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Io(io) => format!("connection error: {io}"),
+        other => format!("connection error: {other}"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    message: Option<String>,
+    errors: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+/// Reads `{"data": ...}` into `T`.
+pub fn decode_envelope<T: DeserializeOwned>(reader: &mut dyn Read) -> Result<T, String> {
+    let envelope: Envelope<T> =
+        serde_json::from_reader(std::io::BufReader::new(reader)).map_err(|e| e.to_string())?;
+    Ok(envelope.data)
+}
+
+fn canonical_reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "authentication failure",
+        403 => "Forbidden",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        595 => "No route to host (node unreachable)",
+        596 => "Connection timed out (proxy)",
+        597 => "Connection error",
+        _ => "unexpected status",
+    }
+}

@@ -1,0 +1,569 @@
+//! Typed answers of the endpoints pvescale uses. Parsing is lenient where Proxmox versions
+//! differ (numbers sent as strings, `memory` as `"[current=]N"` since 8.1), unknown fields
+//! are ignored, and a missing figure is `None`, never 0.
+
+use serde::{Deserialize, Deserializer};
+
+/// `GET /version`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Version {
+    /// `8.4`, `9.1`, ...
+    #[serde(default)]
+    pub release: String,
+    /// `8.4.1`, ...
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub repoid: Option<String>,
+}
+
+impl Version {
+    /// (major, minor) of `release`, when it parses.
+    pub fn major_minor(&self) -> Option<(u32, u32)> {
+        let text = if self.release.is_empty() {
+            &self.version
+        } else {
+            &self.release
+        };
+        let mut parts = text.split(['.', '-']);
+        let major = parts.next()?.trim().parse().ok()?;
+        let minor = parts
+            .next()
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or(0);
+        Some((major, minor))
+    }
+
+    /// `cluster/metrics/export` exists since PVE 8.3.
+    pub fn has_metrics_export(&self) -> bool {
+        self.major_minor().is_some_and(|v| v >= (8, 3))
+    }
+}
+
+/// Run state of a guest as `cluster/resources` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmStatus {
+    Running,
+    Stopped,
+    Paused,
+    /// No data yet (`unknown`) or any other word.
+    Unknown(String),
+}
+
+impl VmStatus {
+    fn parse(text: Option<&str>) -> VmStatus {
+        match text {
+            Some("running") => VmStatus::Running,
+            Some("stopped") => VmStatus::Stopped,
+            Some("paused") => VmStatus::Paused,
+            Some(other) => VmStatus::Unknown(other.to_string()),
+            None => VmStatus::Unknown("unknown".to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            VmStatus::Running => "running",
+            VmStatus::Stopped => "stopped",
+            VmStatus::Paused => "paused",
+            VmStatus::Unknown(text) => text,
+        }
+    }
+}
+
+/// A QEMU VM row of `cluster/resources`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmResource {
+    pub vmid: u32,
+    pub node: String,
+    pub name: Option<String>,
+    pub status: VmStatus,
+    /// CPU use as a fraction of `maxcpu` (10 s snapshot).
+    pub cpu: Option<f64>,
+    /// vCPUs the VM currently has.
+    pub maxcpu: Option<f64>,
+    /// Memory in use, bytes.
+    pub mem: Option<u64>,
+    /// Memory the VM currently has, bytes.
+    pub maxmem: Option<u64>,
+    /// Memory as the host sees it (PVE 9), bytes.
+    pub memhost: Option<u64>,
+    pub uptime: Option<u64>,
+    pub template: bool,
+    /// Tags, lowercase, in the order Proxmox lists them.
+    pub tags: Vec<String>,
+    pub pool: Option<String>,
+    pub lock: Option<String>,
+    pub hastate: Option<String>,
+}
+
+/// A node row of `cluster/resources` (figures need Sys.Audit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeResource {
+    pub node: String,
+    pub status: String,
+    pub cpu: Option<f64>,
+    pub maxcpu: Option<f64>,
+    pub mem: Option<u64>,
+    pub maxmem: Option<u64>,
+}
+
+/// The rows of `cluster/resources` that pvescale uses.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    pub vms: Vec<VmResource>,
+    pub nodes: Vec<NodeResource>,
+    /// Containers are listed but never managed.
+    pub containers: usize,
+}
+
+/// One raw row; every field optional so that no Proxmox version breaks parsing.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResourceRow {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    vmid: Option<u64>,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    cpu: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    maxcpu: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    mem: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    maxmem: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    memhost: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    uptime: Option<u64>,
+    #[serde(default, deserialize_with = "de_flag")]
+    template: bool,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    tags: Option<String>,
+    #[serde(default)]
+    pool: Option<String>,
+    #[serde(default)]
+    lock: Option<String>,
+    #[serde(default)]
+    hastate: Option<String>,
+}
+
+impl Resources {
+    pub(crate) fn from_rows(rows: Vec<ResourceRow>) -> Resources {
+        let mut out = Resources::default();
+        for row in rows {
+            match row.kind.as_deref() {
+                Some("qemu") => {
+                    let (Some(vmid), Some(node)) = (row.vmid, row.node) else {
+                        continue;
+                    };
+                    let Ok(vmid) = u32::try_from(vmid) else {
+                        continue;
+                    };
+                    out.vms.push(VmResource {
+                        vmid,
+                        node,
+                        name: row.name,
+                        status: VmStatus::parse(row.status.as_deref()),
+                        cpu: row.cpu,
+                        maxcpu: row.maxcpu,
+                        mem: row.mem,
+                        maxmem: row.maxmem,
+                        memhost: row.memhost,
+                        uptime: row.uptime,
+                        template: row.template,
+                        tags: parse_tags(row.tags.as_deref()),
+                        pool: row.pool.filter(|p| !p.is_empty()),
+                        lock: row.lock.filter(|l| !l.is_empty()),
+                        hastate: row.hastate,
+                    });
+                }
+                Some("lxc") => out.containers += 1,
+                Some("node") => {
+                    let Some(node) = row.node else { continue };
+                    out.nodes.push(NodeResource {
+                        node,
+                        status: row.status.unwrap_or_else(|| "unknown".to_string()),
+                        cpu: row.cpu,
+                        maxcpu: row.maxcpu,
+                        mem: row.mem,
+                        maxmem: row.maxmem,
+                    });
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Proxmox separates tags with `;` (also accepts `,` and spaces on input).
+pub fn parse_tags(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or("")
+        .split([';', ',', ' '])
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// One sample of `cluster/metrics/export`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSample {
+    pub timestamp: u64,
+    /// `qemu/101`, `node/pve1`, `lxc/200`, ...
+    pub id: String,
+    /// `cpu_current`, `cpu_max`, `mem_used`, `mem_total`, ...
+    pub metric: String,
+    pub value: f64,
+}
+
+/// One point of `rrddata` (60 s average or max). Fields absent where unknown.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RrdPoint {
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub time: Option<u64>,
+    /// Fraction of `maxcpu`.
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub cpu: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub maxcpu: Option<f64>,
+    /// Bytes in use.
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub mem: Option<f64>,
+    /// Bytes the VM had.
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub maxmem: Option<f64>,
+    /// Bytes as the host sees them (PVE 9).
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub memhost: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeframe {
+    Hour,
+    Day,
+    Week,
+}
+
+impl Timeframe {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timeframe::Hour => "hour",
+            Timeframe::Day => "day",
+            Timeframe::Week => "week",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consolidation {
+    Average,
+    Max,
+}
+
+impl Consolidation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consolidation::Average => "AVERAGE",
+            Consolidation::Max => "MAX",
+        }
+    }
+}
+
+/// `GET /nodes/{node}/status`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NodeStatus {
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub cpu: Option<f64>,
+    #[serde(default)]
+    pub cpuinfo: Option<CpuInfo>,
+    #[serde(default)]
+    pub memory: Option<NodeMemory>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CpuInfo {
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub cpus: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NodeMemory {
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub total: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub used: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub free: Option<u64>,
+}
+
+/// The keys of a VM config that pvescale reads (`config?current=1`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct VmConfig {
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub vcpus: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub cores: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub sockets: Option<u64>,
+    /// MiB; an integer on PVE 8.0, `"[current=]N"` since 8.1.
+    #[serde(default, deserialize_with = "de_memory")]
+    pub memory: Option<u64>,
+    /// MiB; 0 = no balloon device; absent = a balloon device without a minimum.
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub balloon: Option<u64>,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub numa: bool,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub hotplug: Option<String>,
+    #[serde(default)]
+    pub lock: Option<String>,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub template: bool,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub tags: Option<String>,
+}
+
+impl VmConfig {
+    /// Proxmox's defaults when the key is absent.
+    pub fn sockets(&self) -> u64 {
+        self.sockets.unwrap_or(1).max(1)
+    }
+
+    pub fn cores(&self) -> u64 {
+        self.cores.unwrap_or(1).max(1)
+    }
+
+    /// Largest `vcpus` that can be set live: sockets × cores.
+    pub fn max_vcpus(&self) -> u64 {
+        self.sockets() * self.cores()
+    }
+
+    /// vCPUs the VM has now (`vcpus`, default sockets × cores).
+    pub fn vcpus(&self) -> u64 {
+        self.vcpus.filter(|v| *v > 0).unwrap_or(self.max_vcpus())
+    }
+
+    /// The hotplug list with Proxmox's rules: absent or `1` = `network,disk,usb`; `0` = none.
+    pub fn hotplug_features(&self) -> Vec<String> {
+        match self.hotplug.as_deref().map(str::trim) {
+            None | Some("1") => vec!["network".into(), "disk".into(), "usb".into()],
+            Some("0") | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|f| f.trim().to_lowercase())
+                .filter(|f| !f.is_empty())
+                .collect(),
+        }
+    }
+
+    pub fn cpu_hotplug(&self) -> bool {
+        self.hotplug_features().iter().any(|f| f == "cpu")
+    }
+
+    pub fn memory_hotplug(&self) -> bool {
+        self.hotplug_features().iter().any(|f| f == "memory")
+    }
+}
+
+/// A row of `GET .../pending`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PendingItem {
+    pub key: String,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub value: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub pending: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub delete: Option<u64>,
+}
+
+impl PendingItem {
+    /// A change waits for the next cold start.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some() || self.delete.is_some_and(|d| d > 0)
+    }
+}
+
+/// `GET /nodes/{node}/tasks/{upid}/status`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TaskStatus {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub exitstatus: Option<String>,
+}
+
+impl TaskStatus {
+    pub fn is_running(&self) -> bool {
+        self.status != "stopped"
+    }
+
+    /// Proxmox counts `OK` and `WARNINGS: n` as success.
+    pub fn succeeded(&self) -> bool {
+        !self.is_running()
+            && self
+                .exitstatus
+                .as_deref()
+                .is_some_and(|s| s == "OK" || s.starts_with("WARNINGS"))
+    }
+}
+
+// ---- lenient field parsers -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Loose {
+    Bool(bool),
+    Int(u64),
+    Signed(i64),
+    Float(f64),
+    Text(String),
+}
+
+pub(crate) fn de_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(match Option::<Loose>::deserialize(d)? {
+        Some(Loose::Int(v)) => Some(v as f64),
+        Some(Loose::Signed(v)) => Some(v as f64),
+        Some(Loose::Float(v)) if v.is_finite() => Some(v),
+        Some(Loose::Text(t)) => t.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
+        _ => None,
+    })
+}
+
+pub(crate) fn de_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<Loose>::deserialize(d)? {
+        Some(Loose::Int(v)) => Some(v),
+        Some(Loose::Float(v)) if v.is_finite() && v >= 0.0 && v < 1.8e19 => Some(v as u64),
+        Some(Loose::Text(t)) => t.trim().parse::<u64>().ok(),
+        _ => None,
+    })
+}
+
+/// Booleans arrive as `true`, `1`, or `"1"`.
+pub(crate) fn de_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Option::<Loose>::deserialize(d)? {
+        Some(Loose::Bool(b)) => b,
+        Some(Loose::Int(v)) => v != 0,
+        Some(Loose::Signed(v)) => v != 0,
+        Some(Loose::Float(v)) => v != 0.0,
+        Some(Loose::Text(t)) => matches!(t.trim(), "1" | "true" | "yes" | "on"),
+        None => false,
+    })
+}
+
+pub(crate) fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Loose>::deserialize(d)? {
+        Some(Loose::Text(t)) => Some(t),
+        Some(Loose::Int(v)) => Some(v.to_string()),
+        Some(Loose::Signed(v)) => Some(v.to_string()),
+        Some(Loose::Float(v)) => Some(v.to_string()),
+        Some(Loose::Bool(b)) => Some(if b { "1" } else { "0" }.to_string()),
+        None => None,
+    })
+}
+
+/// `memory`: `4096`, `"4096"` or `"current=4096"` (with possibly more `,key=value`).
+pub(crate) fn de_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<Loose>::deserialize(d)? {
+        Some(Loose::Int(v)) => Some(v),
+        Some(Loose::Text(t)) => parse_memory_property(&t),
+        _ => None,
+    })
+}
+
+/// Parses the `[current=]N[,...]` memory property string.
+pub fn parse_memory_property(text: &str) -> Option<u64> {
+    text.split(',').find_map(|part| {
+        let part = part.trim();
+        let value = part.strip_prefix("current=").unwrap_or(part);
+        if value.contains('=') {
+            None
+        } else {
+            value.parse().ok()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_parsed_in_every_version_format() {
+        let v80: VmConfig = serde_json::from_str(r#"{"memory": 4096, "digest": "a"}"#).unwrap();
+        let v81: VmConfig = serde_json::from_str(r#"{"memory": "4096"}"#).unwrap();
+        let v84: VmConfig = serde_json::from_str(r#"{"memory": "current=4096"}"#).unwrap();
+        let v91: VmConfig = serde_json::from_str(r#"{"memory": "current=4096,extra=1"}"#).unwrap();
+        for cfg in [v80, v81, v84, v91] {
+            assert_eq!(cfg.memory, Some(4096));
+        }
+    }
+
+    #[test]
+    fn hotplug_defaults_follow_proxmox() {
+        let absent: VmConfig = serde_json::from_str("{}").unwrap();
+        assert!(!absent.cpu_hotplug());
+        let one: VmConfig = serde_json::from_str(r#"{"hotplug": "1"}"#).unwrap();
+        assert_eq!(one.hotplug_features(), vec!["network", "disk", "usb"]);
+        let zero: VmConfig = serde_json::from_str(r#"{"hotplug": 0}"#).unwrap();
+        assert!(zero.hotplug_features().is_empty());
+        let full: VmConfig =
+            serde_json::from_str(r#"{"hotplug": "network,disk,usb,cpu,memory"}"#).unwrap();
+        assert!(full.cpu_hotplug() && full.memory_hotplug());
+    }
+
+    #[test]
+    fn vcpus_default_to_sockets_times_cores() {
+        let cfg: VmConfig = serde_json::from_str(r#"{"sockets": 2, "cores": 4}"#).unwrap();
+        assert_eq!((cfg.vcpus(), cfg.max_vcpus()), (8, 8));
+        let cfg: VmConfig =
+            serde_json::from_str(r#"{"sockets": "2", "cores": 4, "vcpus": 3}"#).unwrap();
+        assert_eq!((cfg.vcpus(), cfg.max_vcpus()), (3, 8));
+    }
+
+    #[test]
+    fn missing_metrics_are_none_not_zero() {
+        let rows: Vec<ResourceRow> = serde_json::from_str(
+            r#"[{"type":"qemu","vmid":101,"node":"pve1","status":"unknown","tags":"a;B"},
+                {"type":"lxc","vmid":200,"node":"pve1"},
+                {"type":"node","node":"pve1","status":"online"},
+                {"type":"storage","id":"storage/pve1/local"}]"#,
+        )
+        .unwrap();
+        let res = Resources::from_rows(rows);
+        assert_eq!(res.vms.len(), 1);
+        assert_eq!(res.containers, 1);
+        assert_eq!(res.vms[0].cpu, None);
+        assert_eq!(res.vms[0].mem, None);
+        assert_eq!(res.vms[0].tags, vec!["a", "b"]);
+        assert_eq!(res.nodes[0].cpu, None);
+    }
+
+    #[test]
+    fn task_success_includes_warnings() {
+        let ok = TaskStatus {
+            status: "stopped".into(),
+            exitstatus: Some("WARNINGS: 1".into()),
+        };
+        let failed = TaskStatus {
+            status: "stopped".into(),
+            exitstatus: Some("hotplug problem".into()),
+        };
+        let running = TaskStatus {
+            status: "running".into(),
+            exitstatus: None,
+        };
+        assert!(ok.succeeded() && !failed.succeeded() && !running.succeeded());
+    }
+}
