@@ -1,6 +1,7 @@
 //! pvescale: live autoscaling of Proxmox VE VMs. The binary in `main.rs` is a thin shell
 //! around this library.
 
+pub mod metrics;
 pub mod policy;
 pub mod pve;
 pub mod secret;

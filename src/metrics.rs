@@ -1,0 +1,221 @@
+//! API samples → per-VM utilisation over the policy window.
+//!
+//! Utilisation is computed against the VM's size *now*: busy cores and used bytes are
+//! averaged over the window (each sample weighted by the size the VM had then), then divided
+//! by the current vCPUs and memory. A VM resized inside the window is thus judged on what it
+//! actually used. Missing or impossible samples are dropped, never read as 0.
+
+use std::collections::HashMap;
+
+use crate::pve::types::{MetricSample, RrdPoint};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Average use of one VM over the window, in absolute units.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VmUsage {
+    /// Average busy vCPUs.
+    pub busy_cpus: Option<f64>,
+    /// Number of CPU samples behind `busy_cpus`.
+    pub cpu_samples: u32,
+    /// Average memory in use, MiB.
+    pub used_mib: Option<f64>,
+    /// Number of memory samples behind `used_mib`.
+    pub mem_samples: u32,
+}
+
+impl VmUsage {
+    /// CPU as a fraction of `vcpus` (the VM's current count).
+    pub fn cpu_fraction(&self, vcpus: u64) -> Option<f64> {
+        let busy = self.busy_cpus?;
+        (vcpus > 0).then(|| busy / vcpus as f64)
+    }
+
+    /// Memory as a fraction of `memory_mib` (the VM's current memory).
+    pub fn memory_fraction(&self, memory_mib: u64) -> Option<f64> {
+        let used = self.used_mib?;
+        (memory_mib > 0).then(|| used / memory_mib as f64)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Accumulator {
+    // Per timestamp: cpu_current, cpu_max, mem_used (bytes), so that pairs can be matched.
+    cpu_current: HashMap<u64, f64>,
+    cpu_max: HashMap<u64, f64>,
+    mem_used: Vec<f64>,
+}
+
+/// Collects `metrics/export` samples of the VMs we manage inside `[start, end]`.
+#[derive(Debug)]
+pub struct WindowAggregator {
+    start: u64,
+    end: u64,
+    vms: HashMap<u32, Accumulator>,
+}
+
+impl WindowAggregator {
+    /// Only samples of the VMs in `managed` are kept (the answer holds every guest).
+    pub fn new(start: u64, end: u64, managed: impl IntoIterator<Item = u32>) -> Self {
+        WindowAggregator {
+            start,
+            end,
+            vms: managed
+                .into_iter()
+                .map(|id| (id, Accumulator::default()))
+                .collect(),
+        }
+    }
+
+    pub fn add(&mut self, sample: &MetricSample) {
+        if sample.timestamp < self.start || sample.timestamp > self.end {
+            return;
+        }
+        let Some(vmid) = sample
+            .id
+            .strip_prefix("qemu/")
+            .and_then(|id| id.parse::<u32>().ok())
+        else {
+            return;
+        };
+        let Some(acc) = self.vms.get_mut(&vmid) else {
+            return;
+        };
+        let value = sample.value;
+        if !value.is_finite() || value < 0.0 {
+            return;
+        }
+        match sample.metric.as_str() {
+            // A fraction of cpu_max; a little over 1 happens with steal/rounding.
+            "cpu_current" if value <= 1.05 => {
+                acc.cpu_current.insert(sample.timestamp, value.min(1.0));
+            }
+            "cpu_max" if value >= 1.0 => {
+                acc.cpu_max.insert(sample.timestamp, value);
+            }
+            "mem_used" => acc.mem_used.push(value),
+            _ => {}
+        }
+    }
+
+    pub fn finish(self) -> HashMap<u32, VmUsage> {
+        self.vms
+            .into_iter()
+            .map(|(vmid, acc)| {
+                let busy: Vec<f64> = acc
+                    .cpu_current
+                    .iter()
+                    .filter_map(|(ts, fraction)| acc.cpu_max.get(ts).map(|max| fraction * max))
+                    .collect();
+                (
+                    vmid,
+                    VmUsage {
+                        busy_cpus: mean(&busy),
+                        cpu_samples: busy.len() as u32,
+                        used_mib: mean(&acc.mem_used).map(|b| b / MIB),
+                        mem_samples: acc.mem_used.len() as u32,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Usage from `rrddata` points (the fallback where `metrics/export` is missing).
+pub fn usage_from_rrd(points: &[RrdPoint], start: u64, end: u64) -> VmUsage {
+    let in_window = points
+        .iter()
+        .filter(|p| p.time.is_some_and(|t| t >= start && t <= end));
+    let mut busy = Vec::new();
+    let mut used = Vec::new();
+    for point in in_window {
+        if let (Some(cpu), Some(max)) = (point.cpu, point.maxcpu)
+            && cpu.is_finite()
+            && (0.0..=1.05).contains(&cpu)
+            && max >= 1.0
+        {
+            busy.push(cpu.min(1.0) * max);
+        }
+        if let Some(mem) = point.mem.filter(|m| m.is_finite() && *m >= 0.0) {
+            used.push(mem);
+        }
+    }
+    VmUsage {
+        busy_cpus: mean(&busy),
+        cpu_samples: busy.len() as u32,
+        used_mib: mean(&used).map(|b| b / MIB),
+        mem_samples: used.len() as u32,
+    }
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ts: u64, id: &str, metric: &str, value: f64) -> MetricSample {
+        MetricSample {
+            timestamp: ts,
+            id: id.to_string(),
+            metric: metric.to_string(),
+            value,
+        }
+    }
+
+    #[test]
+    fn busy_cores_follow_the_size_at_sample_time() {
+        let mut agg = WindowAggregator::new(100, 200, [101]);
+        // 2 vCPUs at 100 % then 4 vCPUs at 50 %: 2 busy cores throughout.
+        for (ts, frac, max) in [(110, 1.0, 2.0), (120, 0.5, 4.0)] {
+            agg.add(&sample(ts, "qemu/101", "cpu_current", frac));
+            agg.add(&sample(ts, "qemu/101", "cpu_max", max));
+        }
+        let usage = &agg.finish()[&101];
+        assert_eq!(usage.busy_cpus, Some(2.0));
+        assert_eq!(usage.cpu_fraction(4), Some(0.5));
+        assert_eq!(usage.cpu_samples, 2);
+    }
+
+    #[test]
+    fn samples_outside_the_window_or_impossible_are_ignored() {
+        let mut agg = WindowAggregator::new(100, 200, [101]);
+        agg.add(&sample(50, "qemu/101", "mem_used", 1.0));
+        agg.add(&sample(150, "qemu/101", "mem_used", f64::NAN));
+        agg.add(&sample(150, "qemu/101", "cpu_current", 7.0));
+        agg.add(&sample(150, "qemu/101", "cpu_max", 2.0));
+        agg.add(&sample(150, "qemu/102", "mem_used", 1.0));
+        agg.add(&sample(150, "lxc/101", "mem_used", 1.0));
+        let usage = &agg.finish()[&101];
+        assert_eq!(usage, &VmUsage::default());
+        assert_eq!(usage.cpu_fraction(2), None, "no data is unknown, not 0");
+    }
+
+    #[test]
+    fn rrd_points_with_gaps_count_only_known_values() {
+        let points = vec![
+            RrdPoint {
+                time: Some(120),
+                cpu: Some(0.25),
+                maxcpu: Some(4.0),
+                mem: Some(512.0 * MIB),
+                maxmem: Some(2048.0 * MIB),
+                memhost: None,
+            },
+            RrdPoint {
+                time: Some(180),
+                cpu: None,
+                maxcpu: None,
+                mem: None,
+                maxmem: None,
+                memhost: None,
+            },
+        ];
+        let usage = usage_from_rrd(&points, 100, 200);
+        assert_eq!(usage.busy_cpus, Some(1.0));
+        assert_eq!(usage.cpu_samples, 1);
+        assert_eq!(usage.used_mib, Some(512.0));
+    }
+}
