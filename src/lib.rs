@@ -1,6 +1,10 @@
 //! pvescale: live autoscaling of Proxmox VE VMs. The binary in `main.rs` is a thin shell
 //! around this library.
 
+pub mod apply;
+pub mod cli;
+pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod pve;

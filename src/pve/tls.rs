@@ -411,11 +411,11 @@ impl Transport for PveTlsTransport {
         self.buffers.input_appended(amount);
         self.bytes_received
             .fetch_add(amount as u64, Ordering::Relaxed);
-        if self.awaiting_status_line {
-            if let Some(reason) = parse_reason_phrase(self.buffers.input()) {
-                self.awaiting_status_line = false;
-                LAST_REASON_PHRASE.with(|slot| *slot.borrow_mut() = reason);
-            }
+        if self.awaiting_status_line
+            && let Some(reason) = parse_reason_phrase(self.buffers.input())
+        {
+            self.awaiting_status_line = false;
+            LAST_REASON_PHRASE.with(|slot| *slot.borrow_mut() = reason);
         }
         Ok(amount > 0)
     }

@@ -444,7 +444,7 @@ pub(crate) fn de_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>,
 pub(crate) fn de_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(match Option::<Loose>::deserialize(d)? {
         Some(Loose::Int(v)) => Some(v),
-        Some(Loose::Float(v)) if v.is_finite() && v >= 0.0 && v < 1.8e19 => Some(v as u64),
+        Some(Loose::Float(v)) if (0.0..1.8e19).contains(&v) => Some(v as u64),
         Some(Loose::Text(t)) => t.trim().parse::<u64>().ok(),
         _ => None,
     })

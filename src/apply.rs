@@ -1,0 +1,259 @@
+//! The write protocol: one asynchronous config write with `digest`, wait for its task,
+//! re-read `pending`, and revert anything of ours that did not go live, so that nothing is
+//! left waiting for the VM's next reboot.
+
+use std::time::Duration;
+
+use crate::pve::types::{PendingItem, VmConfig};
+use crate::pve::{ApiError, ApiErrorKind, Client, TaskOutcome};
+
+/// The config keys pvescale writes. Pending changes to them made by someone else make us
+/// leave the VM alone.
+pub const MANAGED_KEYS: [&str; 3] = ["vcpus", "memory", "balloon"];
+
+/// New values to write; `None` = unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    pub vcpus: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub balloon_mib: Option<u64>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.vcpus.is_none() && self.memory_mib.is_none() && self.balloon_mib.is_none()
+    }
+
+    fn params(&self, digest: &str) -> Vec<(&'static str, String)> {
+        let mut params = Vec::new();
+        // Balloon first in the list; Proxmox applies the request as a whole, and a lower
+        // balloon must not exceed the new memory.
+        if let Some(balloon) = self.balloon_mib {
+            params.push(("balloon", balloon.to_string()));
+        }
+        if let Some(memory) = self.memory_mib {
+            params.push(("memory", memory.to_string()));
+        }
+        if let Some(vcpus) = self.vcpus {
+            params.push(("vcpus", vcpus.to_string()));
+        }
+        if !digest.is_empty() {
+            params.push(("digest", digest.to_string()));
+        }
+        params
+    }
+
+    fn keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.vcpus.is_some() {
+            keys.push("vcpus");
+        }
+        if self.memory_mib.is_some() {
+            keys.push("memory");
+        }
+        if self.balloon_mib.is_some() {
+            keys.push("balloon");
+        }
+        keys
+    }
+}
+
+/// What happened to a change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Live now.
+    Applied,
+    /// The VM did not take (all of) it live; what was left pending was reverted.
+    /// `keys` are the refused keys.
+    Refused { keys: Vec<String>, message: String },
+    /// Not attempted or not applied for a reason that may pass (digest changed, VM locked,
+    /// someone else's pending change): try again on a later run.
+    Skipped(String),
+    /// The task was still running when we stopped waiting; a later run settles it.
+    Unsettled(String),
+    /// An error (permission, API, network).
+    Failed(String),
+}
+
+/// Timing of the write protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyTiming {
+    /// Longest wait for the config task.
+    pub task_timeout: Duration,
+    /// First poll interval (doubles up to 2 s).
+    pub poll: Duration,
+}
+
+impl Default for ApplyTiming {
+    fn default() -> Self {
+        ApplyTiming {
+            task_timeout: Duration::from_secs(60),
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Pending changes to our keys that are already there before we write.
+pub fn foreign_pending(pending: &[PendingItem]) -> Vec<String> {
+    pending
+        .iter()
+        .filter(|item| item.is_pending() && MANAGED_KEYS.contains(&item.key.as_str()))
+        .map(|item| {
+            format!(
+                "{}: {} → {}",
+                item.key,
+                item.value.as_deref().unwrap_or("(unset)"),
+                item.pending.as_deref().unwrap_or("(delete)")
+            )
+        })
+        .collect()
+}
+
+/// Writes `change` to a VM whose current config (with its digest) was just read.
+pub fn apply(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    config: &VmConfig,
+    change: &Change,
+    timing: ApplyTiming,
+) -> Outcome {
+    if change.is_empty() {
+        return Outcome::Applied;
+    }
+    let params = change.params(&config.digest);
+    let keys = change.keys();
+    let write = client.vm_config_post(node, vmid, &params);
+    let task = match write {
+        Ok(upid) => client.wait_task(node, &upid, timing.task_timeout, timing.poll),
+        Err(e) if e.is_digest_mismatch() => {
+            return Outcome::Skipped(
+                "the config changed since it was read (digest mismatch): next run".to_string(),
+            );
+        }
+        Err(e) if e.is_locked() => return Outcome::Skipped(e.message.clone()),
+        Err(e) if e.outcome_unknown || e.kind == ApiErrorKind::BadRequest => {
+            // The change may be (partly) written: learn the truth before anything else.
+            log::warn!("VM {vmid}: {e}; re-reading to learn the outcome");
+            return settle(client, node, vmid, change, &keys, &e.to_string());
+        }
+        Err(e) => return Outcome::Failed(describe_write_error(&e)),
+    };
+    match task {
+        Ok(TaskOutcome::Ok(_)) => settle(client, node, vmid, change, &keys, ""),
+        Ok(TaskOutcome::Failed(exit)) => settle(client, node, vmid, change, &keys, &exit),
+        Ok(TaskOutcome::StillRunning) => Outcome::Unsettled(format!(
+            "the config task did not finish within {}s; the next run checks the outcome",
+            timing.task_timeout.as_secs()
+        )),
+        Err(e) => settle(client, node, vmid, change, &keys, &e.to_string()),
+    }
+}
+
+/// After a write: whatever of ours is still pending did not go live. Revert it.
+fn settle(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    change: &Change,
+    keys: &[&str],
+    task_message: &str,
+) -> Outcome {
+    let pending = match client.vm_pending(node, vmid) {
+        Ok(p) => p,
+        Err(e) => {
+            return Outcome::Unsettled(format!(
+                "could not re-read pending changes ({e}); the next run checks the outcome"
+            ));
+        }
+    };
+    let stuck: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|key| pending.iter().any(|p| p.key == *key && p.is_pending()))
+        .collect();
+    if stuck.is_empty() {
+        if task_message.is_empty() {
+            return Outcome::Applied;
+        }
+        // The task failed but nothing is pending: either nothing was written or all of it
+        // was. Ask the running config which.
+        return match client.vm_config_current(node, vmid) {
+            Ok(now) if reached(&now, change) => Outcome::Applied,
+            Ok(_) => Outcome::Failed(format!("the change was not applied: {task_message}")),
+            Err(e) => Outcome::Unsettled(format!(
+                "{task_message}; could not re-read the config ({e}); the next run checks"
+            )),
+        };
+    }
+    let revert = client.vm_revert(node, vmid, &stuck, None);
+    let mut message = if task_message.is_empty() {
+        format!("{} left pending (not applied live)", stuck.join(", "))
+    } else {
+        task_message.trim().to_string()
+    };
+    match revert {
+        Ok(()) => message.push_str("; reverted the pending change"),
+        Err(e) => message.push_str(&format!("; REVERT FAILED, pending change remains: {e}")),
+    }
+    Outcome::Refused {
+        keys: stuck.iter().map(|k| k.to_string()).collect(),
+        message,
+    }
+}
+
+fn reached(config: &VmConfig, change: &Change) -> bool {
+    change.vcpus.is_none_or(|v| config.vcpus() == v)
+        && change.memory_mib.is_none_or(|m| config.memory == Some(m))
+}
+
+fn describe_write_error(error: &ApiError) -> String {
+    match error.kind {
+        ApiErrorKind::Permission => format!(
+            "{error} — the token lacks a privilege for this VM; grant it with pveum acl modify"
+        ),
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_carry_digest_and_balloon_before_memory() {
+        let change = Change {
+            vcpus: Some(4),
+            memory_mib: Some(2048),
+            balloon_mib: Some(1024),
+        };
+        let params = change.params("abc");
+        let names: Vec<&str> = params.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, vec!["balloon", "memory", "vcpus", "digest"]);
+    }
+
+    #[test]
+    fn foreign_pending_lists_only_our_keys() {
+        let pending = vec![
+            PendingItem {
+                key: "memory".into(),
+                value: Some("2048".into()),
+                pending: Some("4096".into()),
+                delete: None,
+            },
+            PendingItem {
+                key: "cores".into(),
+                value: Some("2".into()),
+                pending: Some("4".into()),
+                delete: None,
+            },
+            PendingItem {
+                key: "vcpus".into(),
+                value: Some("2".into()),
+                pending: None,
+                delete: None,
+            },
+        ];
+        assert_eq!(foreign_pending(&pending), vec!["memory: 2048 → 4096"]);
+    }
+}

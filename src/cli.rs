@@ -1,0 +1,104 @@
+//! Command-line interface (clap types only).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  pvescale check                      is the config, the token and every VM ready?
+  pvescale run --dry-run              what would be changed, and why (changes nothing)
+  pvescale run                        scale every managed VM once (what the timer runs)
+  pvescale status --output json       utilisation, readiness and next action per VM
+
+Files: /etc/pvescale/pvescale.toml (config), /var/lib/pvescale/state.json (state).
+Exit codes: 0 ok, 1 error, 2 usage, 3 some VMs failed, 75 another run holds the lock,
+78 config error.";
+
+/// Live autoscaling of Proxmox VE VMs: vCPUs and memory follow the load, without reboots.
+#[derive(Debug, Parser)]
+#[command(name = "pvescale", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file [default: $PVESCALE_CONFIG, else /etc/pvescale/pvescale.toml as root,
+    /// else ~/.config/pvescale/pvescale.toml]
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// More detail on stderr (repeat for more)
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print nothing unless something changed or failed
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate and scale every managed VM once, then exit (run this from a timer)
+    Run(RunArgs),
+    /// Show every managed VM: size, utilisation, readiness, and what the next run would do
+    Status(StatusArgs),
+    /// Check config, connection, credentials, privileges and each VM's readiness
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Read and decide, print the plan with reasons; change nothing and write no state
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Output format of the summary
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_work_after_the_subcommand() {
+        let cli =
+            Cli::try_parse_from(["pvescale", "run", "--dry-run", "--config", "/x.toml", "-v"])
+                .expect("parses");
+        assert_eq!(cli.global.config, Some(PathBuf::from("/x.toml")));
+        assert_eq!(cli.global.verbose, 1);
+        assert!(matches!(
+            cli.command,
+            Command::Run(RunArgs { dry_run: true, .. })
+        ));
+    }
+}
