@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod logging;
 pub mod metrics;

@@ -207,7 +207,7 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
         let digits: u64 = frac.parse().map_err(|_| too_large())?;
         let scale = 10u64.pow(frac.len() as u32);
         let numerator = digits.checked_mul(per_unit).ok_or_else(too_large)?;
-        if numerator % scale != 0 {
+        if !numerator.is_multiple_of(scale) {
             return Err(UnitError::size(
                 input,
                 "it is not a whole number of MiB; write it in MiB instead",
@@ -222,15 +222,15 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
 /// the value is at least 1 GiB and exact with at most two decimals, MiB otherwise. The output
 /// parses back with [`parse_size`].
 pub fn fmt_mib(mib: u64) -> String {
-    if mib >= MIB_PER_TIB && mib % MIB_PER_TIB == 0 {
+    if mib >= MIB_PER_TIB && mib.is_multiple_of(MIB_PER_TIB) {
         return format!("{} TiB", mib / MIB_PER_TIB);
     }
-    if mib >= MIB_PER_GIB && (mib % MIB_PER_GIB) * 100 % MIB_PER_GIB == 0 {
+    if mib >= MIB_PER_GIB && ((mib % MIB_PER_GIB) * 100).is_multiple_of(MIB_PER_GIB) {
         let whole = mib / MIB_PER_GIB;
         let hundredths = (mib % MIB_PER_GIB) * 100 / MIB_PER_GIB;
         return if hundredths == 0 {
             format!("{whole} GiB")
-        } else if hundredths % 10 == 0 {
+        } else if hundredths.is_multiple_of(10) {
             format!("{whole}.{} GiB", hundredths / 10)
         } else {
             format!("{whole}.{hundredths:02} GiB")
