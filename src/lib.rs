@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod dimm;
 pub mod config;
 pub mod error;
 pub mod logging;
