@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod policy;
 pub mod pve;
 pub mod secret;
+pub mod state;
 pub mod units;
