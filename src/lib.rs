@@ -3,8 +3,8 @@
 
 pub mod apply;
 pub mod cli;
-pub mod dimm;
 pub mod config;
+pub mod dimm;
 pub mod error;
 pub mod logging;
 pub mod metrics;
