@@ -349,6 +349,24 @@ mod tests {
         assert_eq!(fmt_mib(1024 * 1024 + 512), "1024.5 GiB");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_duration_round_trips(n in 0u64..100_000_000) {
+            proptest::prop_assert_eq!(parse_duration(&fmt_duration(secs(n))), Ok(secs(n)));
+        }
+
+        #[test]
+        fn any_size_round_trips(n in 0u64..(1 << 40)) {
+            proptest::prop_assert_eq!(parse_size(&fmt_mib(n)), Ok(n));
+        }
+
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,24}") {
+            let _ = parse_duration(&s);
+            let _ = parse_size(&s);
+        }
+    }
+
     #[test]
     fn sizes_round_trip() {
         for n in [

@@ -123,6 +123,17 @@ fn unknown_keys_give_file_line_column_and_key() {
 }
 
 #[test]
+fn single_bracket_tables_get_a_hint() {
+    let msg = err(&MINIMAL.replace("[[cluster]]", "[cluster]"));
+    assert!(
+        msg.contains(":2:1: cluster:") && msg.contains("write [[cluster]]"),
+        "{msg}"
+    );
+    let msg = err(&with("[override]\nvmids = [101]\ncpu = { max = 2 }\n"));
+    assert!(msg.contains("write [[override]]"), "{msg}");
+}
+
+#[test]
 fn toml_syntax_errors_have_a_position() {
     let text = with("[policy\nwindow = \"5m\"\n");
     let msg = err(&text);
@@ -448,7 +459,7 @@ fn timeouts() {
     );
     let msg = err(&MINIMAL.replace("token =", "timeout = \"2s\"\ntoken ="));
     assert!(
-        msg.contains("cluster[0].connect_timeout: (5s) must not be longer than timeout (2s)"),
+        msg.contains("cluster[0].connect_timeout: 5s must not be longer than timeout (2s)"),
         "{msg}"
     );
     let msg = err(&MINIMAL.replace("token =", "timeout = \"0s\"\ntoken ="));

@@ -56,7 +56,11 @@ pub(super) fn parse(
             ),
             None => (String::new(), None),
         };
-        parse_error(key, location, e.message())
+        let mut message = e.message().to_owned();
+        if (key == "cluster" || key == "override") && message.contains("expected a sequence") {
+            message.push_str(&format!(" (write [[{key}]], with double brackets)"));
+        }
+        parse_error(key, location, &message)
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
     let mut v = Validator {
@@ -229,7 +233,7 @@ impl Validator<'_> {
             self.problem(
                 &key.key("connect_timeout"),
                 format!(
-                    "({}) must not be longer than timeout ({}), which bounds the whole request",
+                    "{} must not be longer than timeout ({}), which bounds the whole request",
                     fmt_duration(connect_timeout),
                     fmt_duration(timeout)
                 ),
