@@ -1,0 +1,979 @@
+//! The cluster model: versions, nodes, guests, privileges and load patterns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// A Proxmox VE release (`major.minor`), e.g. `8.0`, `8.4`, `9.1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Version {
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Version { major, minor }
+    }
+
+    /// Parses `"8.4"`; anything unparsable falls back to 8.4.
+    pub fn parse(s: &str) -> Self {
+        let mut it = s.trim().split('.');
+        let major = it.next().and_then(|m| m.parse().ok());
+        let minor = it.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        match major {
+            Some(major) => Version { major, minor },
+            None => Version::new(8, 4),
+        }
+    }
+
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        *self >= Version::new(major, minor)
+    }
+
+    /// `config` returns `memory` as a JSON integer on 8.0, a string since 8.1.
+    pub fn memory_is_string(&self) -> bool {
+        self.at_least(8, 1)
+    }
+
+    /// `/cluster/metrics/export` exists since 8.3.
+    pub fn has_metrics_export(&self) -> bool {
+        self.at_least(8, 3)
+    }
+
+    /// Error bodies carry `message` only on servers since early 2025 (8.4, 9.x).
+    pub fn has_error_message(&self) -> bool {
+        self.at_least(8, 4)
+    }
+
+    /// PVE 9 RRD layout and extra fields (`memhost`, `pressure*`).
+    pub fn is_pve9(&self) -> bool {
+        self.major >= 9
+    }
+
+    pub(crate) fn full_version(&self) -> String {
+        let patch = match (self.major, self.minor) {
+            (8, 0) => 4,
+            (8, 1) => 4,
+            (8, 2) => 7,
+            (8, 3) => 5,
+            (8, 4) => 1,
+            (9, 0) => 6,
+            (9, 1) => 2,
+            _ => 0,
+        };
+        format!("{}.{}.{}", self.major, self.minor, patch)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Demand over simulated time. Times (`at`, `start`, `end`, ...) are seconds relative to the
+/// simulation's start epoch ([`crate::Sim::start_time`]); negative values are in the past.
+///
+/// For CPU the value is the number of busy cores the guest wants; for memory it is MiB the
+/// guest wants. What is reported is limited by the VM's size at that time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pattern {
+    Constant(f64),
+    /// `before` until `at`, `after` from `at` on.
+    Step {
+        before: f64,
+        after: f64,
+        at: i64,
+    },
+    /// `from` until `start`, linear to `to` at `end`, `to` afterwards.
+    Ramp {
+        from: f64,
+        to: f64,
+        start: i64,
+        end: i64,
+    },
+    /// `base + amplitude * sin(2π t / period)` (e.g. a daily cycle with period 86400).
+    Periodic {
+        base: f64,
+        amplitude: f64,
+        period: i64,
+    },
+    /// `peak` during the first `duration` seconds of every `every` seconds, `base` otherwise.
+    Spikes {
+        base: f64,
+        peak: f64,
+        every: i64,
+        duration: i64,
+    },
+    /// `values[i]` from `start + i*step`; the first value before, the last one after.
+    Series {
+        start: i64,
+        step: i64,
+        values: Vec<f64>,
+    },
+}
+
+impl Pattern {
+    /// Value at `rel` seconds after the simulation start (never negative).
+    pub fn at(&self, rel: i64) -> f64 {
+        let v = match self {
+            Pattern::Constant(v) => *v,
+            Pattern::Step { before, after, at } => {
+                if rel < *at {
+                    *before
+                } else {
+                    *after
+                }
+            }
+            Pattern::Ramp {
+                from,
+                to,
+                start,
+                end,
+            } => {
+                if rel <= *start {
+                    *from
+                } else if rel >= *end || end <= start {
+                    *to
+                } else {
+                    let f = (rel - start) as f64 / (end - start) as f64;
+                    from + (to - from) * f
+                }
+            }
+            Pattern::Periodic {
+                base,
+                amplitude,
+                period,
+            } => {
+                if *period <= 0 {
+                    *base
+                } else {
+                    let phase = rel.rem_euclid(*period) as f64 / *period as f64;
+                    base + amplitude * (phase * std::f64::consts::TAU).sin()
+                }
+            }
+            Pattern::Spikes {
+                base,
+                peak,
+                every,
+                duration,
+            } => {
+                if *every > 0 && rel.rem_euclid(*every) < *duration {
+                    *peak
+                } else {
+                    *base
+                }
+            }
+            Pattern::Series {
+                start,
+                step,
+                values,
+            } => {
+                if values.is_empty() {
+                    0.0
+                } else if rel < *start || *step <= 0 {
+                    values[0]
+                } else {
+                    let i = ((rel - start) / step) as usize;
+                    values[i.min(values.len() - 1)]
+                }
+            }
+        };
+        if v.is_finite() { v.max(0.0) } else { 0.0 }
+    }
+}
+
+/// Run state of a guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmStatus {
+    Running,
+    Stopped,
+    /// Running but paused (`qmpstatus: paused`); `cluster/resources` says `paused`.
+    Paused,
+    /// No data yet (e.g. right after a node restart): `status: unknown`, no metrics.
+    Unknown,
+}
+
+impl VmStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VmStatus::Running => "running",
+            VmStatus::Stopped => "stopped",
+            VmStatus::Paused => "paused",
+            VmStatus::Unknown => "unknown",
+        }
+    }
+
+    /// The QEMU process exists (running or paused): config changes go through hotplug.
+    pub fn is_live(&self) -> bool {
+        matches!(self, VmStatus::Running | VmStatus::Paused)
+    }
+}
+
+/// Guest type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Qemu,
+    Lxc,
+}
+
+impl Kind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Qemu => "qemu",
+            Kind::Lxc => "lxc",
+        }
+    }
+}
+
+/// Every privilege name the simulator knows.
+pub const ALL_PRIVS: &[&str] = &[
+    "Datastore.Allocate",
+    "Datastore.AllocateSpace",
+    "Datastore.AllocateTemplate",
+    "Datastore.Audit",
+    "Group.Allocate",
+    "Mapping.Audit",
+    "Mapping.Modify",
+    "Mapping.Use",
+    "Permissions.Modify",
+    "Pool.Allocate",
+    "Pool.Audit",
+    "Realm.Allocate",
+    "Realm.AllocateUser",
+    "SDN.Allocate",
+    "SDN.Audit",
+    "SDN.Use",
+    "Sys.AccessNetwork",
+    "Sys.Audit",
+    "Sys.Console",
+    "Sys.Incoming",
+    "Sys.Modify",
+    "Sys.PowerMgmt",
+    "Sys.Syslog",
+    "User.Modify",
+    "VM.Allocate",
+    "VM.Audit",
+    "VM.Backup",
+    "VM.Clone",
+    "VM.Config.CDROM",
+    "VM.Config.CPU",
+    "VM.Config.Cloudinit",
+    "VM.Config.Disk",
+    "VM.Config.HWType",
+    "VM.Config.Memory",
+    "VM.Config.Network",
+    "VM.Config.Options",
+    "VM.Console",
+    "VM.Migrate",
+    "VM.PowerMgmt",
+    "VM.Snapshot",
+    "VM.Snapshot.Rollback",
+];
+
+/// Privileges of a token or user: a set on `/` (propagated to everything) plus optional sets on
+/// sub-paths such as `/vms/101`, `/vms`, `/nodes/pve1`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Privs {
+    root: BTreeSet<String>,
+    paths: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Privs {
+    /// No privilege at all.
+    pub fn none() -> Self {
+        Privs::default()
+    }
+
+    /// These privileges on `/`.
+    pub fn new(privs: &[&str]) -> Self {
+        Privs {
+            root: privs.iter().map(|p| p.to_string()).collect(),
+            paths: BTreeMap::new(),
+        }
+    }
+
+    /// What pvescale needs: `VM.Audit`, `VM.Config.CPU`, `VM.Config.Memory`, `Sys.Audit` on `/`.
+    pub fn pvescale() -> Self {
+        Privs::new(&["VM.Audit", "VM.Config.CPU", "VM.Config.Memory", "Sys.Audit"])
+    }
+
+    /// Read-only: `VM.Audit` and `Sys.Audit` on `/`.
+    pub fn audit() -> Self {
+        Privs::new(&["VM.Audit", "Sys.Audit"])
+    }
+
+    /// Every privilege (like `Administrator` on `/`).
+    pub fn all() -> Self {
+        Privs::new(ALL_PRIVS)
+    }
+
+    /// Adds a privilege on `/`.
+    pub fn with(mut self, privilege: &str) -> Self {
+        self.root.insert(privilege.to_string());
+        self
+    }
+
+    /// Removes a privilege from `/`.
+    pub fn without(mut self, privilege: &str) -> Self {
+        self.root.remove(privilege);
+        self
+    }
+
+    /// Adds privileges on a sub-path (e.g. `"/vms/101"`).
+    pub fn on(mut self, path: &str, privs: &[&str]) -> Self {
+        let path = normalize_acl_path(path);
+        self.paths
+            .entry(path)
+            .or_default()
+            .extend(privs.iter().map(|p| p.to_string()));
+        self
+    }
+
+    /// Effective privileges on `path` (the root set plus every set on a prefix of `path`).
+    pub fn effective(&self, path: &str) -> BTreeSet<String> {
+        let path = normalize_acl_path(path);
+        let mut out = self.root.clone();
+        for (p, set) in &self.paths {
+            if p == &path || path.starts_with(&format!("{p}/")) {
+                out.extend(set.iter().cloned());
+            }
+        }
+        out
+    }
+
+    pub fn has(&self, path: &str, privilege: &str) -> bool {
+        if self.root.contains(privilege) {
+            return true;
+        }
+        self.effective(path).contains(privilege)
+    }
+
+    /// Paths with an explicit ACL (always includes `/`).
+    pub fn acl_paths(&self) -> Vec<String> {
+        let mut v = vec!["/".to_string()];
+        v.extend(self.paths.keys().filter(|p| p.as_str() != "/").cloned());
+        v
+    }
+}
+
+fn normalize_acl_path(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        "/".to_string()
+    } else if t.starts_with('/') {
+        t.to_string()
+    } else {
+        format!("/{t}")
+    }
+}
+
+/// A cluster node.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub(crate) name: String,
+    pub(crate) cpus: u32,
+    pub(crate) memory_mib: u64,
+    pub(crate) online: bool,
+}
+
+impl NodeSpec {
+    /// A node with 16 CPUs and 64 GiB of memory.
+    pub fn new(name: &str) -> Self {
+        NodeSpec {
+            name: name.to_string(),
+            cpus: 16,
+            memory_mib: 65536,
+            online: true,
+        }
+    }
+    pub fn cpus(mut self, n: u32) -> Self {
+        self.cpus = n.max(1);
+        self
+    }
+    pub fn memory_mib(mut self, m: u64) -> Self {
+        self.memory_mib = m.max(1024);
+        self
+    }
+    /// An offline node: its guests are `unknown`, requests proxied to it fail with 595.
+    pub fn online(mut self, online: bool) -> Self {
+        self.online = online;
+        self
+    }
+}
+
+/// State of a node (see [`crate::Sim::update_node`]).
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub online: bool,
+    /// Host CPU load not caused by guests, in busy cores.
+    pub base_cpu: f64,
+    /// Host memory used by the host itself, MiB.
+    pub base_mem_mib: u64,
+}
+
+/// A guest to create.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    pub(crate) vmid: u32,
+    pub(crate) node: String,
+    pub(crate) kind: Kind,
+    pub(crate) name: Option<String>,
+    pub(crate) sockets: u32,
+    pub(crate) cores: u32,
+    pub(crate) vcpus: Option<u32>,
+    pub(crate) memory_mib: u64,
+    pub(crate) balloon_mib: Option<u64>,
+    pub(crate) numa: bool,
+    pub(crate) hotplug: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) pool: Option<String>,
+    pub(crate) hastate: Option<String>,
+    pub(crate) status: VmStatus,
+    pub(crate) lock: Option<String>,
+    pub(crate) template: bool,
+    pub(crate) cpulimit: Option<f64>,
+    pub(crate) cpu_load: Option<Pattern>,
+    pub(crate) mem_load: Option<Pattern>,
+    pub(crate) balloon_stats: bool,
+    pub(crate) refuse_cpu_unplug: Option<u32>,
+    pub(crate) refuse_mem_unplug: Option<u32>,
+    pub(crate) extra: Vec<(String, String)>,
+    pub(crate) created_ago: i64,
+    pub(crate) booted_ago: i64,
+}
+
+impl VmSpec {
+    /// A running QEMU VM: 1 socket × 2 cores, 2048 MiB, balloon device on (no `balloon` key),
+    /// default hotplug (`network,disk,usb`), numa 0, load 0.5 cores / half its memory,
+    /// balloon statistics reported, created 30 days and booted 5 days before the start.
+    pub fn new(vmid: u32, node: &str) -> Self {
+        VmSpec {
+            vmid,
+            node: node.to_string(),
+            kind: Kind::Qemu,
+            name: None,
+            sockets: 1,
+            cores: 2,
+            vcpus: None,
+            memory_mib: 2048,
+            balloon_mib: None,
+            numa: false,
+            hotplug: None,
+            tags: Vec::new(),
+            pool: None,
+            hastate: None,
+            status: VmStatus::Running,
+            lock: None,
+            template: false,
+            cpulimit: None,
+            cpu_load: None,
+            mem_load: None,
+            balloon_stats: true,
+            refuse_cpu_unplug: None,
+            refuse_mem_unplug: None,
+            extra: Vec::new(),
+            created_ago: 30 * 86400,
+            booted_ago: 5 * 86400,
+        }
+    }
+    /// An LXC container (listed in `cluster/resources` and `metrics/export`; no qemu endpoints).
+    pub fn lxc(mut self) -> Self {
+        self.kind = Kind::Lxc;
+        self
+    }
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+    pub fn sockets(mut self, n: u32) -> Self {
+        self.sockets = n.max(1);
+        self
+    }
+    pub fn cores(mut self, n: u32) -> Self {
+        self.cores = n.max(1);
+        self
+    }
+    /// Sets the `vcpus` key (absent = sockets × cores).
+    pub fn vcpus(mut self, n: u32) -> Self {
+        self.vcpus = Some(n.max(1));
+        self
+    }
+    pub fn memory_mib(mut self, m: u64) -> Self {
+        self.memory_mib = m;
+        self
+    }
+    /// Sets the `balloon` key (0 = no balloon device).
+    pub fn balloon_mib(mut self, m: u64) -> Self {
+        self.balloon_mib = Some(m);
+        self
+    }
+    pub fn numa(mut self, on: bool) -> Self {
+        self.numa = on;
+        self
+    }
+    /// Sets the `hotplug` key, e.g. `"network,disk,usb,cpu,memory"`.
+    pub fn hotplug(mut self, features: &str) -> Self {
+        self.hotplug = Some(features.to_string());
+        self
+    }
+    /// Shortcut: `hotplug: network,disk,usb,cpu,memory` and `numa: 1` (live scaling possible).
+    pub fn live_scalable(self) -> Self {
+        self.hotplug("network,disk,usb,cpu,memory").numa(true)
+    }
+    pub fn tags(mut self, tags: &[&str]) -> Self {
+        self.tags = tags.iter().map(|t| t.to_string()).collect();
+        self
+    }
+    pub fn pool(mut self, pool: &str) -> Self {
+        self.pool = Some(pool.to_string());
+        self
+    }
+    pub fn hastate(mut self, state: &str) -> Self {
+        self.hastate = Some(state.to_string());
+        self
+    }
+    pub fn running(mut self, running: bool) -> Self {
+        self.status = if running {
+            VmStatus::Running
+        } else {
+            VmStatus::Stopped
+        };
+        self
+    }
+    pub fn status(mut self, status: VmStatus) -> Self {
+        self.status = status;
+        self
+    }
+    pub fn lock(mut self, lock: &str) -> Self {
+        self.lock = Some(lock.to_string());
+        self
+    }
+    /// A template (stopped, `template: 1`).
+    pub fn template(mut self, on: bool) -> Self {
+        self.template = on;
+        if on {
+            self.status = VmStatus::Stopped;
+        }
+        self
+    }
+    pub fn cpulimit(mut self, limit: f64) -> Self {
+        self.cpulimit = Some(limit);
+        self
+    }
+    /// CPU demand in busy cores over time.
+    pub fn cpu_load(mut self, p: Pattern) -> Self {
+        self.cpu_load = Some(p);
+        self
+    }
+    /// Memory demand in MiB over time.
+    pub fn mem_load(mut self, p: Pattern) -> Self {
+        self.mem_load = Some(p);
+        self
+    }
+    /// Whether the guest reports balloon statistics (then `mem` is what the guest uses;
+    /// otherwise a host-side estimate near the allocated size).
+    pub fn balloon_stats(mut self, on: bool) -> Self {
+        self.balloon_stats = on;
+        self
+    }
+    /// The guest lets `allowed` vCPUs go, then refuses to unplug more (the task fails).
+    pub fn refuse_cpu_unplug(mut self, allowed: u32) -> Self {
+        self.refuse_cpu_unplug = Some(allowed);
+        self
+    }
+    /// The guest lets `allowed_dimms` DIMMs go, then refuses (`error unplug memory module`).
+    pub fn refuse_mem_unplug(mut self, allowed_dimms: u32) -> Self {
+        self.refuse_mem_unplug = Some(allowed_dimms);
+        self
+    }
+    /// Any other config key, stored verbatim (e.g. `("cpu", "host")`, `("memory", "current=4096")`).
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.extra.push((key.to_string(), value.to_string()));
+        self
+    }
+    /// How long before the simulation start the VM was created (no data before).
+    pub fn created_ago(mut self, d: Duration) -> Self {
+        self.created_ago = d.as_secs() as i64;
+        self
+    }
+    /// How long before the simulation start the VM was booted (uptime; stopped before that).
+    pub fn booted_ago(mut self, d: Duration) -> Self {
+        self.booted_ago = d.as_secs() as i64;
+        self
+    }
+}
+
+/// One period of constant size and state, from `from` (simulated unix time) on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Epoch {
+    pub from: i64,
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub status: VmStatus,
+    pub booted: i64,
+    pub cpulimit: f64,
+}
+
+/// Internal guest state.
+#[derive(Clone, Debug)]
+pub(crate) struct Vm {
+    pub vmid: u32,
+    pub kind: Kind,
+    pub node: String,
+    pub status: VmStatus,
+    /// Current (running) config, raw strings; includes `name`, `tags`, `lock`, `template`.
+    pub conf: BTreeMap<String, String>,
+    pub pending: BTreeMap<String, String>,
+    pub pending_delete: BTreeSet<String>,
+    pub pool: Option<String>,
+    pub hastate: Option<String>,
+    pub cpu_load: Pattern,
+    pub mem_load: Pattern,
+    pub balloon_stats: bool,
+    pub refuse_cpu_unplug: Option<u32>,
+    pub refuse_mem_unplug: Option<u32>,
+    pub created_at: i64,
+    pub history: Vec<Epoch>,
+    pub status_reads: u64,
+    pub digest: String,
+    pub maxdisk: u64,
+}
+
+pub(crate) fn parse_memory(v: &str) -> Option<u64> {
+    for part in v.split(',') {
+        let p = part.trim();
+        let num = p.strip_prefix("current=").unwrap_or(p);
+        if p.contains('=') && !p.starts_with("current=") {
+            continue;
+        }
+        if let Ok(n) = num.parse::<u64>() {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// Hotplug feature set of a `hotplug` value (`None` = default `network,disk,usb`).
+pub(crate) fn hotplug_features(v: Option<&str>) -> BTreeSet<String> {
+    let v = v.unwrap_or("network,disk,usb");
+    match v.trim() {
+        "0" => BTreeSet::new(),
+        "1" => ["network", "disk", "usb"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        other => other
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    }
+}
+
+impl Vm {
+    pub fn from_spec(spec: &VmSpec, start: i64) -> Vm {
+        let mut conf = BTreeMap::new();
+        let vmid = spec.vmid;
+        if spec.kind == Kind::Qemu {
+            conf.insert("boot".into(), "order=scsi0;net0".into());
+            conf.insert("cores".into(), spec.cores.to_string());
+            conf.insert("cpu".into(), "x86-64-v2-AES".into());
+            conf.insert("memory".into(), spec.memory_mib.to_string());
+            conf.insert(
+                "meta".into(),
+                format!(
+                    "creation-qemu=9.0.2,ctime={}",
+                    start - spec.created_ago.max(0)
+                ),
+            );
+            conf.insert(
+                "net0".into(),
+                format!(
+                    "virtio=BC:24:11:{:02X}:{:02X}:{:02X},bridge=vmbr0,firewall=1",
+                    (vmid >> 16) & 0xff,
+                    (vmid >> 8) & 0xff,
+                    vmid & 0xff
+                ),
+            );
+            conf.insert("ostype".into(), "l26".into());
+            conf.insert(
+                "scsi0".into(),
+                format!("local-lvm:vm-{vmid}-disk-0,iothread=1,size=32G"),
+            );
+            conf.insert("scsihw".into(), "virtio-scsi-single".into());
+            conf.insert(
+                "smbios1".into(),
+                format!(
+                    "uuid=5e1f0c2a-{:04x}-4d6e-9a1b-{:012x}",
+                    vmid & 0xffff,
+                    vmid
+                ),
+            );
+            conf.insert("sockets".into(), spec.sockets.to_string());
+            conf.insert(
+                "vmgenid".into(),
+                format!("0b6e2c4d-{:04x}-4f1a-8c3e-{:012x}", vmid & 0xffff, vmid),
+            );
+            if let Some(v) = spec.vcpus {
+                conf.insert("vcpus".into(), v.to_string());
+            }
+            if let Some(b) = spec.balloon_mib {
+                conf.insert("balloon".into(), b.to_string());
+            }
+            if spec.numa {
+                conf.insert("numa".into(), "1".into());
+            }
+            if let Some(h) = &spec.hotplug {
+                conf.insert("hotplug".into(), h.clone());
+            }
+            if spec.template {
+                conf.insert("template".into(), "1".into());
+            }
+        } else {
+            conf.insert("arch".into(), "amd64".into());
+            conf.insert("cores".into(), spec.cores.to_string());
+            conf.insert("memory".into(), spec.memory_mib.to_string());
+            conf.insert("ostype".into(), "debian".into());
+            conf.insert(
+                "rootfs".into(),
+                format!("local-lvm:vm-{vmid}-disk-0,size=8G"),
+            );
+        }
+        conf.insert(
+            "name".into(),
+            spec.name.clone().unwrap_or_else(|| format!("vm{vmid}")),
+        );
+        if !spec.tags.is_empty() {
+            conf.insert("tags".into(), spec.tags.join(";"));
+        }
+        if let Some(l) = &spec.lock {
+            conf.insert("lock".into(), l.clone());
+        }
+        if let Some(c) = spec.cpulimit {
+            conf.insert("cpulimit".into(), fmt_num(c));
+        }
+        for (k, v) in &spec.extra {
+            conf.insert(k.clone(), v.clone());
+        }
+        let created_at = start - spec.created_ago.max(0);
+        let booted = (start - spec.booted_ago.max(0)).max(created_at);
+        let mem = spec.memory_mib;
+        let mut vm = Vm {
+            vmid,
+            kind: spec.kind,
+            node: spec.node.clone(),
+            status: spec.status,
+            conf,
+            pending: BTreeMap::new(),
+            pending_delete: BTreeSet::new(),
+            pool: spec.pool.clone(),
+            hastate: spec.hastate.clone(),
+            cpu_load: spec.cpu_load.clone().unwrap_or(Pattern::Constant(0.5)),
+            mem_load: spec
+                .mem_load
+                .clone()
+                .unwrap_or(Pattern::Constant(mem as f64 / 2.0)),
+            balloon_stats: spec.balloon_stats,
+            refuse_cpu_unplug: spec.refuse_cpu_unplug,
+            refuse_mem_unplug: spec.refuse_mem_unplug,
+            created_at,
+            history: Vec::new(),
+            status_reads: 0,
+            digest: String::new(),
+            maxdisk: if spec.kind == Kind::Qemu {
+                32 << 30
+            } else {
+                8 << 30
+            },
+        };
+        let (vcpus, mem_mib, cpulimit) = (vm.vcpus(), vm.mem_mib(), vm.cpulimit());
+        if spec.status.is_live() && booted > created_at {
+            vm.history.push(Epoch {
+                from: created_at,
+                vcpus,
+                mem_mib,
+                status: VmStatus::Stopped,
+                booted: created_at,
+                cpulimit,
+            });
+        }
+        vm.history.push(Epoch {
+            from: if spec.status.is_live() {
+                booted
+            } else {
+                created_at
+            },
+            vcpus,
+            mem_mib,
+            status: spec.status,
+            booted,
+            cpulimit,
+        });
+        vm.recompute_digest();
+        vm
+    }
+
+    fn conf_u64(&self, key: &str) -> Option<u64> {
+        self.conf.get(key).and_then(|v| v.trim().parse().ok())
+    }
+
+    pub fn sockets(&self) -> u32 {
+        self.conf_u64("sockets").unwrap_or(1).clamp(1, 4096) as u32
+    }
+    pub fn cores(&self) -> u32 {
+        self.conf_u64("cores").unwrap_or(1).clamp(1, 4096) as u32
+    }
+    pub fn maxcpus(&self) -> u32 {
+        self.sockets().saturating_mul(self.cores())
+    }
+    /// Current vCPUs (`vcpus`, or sockets × cores).
+    pub fn vcpus(&self) -> u32 {
+        match self.conf_u64("vcpus") {
+            Some(v) if v > 0 => v.min(u32::MAX as u64) as u32,
+            _ => self.maxcpus(),
+        }
+    }
+    pub fn mem_mib(&self) -> u64 {
+        self.conf
+            .get("memory")
+            .and_then(|v| parse_memory(v))
+            .unwrap_or(512)
+    }
+    /// `balloon` key (None = absent = device on with target = memory).
+    pub fn balloon(&self) -> Option<u64> {
+        self.conf_u64("balloon")
+    }
+    pub fn balloon_device(&self) -> bool {
+        self.balloon() != Some(0)
+    }
+    pub fn numa(&self) -> bool {
+        self.conf.get("numa").map(|v| v == "1").unwrap_or(false)
+    }
+    pub fn cpulimit(&self) -> f64 {
+        self.conf
+            .get("cpulimit")
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    }
+    pub fn hotplug(&self) -> BTreeSet<String> {
+        hotplug_features(self.conf.get("hotplug").map(|s| s.as_str()))
+    }
+    pub fn template(&self) -> bool {
+        self.conf.get("template").map(|v| v == "1").unwrap_or(false)
+    }
+    pub fn lock(&self) -> Option<&str> {
+        self.conf.get("lock").map(|s| s.as_str())
+    }
+    pub fn name(&self) -> String {
+        self.conf
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| format!("VM {}", self.vmid))
+    }
+    pub fn tags(&self) -> Option<&str> {
+        self.conf
+            .get("tags")
+            .map(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Serialised like a `qemu-server/<vmid>.conf` file; the digest is computed over it.
+    pub fn serialize(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.conf {
+            s.push_str(k);
+            s.push_str(": ");
+            s.push_str(v);
+            s.push('\n');
+        }
+        if !self.pending.is_empty() || !self.pending_delete.is_empty() {
+            s.push_str("\n[PENDING]\n");
+            if !self.pending_delete.is_empty() {
+                let d: Vec<&str> = self.pending_delete.iter().map(|s| s.as_str()).collect();
+                s.push_str("delete: ");
+                s.push_str(&d.join(","));
+                s.push('\n');
+            }
+            for (k, v) in &self.pending {
+                s.push_str(k);
+                s.push_str(": ");
+                s.push_str(v);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    pub fn recompute_digest(&mut self) {
+        // Like PVE: a SHA-1-sized (40 hex digits) digest of the config file.
+        let d = Sha256::digest(self.serialize().as_bytes());
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        self.digest = hex[..40].to_string();
+    }
+
+    /// Call after any change: new digest, and a new history epoch if size or state changed.
+    pub fn touch(&mut self, now: i64) {
+        self.recompute_digest();
+        let (vcpus, mem_mib, status, cpulimit) =
+            (self.vcpus(), self.mem_mib(), self.status, self.cpulimit());
+        let last = self.history.last().copied();
+        let booted = match last {
+            Some(l) if l.status.is_live() && status.is_live() => l.booted,
+            Some(l) if !status.is_live() => l.booted,
+            _ => now,
+        };
+        let e = Epoch {
+            from: now,
+            vcpus,
+            mem_mib,
+            status,
+            booted,
+            cpulimit,
+        };
+        match last {
+            Some(l)
+                if l.vcpus == vcpus
+                    && l.mem_mib == mem_mib
+                    && l.status == status
+                    && l.cpulimit == cpulimit => {}
+            Some(l) if l.from >= now => {
+                if let Some(x) = self.history.last_mut() {
+                    *x = Epoch { from: l.from, ..e };
+                }
+            }
+            _ => self.history.push(e),
+        }
+    }
+
+    /// The size and state at simulated time `t` (None before the VM existed).
+    pub fn epoch_at(&self, t: i64) -> Option<Epoch> {
+        if t < self.created_at {
+            return None;
+        }
+        let idx = self.history.partition_point(|e| e.from <= t);
+        if idx == 0 {
+            // Before the first recorded epoch but after creation: stopped.
+            return self.history.first().map(|e| Epoch {
+                from: self.created_at,
+                status: VmStatus::Stopped,
+                ..*e
+            });
+        }
+        Some(self.history[idx - 1])
+    }
+}
+
+pub(crate) fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
