@@ -2,14 +2,18 @@
 //! around this library.
 
 pub mod apply;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dimm;
+pub mod engine;
 pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod pve;
+pub mod report;
+pub mod run;
 pub mod secret;
 pub mod state;
 pub mod units;

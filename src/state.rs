@@ -312,6 +312,16 @@ impl State {
 
     /// [`State::load`] with the time used to name a set-aside file.
     pub fn load_at(path: &Path, now: u64) -> (State, Vec<String>) {
+        Self::read(path, Some(now))
+    }
+
+    /// Like [`State::load`], but changes nothing on disk (for `--dry-run` and `status`):
+    /// a bad file is reported and ignored, not set aside.
+    pub fn peek(path: &Path) -> (State, Vec<String>) {
+        Self::read(path, None)
+    }
+
+    fn read(path: &Path, set_aside_at: Option<u64>) -> (State, Vec<String>) {
         let mut warnings = Vec::new();
         let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
@@ -340,9 +350,10 @@ impl State {
                 },
             },
         };
-        let aside = match set_aside(path, now) {
-            Ok(aside) => format!("kept aside as {}", aside.display()),
-            Err(e) => format!("could not be kept aside ({e})"),
+        let aside = match set_aside_at.map(|now| set_aside(path, now)) {
+            Some(Ok(aside)) => format!("kept aside as {}", aside.display()),
+            Some(Err(e)) => format!("could not be kept aside ({e})"),
+            None => "left as it is (read-only command)".to_string(),
         };
         warnings.push(format!(
             "state file {} {problem}; it was {aside}; starting from an empty state",

@@ -12,7 +12,7 @@ use super::client::Client;
 use super::error::{ApiError, ApiErrorKind, ApiResult};
 use super::types::{
     Consolidation, MetricSample, NodeStatus, PendingItem, ResourceRow, Resources, RrdPoint,
-    TaskStatus, Timeframe, Version, VmConfig, de_opt_f64, de_opt_u64,
+    TaskStatus, Timeframe, Version, VmConfig, VmCurrentStatus, de_opt_f64, de_opt_u64,
 };
 
 /// Largest `metrics/export` answer we accept. At 5000 VMs a 5-minute window is about
@@ -96,6 +96,12 @@ impl Client {
             &format!("/nodes/{node}/qemu/{vmid}/config"),
             &[("current", "1".to_string())],
         )
+    }
+
+    /// Runtime status; used only to learn whether the guest reports balloon statistics
+    /// (its `cpu` figure is meaningless on a first call and is not used).
+    pub fn vm_status_current(&self, node: &str, vmid: u32) -> ApiResult<VmCurrentStatus> {
+        self.get(&format!("/nodes/{node}/qemu/{vmid}/status/current"), &[])
     }
 
     pub fn vm_pending(&self, node: &str, vmid: u32) -> ApiResult<Vec<PendingItem>> {

@@ -376,6 +376,33 @@ impl VmConfig {
     }
 }
 
+/// The part of `GET .../status/current` pvescale uses: whether the guest reports balloon
+/// statistics (then `mem` is what the guest uses, not a host-side estimate).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct VmCurrentStatus {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub ballooninfo: Option<BalloonInfo>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BalloonInfo {
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub free_mem: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub total_mem: Option<u64>,
+}
+
+impl VmCurrentStatus {
+    /// The guest's balloon driver reports free and total memory.
+    pub fn has_guest_memory_stats(&self) -> bool {
+        self.ballooninfo
+            .as_ref()
+            .is_some_and(|b| b.free_mem.is_some() && b.total_mem.is_some_and(|t| t > 0))
+    }
+}
+
 /// A row of `GET .../pending`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PendingItem {

@@ -1,0 +1,363 @@
+//! `pvescale check`: is everything ready? Config, state directory, connection, version,
+//! authentication, privileges, and each managed VM's live-scaling prerequisites, each with
+//! what to do when it is not.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::cli::{CheckArgs, GlobalArgs};
+use crate::config::{ClusterConfig, Config, SystemEnv};
+use crate::error::{Exit, Failure};
+use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
+use crate::pve::types::{PendingItem, VmConfig, VmResource, VmStatus};
+use crate::pve::{Auth, Client};
+use crate::run::load_config;
+
+/// The privileges pvescale needs, and no more.
+pub const REQUIRED_PRIVILEGES: [&str; 4] =
+    ["VM.Audit", "VM.Config.CPU", "VM.Config.Memory", "Sys.Audit"];
+
+/// How one cluster fared.
+#[derive(Debug, Default)]
+struct ClusterCheck {
+    usable: bool,
+    vms_ready: usize,
+    problems: usize,
+}
+
+pub fn check(global: &GlobalArgs, _args: &CheckArgs) -> Result<Exit, Failure> {
+    let config = load_config(global)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "config {}: ok", config.path().display());
+    let state_dir = config.resolved_state_dir(&SystemEnv);
+    let _ = writeln!(
+        out,
+        "state directory {}: {}",
+        state_dir.display(),
+        state_dir_status(&state_dir)
+    );
+    let mut results = Vec::new();
+    for cluster in config.clusters() {
+        let (text, result) = check_cluster(&config, cluster);
+        out.push_str(&text);
+        results.push(result);
+    }
+    print!("{out}");
+    let usable = results.iter().filter(|r| r.usable).count();
+    let ready: usize = results.iter().map(|r| r.vms_ready).sum();
+    let problems: usize = results.iter().map(|r| r.problems).sum();
+    Ok(if usable == 0 || ready == 0 {
+        println!("result: nothing can be scaled yet (see above)");
+        Exit::Runtime
+    } else if problems > 0 {
+        println!("result: ready, with {problems} problems to look at (see above)");
+        Exit::Partial
+    } else {
+        println!("result: ready");
+        Exit::Ok
+    })
+}
+
+fn state_dir_status(dir: &std::path::Path) -> String {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let probe = dir.join(".pvescale-check");
+            match std::fs::write(&probe, b"") {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&probe);
+                    "ok (writable)".to_string()
+                }
+                Err(e) => {
+                    format!("NOT WRITABLE ({e}): run as a user that can write it, or set state_dir")
+                }
+            }
+        }
+        Ok(_) => "NOT A DIRECTORY".to_string(),
+        Err(_) => "does not exist yet (the first run creates it)".to_string(),
+    }
+}
+
+fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCheck) {
+    let mut out = String::new();
+    let mut result = ClusterCheck::default();
+    let target = cluster.target_ref();
+    let _ = writeln!(
+        out,
+        "\ncluster {} ({}):",
+        cluster.name(),
+        target.urls.join(", ")
+    );
+    let client = match Client::new(target) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "  connection: FAILED: {e}");
+            return (out, result);
+        }
+    };
+    for warning in client.warnings() {
+        let _ = writeln!(out, "  WARNING: {warning}");
+    }
+    let version = match client.version() {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(out, "  connection and authentication: FAILED: {e}");
+            return (out, result);
+        }
+    };
+    let auth = match &target.auth {
+        Auth::Token { id, .. } => format!("API token {id}"),
+        Auth::Password { user, .. } => format!("user {user} (ticket)"),
+    };
+    let _ = writeln!(
+        out,
+        "  connection: ok, Proxmox VE {} ({})",
+        version.version, version.release
+    );
+    let _ = writeln!(out, "  authentication: ok, {auth}");
+    match client.permissions() {
+        Ok(perms) => {
+            let (text, missing) = privilege_report(&perms);
+            out.push_str(&text);
+            result.problems += missing;
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  privileges: could not be read ({e})");
+            result.problems += 1;
+        }
+    }
+    if version.has_metrics_export() {
+        let _ = writeln!(out, "  metrics: cluster/metrics/export (one call per run)");
+    } else {
+        let _ = writeln!(
+            out,
+            "  metrics: rrddata per VM (PVE {} has no cluster/metrics/export; 8.3+ does)",
+            version.release
+        );
+    }
+    let resources = match client.resources() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(out, "  cluster/resources: FAILED: {e}");
+            return (out, result);
+        }
+    };
+    result.usable = true;
+    let managed: Vec<&VmResource> = resources
+        .vms
+        .iter()
+        .filter(|vm| config.manages(vm.vmid, &vm.tags, vm.pool.as_deref()))
+        .collect();
+    let _ = writeln!(out, "  managed VMs: {}", managed.len());
+    if managed.is_empty() {
+        let _ = writeln!(
+            out,
+            "    none: check [select] (tags, vmids, pools), and that the token has VM.Audit \
+             (VMs it cannot see are silently missing)"
+        );
+        result.problems += 1;
+    }
+    for vmid in config.selection().vmids() {
+        if !resources.vms.iter().any(|vm| vm.vmid == *vmid) {
+            let _ = writeln!(
+                out,
+                "    VM {vmid}: NOT VISIBLE: it does not exist, or the token lacks VM.Audit on /vms/{vmid}"
+            );
+            result.problems += 1;
+        }
+    }
+    let reads = map_bounded(&managed, DEFAULT_PARALLELISM, |vm| {
+        let config = client.vm_config_current(&vm.node, vm.vmid)?;
+        let pending = client.vm_pending(&vm.node, vm.vmid)?;
+        Ok::<_, crate::pve::ApiError>((config, pending))
+    });
+    for (vm, read) in managed.iter().zip(reads) {
+        let policy = config.policy_for(vm.vmid, &vm.tags, vm.pool.as_deref());
+        match read {
+            Ok((vm_config, pending)) => {
+                let verdict = vm_readiness(
+                    vm,
+                    &vm_config,
+                    &pending,
+                    policy.cpu.enabled,
+                    policy.memory.enabled,
+                );
+                out.push_str(&verdict.text);
+                if verdict.ready {
+                    result.vms_ready += 1;
+                } else {
+                    result.problems += 1;
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "    VM {}: config could not be read: {e}", vm.vmid);
+                result.problems += 1;
+            }
+        }
+    }
+    (out, result)
+}
+
+/// Which required privileges are missing and which extra ones the token has.
+fn privilege_report(
+    perms: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+) -> (String, usize) {
+    let granted = |path: &str, privilege: &str| {
+        perms
+            .get(path)
+            .and_then(|p| p.get(privilege))
+            .is_some_and(|v| v.as_u64().unwrap_or(1) != 0)
+    };
+    let mut out = String::new();
+    let mut missing = Vec::new();
+    for privilege in REQUIRED_PRIVILEGES {
+        let ok = if privilege.starts_with("VM.") {
+            granted("/", privilege) || granted("/vms", privilege)
+        } else {
+            granted("/", privilege)
+        };
+        if !ok {
+            missing.push(privilege);
+        }
+    }
+    if missing.is_empty() {
+        let _ = writeln!(out, "  privileges: ok ({})", REQUIRED_PRIVILEGES.join(", "));
+    } else {
+        let _ = writeln!(
+            out,
+            "  privileges: MISSING {} on / (grant: pveum acl modify / --tokens '<token id>' --roles PVEScale, \
+             with a role holding {})",
+            missing.join(", "),
+            REQUIRED_PRIVILEGES.join(" ")
+        );
+    }
+    let extra: BTreeSet<&str> = perms
+        .values()
+        .flat_map(|p| p.keys())
+        .map(String::as_str)
+        .filter(|p| !REQUIRED_PRIVILEGES.contains(p))
+        .collect();
+    if !extra.is_empty() {
+        let _ = writeln!(
+            out,
+            "  privileges: WARNING: more than pvescale needs: {} (a token for pvescale should \
+             hold only {})",
+            extra.into_iter().collect::<Vec<_>>().join(", "),
+            REQUIRED_PRIVILEGES.join(", ")
+        );
+    }
+    (out, missing.len())
+}
+
+struct Verdict {
+    ready: bool,
+    text: String,
+}
+
+/// Whether CPU and memory can be scaled live, and if not the exact fix.
+fn vm_readiness(
+    vm: &VmResource,
+    config: &VmConfig,
+    pending: &[PendingItem],
+    cpu_enabled: bool,
+    memory_enabled: bool,
+) -> Verdict {
+    let mut text = String::new();
+    let name = config.name.clone().or(vm.name.clone()).unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "    VM {} {name} (node {}, {}):",
+        vm.vmid,
+        vm.node,
+        vm.status.as_str()
+    );
+    let mut needs_features: Vec<&str> = Vec::new();
+    let mut needs_numa = false;
+    let cpu_line = if !cpu_enabled {
+        "not managed (cpu.enabled = false)".to_string()
+    } else if !config.cpu_hotplug() {
+        needs_features.push("cpu");
+        "NOT live: cpu is not in hotplug".to_string()
+    } else if config.vcpus() >= config.max_vcpus() {
+        format!(
+            "live, but at sockets × cores = {} vCPUs: it can shrink, not grow (raise cores, then a cold restart)",
+            config.max_vcpus()
+        )
+    } else {
+        format!(
+            "live: {} of {} vCPUs (sockets × cores)",
+            config.vcpus(),
+            config.max_vcpus()
+        )
+    };
+    let memory_line = if !memory_enabled {
+        "not managed (memory.enabled = false)".to_string()
+    } else if !config.memory_hotplug() || !config.numa {
+        if !config.memory_hotplug() {
+            needs_features.push("memory");
+        }
+        needs_numa = !config.numa;
+        let mut why = Vec::new();
+        if !config.memory_hotplug() {
+            why.push("memory is not in hotplug");
+        }
+        if !config.numa {
+            why.push("numa is off");
+        }
+        format!("NOT live: {}", why.join(" and "))
+    } else if config.memory.is_some_and(|m| m < 1024) {
+        "NOT live: memory hotplug needs at least 1024 MiB".to_string()
+    } else {
+        let balloon = match config.balloon {
+            Some(0) => {
+                "; no balloon device: the memory figure is a host-side estimate, so memory is never shrunk"
+            }
+            _ => "",
+        };
+        format!("live: {} MiB{balloon}", config.memory.unwrap_or(0))
+    };
+    let _ = writeln!(text, "      cpu: {cpu_line}");
+    let _ = writeln!(text, "      memory: {memory_line}");
+    let cpu_ok = !cpu_enabled || config.cpu_hotplug();
+    let memory_ok = !memory_enabled || (config.memory_hotplug() && config.numa);
+    if !needs_features.is_empty() || needs_numa {
+        let waiting: Vec<&str> = pending
+            .iter()
+            .filter(|p| p.is_pending() && (p.key == "hotplug" || p.key == "numa"))
+            .map(|p| p.key.as_str())
+            .collect();
+        if !waiting.is_empty() {
+            let _ = writeln!(
+                text,
+                "      fix: {} already changed and pending: a cold restart applies it (qm shutdown {id} && qm start {id})",
+                waiting.join(" and "),
+                id = vm.vmid
+            );
+        } else {
+            let mut features = config.hotplug_features();
+            for f in needs_features {
+                if !features.iter().any(|x| x == f) {
+                    features.push(f.to_string());
+                }
+            }
+            let mut cmd = format!("qm set {} --hotplug {}", vm.vmid, features.join(","));
+            if needs_numa || !config.numa {
+                cmd.push_str(" --numa 1");
+            }
+            let _ = writeln!(
+                text,
+                "      fix: {cmd}, then a cold restart (qm shutdown {id} && qm start {id})",
+                id = vm.vmid
+            );
+        }
+    }
+    if vm.status != VmStatus::Running {
+        let _ = writeln!(
+            text,
+            "      note: not running; pvescale only scales running VMs"
+        );
+    }
+    Verdict {
+        ready: cpu_ok && memory_ok && (cpu_enabled || memory_enabled),
+        text,
+    }
+}

@@ -1,0 +1,166 @@
+//! The `run` and `status` commands: config → lock → state → each cluster → state → report.
+
+use std::path::{Path, PathBuf};
+
+use crate::apply::ApplyTiming;
+use crate::cli::{GlobalArgs, OutputFormat, RunArgs, StatusArgs};
+use crate::config::{self, Config, SystemEnv};
+use crate::engine::{self, Mode};
+use crate::error::{Exit, Failure};
+use crate::pve::Client;
+use crate::report::{self, ClusterReport, RunReport};
+use crate::state::{LockError, State, StateLock};
+
+/// Name of the state file in the state directory.
+pub const STATE_FILE: &str = "state.json";
+
+/// The current time in unix seconds. `PVESCALE_NOW` overrides it, for tests, the demo and
+/// replays against a simulated cluster whose clock is not the system's.
+pub fn now() -> u64 {
+    if let Some(fake) = std::env::var("PVESCALE_NOW")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return fake;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Loads and validates the config; any problem is a config failure (exit 78).
+pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
+    let path = config::config_path(global.config.clone(), &SystemEnv);
+    let (config, warnings) = config::load(&path).map_err(|e| Failure::Config(e.to_string()))?;
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    Ok(config)
+}
+
+/// `pvescale run [--dry-run]`.
+pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
+    let config = load_config(global)?;
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Apply
+    };
+    let report = pass(&config, mode)?;
+    let text = match args.output {
+        OutputFormat::Json => json(&report)?,
+        OutputFormat::Table if global.quiet && report.is_quiet() => String::new(),
+        OutputFormat::Table => report::render_run(&report),
+    };
+    print!("{text}");
+    log::info!("{}", report::summary_line(&report));
+    Ok(exit_of(&report))
+}
+
+/// `pvescale status`.
+pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Exit, Failure> {
+    let config = load_config(global)?;
+    let report = pass(&config, Mode::Status)?;
+    match args.output {
+        OutputFormat::Json => print!("{}", json(&report)?),
+        OutputFormat::Table => print!("{}", report::render_status(&report)),
+    }
+    Ok(exit_of(&report))
+}
+
+/// One pass over every cluster. Only `Mode::Apply` takes the lock and saves the state.
+fn pass(config: &Config, mode: Mode) -> Result<RunReport, Failure> {
+    let state_dir = config.resolved_state_dir(&SystemEnv);
+    let state_path = state_dir.join(STATE_FILE);
+    let now = now();
+    let _lock = if mode == Mode::Apply {
+        Some(StateLock::acquire(&state_dir).map_err(|e| match e {
+            LockError::Held { path } => Failure::Locked(path.display().to_string()),
+            other => Failure::Runtime(anyhow::anyhow!(
+                "{other} (set state_dir in the config, or run as a user that can write it)"
+            )),
+        })?)
+    } else {
+        None
+    };
+    let (mut state, warnings) = if mode == Mode::Apply {
+        State::load(&state_path)
+    } else {
+        State::peek(&state_path)
+    };
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    let mut clusters = Vec::new();
+    for cluster in config.clusters() {
+        let report = match Client::new(cluster.target_ref()) {
+            Ok(client) => engine::process_cluster(
+                config,
+                cluster,
+                &client,
+                &mut state,
+                now,
+                mode,
+                ApplyTiming::default(),
+            ),
+            Err(e) => {
+                let mut report = ClusterReport::new(cluster.name());
+                report.error = Some(e.to_string());
+                report
+            }
+        };
+        if let Some(error) = &report.error {
+            log::error!("cluster {}: {error}", cluster.name());
+        }
+        for warning in &report.warnings {
+            log::warn!("cluster {}: {warning}", cluster.name());
+        }
+        log::debug!(
+            "cluster {}: {} requests, {} bytes received, metrics from {}",
+            cluster.name(),
+            report.requests,
+            report.bytes_received,
+            report.metrics_source
+        );
+        clusters.push(report);
+    }
+    if mode == Mode::Apply {
+        let pruned = state.prune(now);
+        if pruned > 0 {
+            log::info!("forgot {pruned} VMs not seen for 7 days");
+        }
+        save_state(&state, &state_path)?;
+    }
+    Ok(RunReport::new(mode == Mode::DryRun, now, clusters))
+}
+
+fn save_state(state: &State, path: &Path) -> Result<(), Failure> {
+    state.save(path).map_err(|e| {
+        Failure::Runtime(e.context(format!("cannot write the state file {}", path.display())))
+    })
+}
+
+fn json(report: &RunReport) -> Result<String, Failure> {
+    let mut text = serde_json::to_string_pretty(report)
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot encode JSON: {e}")))?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// 0 when all went well, 3 when some VMs or clusters failed, 1 when no cluster could be read.
+pub fn exit_of(report: &RunReport) -> Exit {
+    let clusters = report.clusters.len();
+    if clusters > 0 && report.summary.failed_clusters == clusters {
+        Exit::Runtime
+    } else if report.summary.failed > 0 || report.summary.failed_clusters > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    }
+}
+
+/// Where the state lives for this config (for messages and tests).
+pub fn state_path(config: &Config) -> PathBuf {
+    config.resolved_state_dir(&SystemEnv).join(STATE_FILE)
+}
