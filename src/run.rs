@@ -54,7 +54,6 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
         OutputFormat::Table => report::render_run(&report),
     };
     print!("{text}");
-    log::info!("{}", report::summary_line(&report));
     Ok(exit_of(&report))
 }
 
