@@ -1519,7 +1519,7 @@ fn update_config(
             "vmid" => Some((PType::Vmid, false)),
             "digest" => Some((PType::Str { max_len: Some(40) }, true)),
             "delete" | "revert" => Some((PType::ConfigIdList, true)),
-            "skiplock" | "force" => Some((PType::Bool, true)),
+            "skiplock" | "force" | "freeze" => Some((PType::Bool, true)),
             "background_delay" if is_post => Some((
                 PType::Int {
                     min: Some(1),
@@ -1559,6 +1559,7 @@ fn update_config(
                 | "revert"
                 | "skiplock"
                 | "force"
+                | "freeze"
                 | "background_delay"
                 | "import-working-storage"
         ) {
@@ -1639,6 +1640,9 @@ fn update_config(
                 }
             }
         }
+    }
+    if params.get("freeze").is_some() && !p.privs.has(&vmpath, "VM.PowerMgmt") {
+        return Err(ApiError::perm(&vmpath, "VM.PowerMgmt"));
     }
     let now = world.now();
     let vm = match world.vms.get(&vmid) {

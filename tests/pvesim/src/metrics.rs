@@ -116,7 +116,7 @@ pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample
     } else {
         0.0
     };
-    let host = guest_used.max(mem_mib as f64 * 0.9).min(mem_mib as f64);
+    let host = guest_used.max(mem_mib as f64 * 0.92).min(mem_mib as f64);
     s.mem_host = (host * MIB) as u64;
     s.mem_used = if vm.kind == Kind::Lxc || (vm.balloon_device() && vm.balloon_stats) {
         (guest_used * MIB) as u64
