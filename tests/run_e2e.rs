@@ -32,3 +32,321 @@ fn sustained_high_cpu_scales_up_after_up_after_not_before() {
     );
     assert!(third.stdout.contains("applied"), "{}", third.stdout);
 }
+
+use std::time::Duration;
+
+fn minute(env: &TestEnv) -> Run {
+    env.sim.advance(Duration::from_secs(60));
+    env.run(&["run"])
+}
+
+fn assert_ok(run: &Run) {
+    assert_eq!(run.code, 0, "exit code\n{}", run.all_output());
+}
+
+#[test]
+fn a_brief_spike_changes_nothing() {
+    // One minute of 8 busy cores every 10 minutes: never above `high` for `up_after`.
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Spikes {
+            base: 0.8,
+            peak: 8.0,
+            every: 600,
+            duration: 60,
+        })),
+        "[policy]\nwindow = \"1m\"\n",
+    );
+    for _ in 0..20 {
+        assert_ok(&minute(&env));
+    }
+    assert_eq!(env.vcpus(101), 2);
+    assert_eq!(env.writes(), 0, "no write for a spike");
+}
+
+#[test]
+fn sustained_low_cpu_scales_down_after_down_after_and_never_below_min() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .vcpus(4)
+            .cpu_load(Pattern::Constant(0.1))),
+        "[policy.cpu]\nmin = 2\ndown_after = \"5m\"\ncooldown_down = \"1m\"\n",
+    );
+    let mut changed_at = None;
+    for minute_no in 1..=30 {
+        assert_ok(&minute(&env));
+        if env.vcpus(101) < 4 && changed_at.is_none() {
+            changed_at = Some(minute_no);
+        }
+    }
+    let changed_at = changed_at.expect("scaled down");
+    // The first run starts the breach; 5 minutes later the breach is long enough.
+    assert!(
+        changed_at >= 5,
+        "scaled down after {changed_at} minutes, before down_after"
+    );
+    assert_eq!(env.vcpus(101), 2, "down to min, and never below");
+}
+
+#[test]
+fn cooldown_holds_across_runs() {
+    // Demand far above any size: each allowed step goes up by max_step_up (2).
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(7.9))),
+        "[policy.cpu]\nup_after = \"1m\"\ncooldown_up = \"5m\"\nmax = 8\n",
+    );
+    let mut sizes = Vec::new();
+    for _ in 0..12 {
+        assert_ok(&minute(&env));
+        sizes.push(env.vcpus(101));
+    }
+    let changes: Vec<usize> = sizes
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0] != w[1])
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert!(changes.len() >= 2, "several steps up: {sizes:?}");
+    for pair in changes.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 5,
+            "changes {pair:?} closer than the 5m cooldown: {sizes:?}"
+        );
+    }
+}
+
+#[test]
+fn memory_is_raised_onto_the_dimm_grid() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .memory_mib(2048)
+            .mem_load(Pattern::Constant(2000.0))),
+        "[policy.memory]\nup_after = \"1m\"\n",
+    );
+    for _ in 0..3 {
+        assert_ok(&minute(&env));
+    }
+    let memory = env.memory(101);
+    assert!(memory > 2048, "memory raised: {memory}");
+    assert_eq!(
+        (memory - 1024) % 512,
+        0,
+        "{memory} MiB is on the 512 MiB grid"
+    );
+    let posts: Vec<_> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.is("POST", "/nodes/pve1/qemu/101/config"))
+        .collect();
+    assert!(!posts.is_empty());
+    for post in posts {
+        assert!(
+            post.param("digest").is_some(),
+            "every write carries the digest"
+        );
+        if let Some(m) = post.param("memory") {
+            let m: u64 = m.parse().expect("integer memory");
+            assert_eq!((m - 1024) % 512, 0, "sent an on-grid value");
+        }
+    }
+}
+
+#[test]
+fn cpu_hotplug_off_is_blocked_with_the_fix_and_no_write() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .hotplug("network,disk,usb")
+            .numa(false)
+            .cpu_load(Pattern::Constant(1.95))),
+        "",
+    );
+    let mut last = None;
+    for _ in 0..5 {
+        let run = minute(&env);
+        assert_ok(&run);
+        last = Some(run);
+    }
+    let last = last.expect("ran");
+    assert_eq!(env.writes(), 0);
+    assert_eq!(env.vcpus(101), 2);
+    assert!(last.stdout.contains("blocked"), "{}", last.stdout);
+    assert!(
+        last.stdout.contains("qm set 101 --hotplug"),
+        "{}",
+        last.stdout
+    );
+}
+
+#[test]
+fn vcpus_are_capped_by_sockets_times_cores() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .sockets(1)
+            .cores(3)
+            .vcpus(2)
+            .cpu_load(Pattern::Constant(16.0))),
+        "[policy.cpu]\nup_after = \"1m\"\ncooldown_up = \"1m\"\nmax = 16\n",
+    );
+    for _ in 0..8 {
+        assert_ok(&minute(&env));
+    }
+    assert_eq!(env.vcpus(101), 3, "never above sockets × cores");
+    let pending = env.sim.vm(101).expect("vm").pending;
+    assert!(pending.is_empty(), "nothing left pending: {pending:?}");
+    let out = env.run(&["run", "--dry-run"]);
+    assert!(out.stdout.contains("sockets × cores"), "{}", out.stdout);
+}
+
+#[test]
+fn a_refused_memory_unplug_is_reverted_backed_off_and_not_retried() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .memory_mib(8192)
+            .mem_load(Pattern::Constant(1000.0))
+            .refuse_mem_unplug(0)),
+        "[policy.memory]\ndown_after = \"2m\"\ncooldown_down = \"1m\"\n",
+    );
+    let mut refused_run = None;
+    for _ in 0..6 {
+        let run = minute(&env);
+        if run.stdout.contains("refused") {
+            refused_run = Some(run);
+            break;
+        }
+    }
+    let refused = refused_run.expect("a scale-down was attempted and refused");
+    assert_eq!(
+        refused.code,
+        3,
+        "a refusal is a per-VM failure\n{}",
+        refused.all_output()
+    );
+    let vm = env.sim.vm(101).expect("vm");
+    assert!(
+        !vm.pending.contains_key("memory"),
+        "the pending memory was reverted: {:?}",
+        vm.pending
+    );
+    assert!(
+        vm.pending.is_empty(),
+        "nothing of ours pending: {:?}",
+        vm.pending
+    );
+    // Backed off: no new attempt in the next runs.
+    let writes_after_refusal = env.writes();
+    for _ in 0..10 {
+        let run = minute(&env);
+        assert_ok(&run);
+    }
+    assert_eq!(
+        env.writes(),
+        writes_after_refusal,
+        "no retry while backed off"
+    );
+    let state = std::fs::read_to_string(env.state_file()).expect("state");
+    assert!(
+        state.contains("backoff_down"),
+        "back-off recorded in the state: {state}"
+    );
+}
+
+#[test]
+fn locked_template_and_stopped_vms_are_skipped() {
+    let env = TestEnv::start(
+        cluster()
+            .vm(ready_vm(101, "pve1")
+                .lock("backup")
+                .cpu_load(Pattern::Constant(1.95)))
+            .vm(ready_vm(102, "pve1").template(true))
+            .vm(ready_vm(103, "pve1").status(pvesim::VmStatus::Stopped)),
+        "[policy.cpu]\nup_after = \"1m\"\n",
+    );
+    let mut last = None;
+    for _ in 0..4 {
+        let run = minute(&env);
+        assert_ok(&run);
+        last = Some(run);
+    }
+    assert_eq!(env.writes(), 0);
+    let plan = env.run(&["run", "--dry-run", "--output", "json"]).json();
+    let vms = plan["clusters"][0]["vms"].as_array().expect("vms").clone();
+    let reason = |id: u64| {
+        vms.iter()
+            .find(|v| v["vmid"] == id)
+            .map(|v| v["cpu"]["reason"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert!(reason(101).contains("locked (backup)"), "{}", reason(101));
+    assert!(reason(102).contains("template"), "{}", reason(102));
+    assert!(reason(103).contains("stopped"), "{}", reason(103));
+    drop(last);
+}
+
+#[test]
+fn selection_by_tags_pools_and_exclusions_with_overrides() {
+    let busy = Pattern::Constant(1.95);
+    let env = TestEnv::start(
+        cluster()
+            .vm(ready_vm(101, "pve1").cpu_load(busy.clone()))
+            .vm(ready_vm(102, "pve1")
+                .tags(&["autoscale", "no-autoscale"])
+                .cpu_load(busy.clone()))
+            .vm(ready_vm(103, "pve1")
+                .tags(&["other"])
+                .pool("web")
+                .cpu_load(busy.clone()))
+            .vm(ready_vm(104, "pve1")
+                .tags(&["other"])
+                .cpu_load(busy.clone()))
+            .vm(ready_vm(105, "pve1")
+                .tags(&["autoscale", "db"])
+                .cpu_load(busy.clone())),
+        "[select]\ntags = [\"autoscale\"]\npools = [\"web\"]\nexclude_tags = [\"no-autoscale\"]\n\n\
+         [policy.cpu]\nup_after = \"1m\"\n\n\
+         [[override]]\ntags = [\"db\"]\ncpu = { scale_up = false }\n",
+    );
+    for _ in 0..3 {
+        assert_ok(&minute(&env));
+    }
+    assert!(env.vcpus(101) > 2, "tagged: scaled");
+    assert_eq!(env.vcpus(102), 2, "excluded by tag");
+    assert!(env.vcpus(103) > 2, "selected by pool");
+    assert_eq!(env.vcpus(104), 2, "not selected");
+    assert_eq!(env.vcpus(105), 2, "override: no scale-up");
+    let plan = env.run(&["run", "--dry-run", "--output", "json"]).json();
+    let ids: Vec<u64> = plan["clusters"][0]["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .filter_map(|v| v["vmid"].as_u64())
+        .collect();
+    assert_eq!(ids, vec![101, 103, 105]);
+}
+
+#[test]
+fn the_host_guard_blocks_memory_growth_on_a_full_node() {
+    // Node of 16 GiB; the VM wants far more memory than the node has room for.
+    let env = TestEnv::start(
+        Sim::builder()
+            .node(NodeSpec::new("pve1").cpus(16).memory_mib(16384))
+            .token(TOKEN_ID, TOKEN_SECRET, Privs::pvescale())
+            .vm(ready_vm(101, "pve1")
+                .memory_mib(12288)
+                .mem_load(Pattern::Constant(12000.0))),
+        "[policy.memory]\nup_after = \"1m\"\n",
+    );
+    let mut last = None;
+    for _ in 0..3 {
+        let run = minute(&env);
+        assert_ok(&run);
+        last = Some(run);
+    }
+    let last = last.expect("ran");
+    assert_eq!(env.memory(101), 12288, "not grown");
+    assert_eq!(env.writes(), 0);
+    assert!(
+        last.stdout.contains("node pve1 would reach"),
+        "{}",
+        last.stdout
+    );
+}
