@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+#[allow(unused_imports)]
 pub use pvesim::{Fault, NodeSpec, Pattern, Privs, Sim, SimBuilder, VmSpec};
 
 pub const TOKEN_ID: &str = "pvescale@pve!autoscale";
