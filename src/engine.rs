@@ -134,8 +134,16 @@ pub fn process_cluster(
         .map(|(i, _)| i)
         .collect();
     let reads = map_bounded(&to_read, DEFAULT_PARALLELISM, |&i| {
-        let need_source = mode == Mode::Status || plans[i].decision.memory.is_change();
-        read_vm(client, &plans[i].resource, need_source)
+        // The memory source matters only where a scale-down may come: learn it there (an
+        // extra status call, once per hour at most thanks to the cache).
+        let plan = &plans[i];
+        let low = plan.policy.memory.low / 100.0;
+        let need_source = mode == Mode::Status || plan.util.memory.is_some_and(|m| m < low);
+        let cached = cluster_state
+            .get(&plan.resource.vmid)
+            .and_then(|s| s.known_config.as_ref())
+            .map(|k| k.memory_source);
+        read_vm(client, &plan.resource, need_source, cached)
     });
     for (&i, read) in to_read.iter().zip(reads) {
         let plan = &mut plans[i];
@@ -254,10 +262,20 @@ struct VmRead {
     memory_source: MemorySource,
 }
 
-fn read_vm(client: &Client, vm: &VmResource, need_memory_source: bool) -> Result<VmRead, ApiError> {
+fn read_vm(
+    client: &Client,
+    vm: &VmResource,
+    need_memory_source: bool,
+    cached_source: Option<MemorySource>,
+) -> Result<VmRead, ApiError> {
     let config = client.vm_config_current(&vm.node, vm.vmid)?;
     let pending = client.vm_pending(&vm.node, vm.vmid)?;
-    let memory_source = learn_memory_source(client, vm, &config, need_memory_source);
+    let learned = match cached_source {
+        // A source learned earlier stays valid while the balloon device does.
+        Some(source) if source != MemorySource::Unknown && config.balloon != Some(0) => source,
+        _ => learn_memory_source(client, vm, &config, need_memory_source),
+    };
+    let memory_source = learned;
     Ok(VmRead {
         config,
         pending,
@@ -579,32 +597,49 @@ fn action_word(action: &Action) -> &'static str {
     }
 }
 
-/// Live-scaling readiness from the config, when it was read (or cached).
+/// Live-scaling readiness from the config, when it was read (or cached): `yes`, or what
+/// stands in the way.
 fn readiness(plan: &VmPlan) -> String {
     let f = &plan.facts;
-    let cpu = match f.cpu_hotplug {
-        Some(true) => "cpu ok",
-        Some(false) => "cpu: no hotplug",
-        None => "cpu ?",
-    };
-    let memory = match (f.memory_hotplug, f.numa) {
-        (Some(true), Some(true)) => "memory ok",
-        (Some(false), _) => "memory: no hotplug",
-        (_, Some(false)) => "memory: no numa",
-        _ => "memory ?",
-    };
-    format!("{cpu}, {memory}")
+    let mut problems = Vec::new();
+    match f.cpu_hotplug {
+        Some(false) => problems.push("cpu: no hotplug"),
+        None => problems.push("cpu: ?"),
+        Some(true) => {}
+    }
+    match (f.memory_hotplug, f.numa) {
+        (Some(false), _) => problems.push("memory: no hotplug"),
+        (_, Some(false)) => problems.push("memory: no numa"),
+        (None, _) | (_, None) => problems.push("memory: ?"),
+        _ => {}
+    }
+    if problems.is_empty() {
+        "yes".to_string()
+    } else {
+        problems.join("; ")
+    }
 }
 
-/// Cooldown or back-off still running for a resource, e.g. `cooldown 2m`.
+/// Cooldown or back-off still running for a resource, e.g. `cooldown: up 1m, down 9m`.
 fn wait_left(plan: &VmPlan, resource: Resource, now: u64) -> Option<String> {
     let rs = plan.state.resource(resource);
     let rp = plan.policy.resource(resource);
     let mut parts = Vec::new();
     if let Some(change) = &rs.last_change {
-        let until = change.at + rp.cooldown_up.as_secs().max(rp.cooldown_down.as_secs());
-        if until > now {
-            parts.push(format!("cooldown {}", policy::fmt_duration(until - now)));
+        let left = |cooldown: std::time::Duration| {
+            (change.at + cooldown.as_secs())
+                .checked_sub(now)
+                .filter(|left| *left > 0)
+        };
+        let cooldowns: Vec<String> = [
+            ("up", left(rp.cooldown_up)),
+            ("down", left(rp.cooldown_down)),
+        ]
+        .into_iter()
+        .filter_map(|(dir, left)| left.map(|l| format!("{dir} {}", policy::fmt_duration(l))))
+        .collect();
+        if !cooldowns.is_empty() {
+            parts.push(format!("cooldown: {}", cooldowns.join(", ")));
         }
     }
     for (direction, backoff) in [

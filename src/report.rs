@@ -296,7 +296,7 @@ fn new_table(header: &[&str]) -> Table {
     table
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(160)
+        .set_width(180)
         .set_header(header.to_vec());
     table
 }

@@ -47,7 +47,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
     } else {
         Mode::Apply
     };
-    let report = pass(&config, mode)?;
+    let report = pass(&config, mode, now())?;
     let text = match args.output {
         OutputFormat::Json => json(&report)?,
         OutputFormat::Table if global.quiet && report.is_quiet() => String::new(),
@@ -60,7 +60,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
 /// `pvescale status`.
 pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Exit, Failure> {
     let config = load_config(global)?;
-    let report = pass(&config, Mode::Status)?;
+    let report = pass(&config, Mode::Status, now())?;
     match args.output {
         OutputFormat::Json => print!("{}", json(&report)?),
         OutputFormat::Table => print!("{}", report::render_status(&report)),
@@ -68,11 +68,11 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Exit, Failure> {
     Ok(exit_of(&report))
 }
 
-/// One pass over every cluster. Only `Mode::Apply` takes the lock and saves the state.
-fn pass(config: &Config, mode: Mode) -> Result<RunReport, Failure> {
+/// One pass over every cluster at time `now`. Only `Mode::Apply` takes the lock and saves
+/// the state.
+pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure> {
     let state_dir = config.resolved_state_dir(&SystemEnv);
     let state_path = state_dir.join(STATE_FILE);
-    let now = now();
     let _lock = if mode == Mode::Apply {
         Some(StateLock::acquire(&state_dir).map_err(|e| match e {
             LockError::Held { path } => Failure::Locked(path.display().to_string()),
