@@ -49,6 +49,8 @@ pub(crate) struct Task {
     pub finish: Option<(Instant, String)>,
     pub state: TaskState,
     pub log: Vec<String>,
+    /// Ends with `WARNINGS: n` instead of `OK`.
+    pub warnings: Option<u32>,
 }
 
 pub(crate) struct World {
@@ -110,7 +112,16 @@ impl World {
                     let out = config::run_update(vm, &upd, now);
                     task.log.extend(out.log.iter().cloned());
                     refused = out.refused;
-                    exit = out.task_error().unwrap_or_else(|| "OK".to_string());
+                    exit = match (out.task_error(), task.warnings) {
+                        (Some(e), _) => e,
+                        (None, Some(n)) => {
+                            for i in 0..n {
+                                task.log.push(format!("WARN: simulated warning {}", i + 1));
+                            }
+                            format!("WARNINGS: {n}")
+                        }
+                        (None, None) => "OK".to_string(),
+                    };
                 }
                 _ => {
                     exit = format!(
@@ -157,6 +168,7 @@ pub(crate) struct Shared {
     pub auth_delay: Duration,
     pub task_duration: Duration,
     pub refusal_delay: Duration,
+    pub proxy_timeout: Duration,
     pub shutdown: Arc<AtomicBool>,
 }
 
@@ -485,6 +497,7 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
     let mut pre_fault: Option<FaultKind> = None;
     let mut latency: Option<Duration> = None;
     let mut never_finish = false;
+    let mut task_warnings = None;
     {
         let mut faults = lock(&shared.faults);
         for slot in faults.iter_mut() {
@@ -503,6 +516,7 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
             slot.used += 1;
             match (&slot.fault.kind, slot.fault.after_apply) {
                 (FaultKind::TaskNeverFinishes, _) => never_finish = true,
+                (FaultKind::TaskWarnings(n), _) => task_warnings = Some(*n),
                 (FaultKind::Latency(d), _) => latency = Some(*d),
                 (k @ FaultKind::Status { .. }, false)
                 | (k @ FaultKind::Hang(_), _)
@@ -563,6 +577,7 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
             path: &path,
             params: &params,
             never_finish,
+            task_warnings,
             delay_after: &delay_after,
         };
         route(ctx, world, &segs, principal)
@@ -570,6 +585,20 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
 
     let d = delay_after.get();
     if !d.is_zero() {
+        if d >= shared.proxy_timeout {
+            // The proxy gives up after its timeout: 596, outcome unknown to the client.
+            sleep_unless(&shared.shutdown, shared.proxy_timeout);
+            return finish_fault(
+                shared,
+                rec,
+                FaultKind::Status {
+                    code: 596,
+                    message: Some("Connection timed out".into()),
+                },
+                None,
+                version,
+            );
+        }
         sleep_unless(&shared.shutdown, d);
     }
     let result = match result {
@@ -675,10 +704,12 @@ fn finish_fault(
                 close: false,
             })
         }
-        FaultKind::Latency(_) | FaultKind::TaskNeverFinishes => match real {
-            Some(r) => Reply::Send(r),
-            None => Reply::Close,
-        },
+        FaultKind::Latency(_) | FaultKind::TaskNeverFinishes | FaultKind::TaskWarnings(_) => {
+            match real {
+                Some(r) => Reply::Send(r),
+                None => Reply::Close,
+            }
+        }
     };
     match &reply {
         Reply::Send(r) => {
@@ -750,6 +781,7 @@ struct Ctx<'a> {
     path: &'a str,
     params: &'a Params,
     never_finish: bool,
+    task_warnings: Option<u32>,
     delay_after: &'a Cell<Duration>,
 }
 
@@ -1728,6 +1760,7 @@ fn update_config(
                 finish: None,
                 state: TaskState::Running,
                 log: vec![logline],
+                warnings: ctx.task_warnings,
             },
         );
         ok(Value::from(upid))

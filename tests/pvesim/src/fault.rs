@@ -24,6 +24,9 @@ pub enum FaultKind {
     /// An asynchronous write returns its UPID, but the task stays `running` forever and the
     /// change is never applied.
     TaskNeverFinishes,
+    /// An asynchronous write is applied, but its task ends with `WARNINGS: n` instead of `OK`
+    /// (still a success for PVE).
+    TaskWarnings(u32),
 }
 
 /// How the path of a fault is matched (paths without the `/api2/json` prefix).
@@ -140,6 +143,11 @@ impl Fault {
 
     pub fn huge_body(mut self, mib: usize) -> Self {
         self.kind = FaultKind::HugeBody { mib };
+        self
+    }
+
+    pub fn task_warnings(mut self, n: u32) -> Self {
+        self.kind = FaultKind::TaskWarnings(n);
         self
     }
 

@@ -239,6 +239,7 @@ pub struct SimBuilder {
     auth_delay: Duration,
     task_duration: Duration,
     refusal_delay: Duration,
+    proxy_timeout: Duration,
     start: i64,
     noise: Noise,
     cluster_name: String,
@@ -296,6 +297,12 @@ impl SimBuilder {
     /// Real time a refused unplug takes before failing. Default 200 ms.
     pub fn unplug_refusal_delay(mut self, d: Duration) -> Self {
         self.refusal_delay = d;
+        self
+    }
+    /// How long a synchronous call may take before the proxy answers 596 (real: 30 s).
+    /// Only a refused unplug on a `PUT` takes long enough (see `unplug_refusal_delay`).
+    pub fn proxy_timeout(mut self, d: Duration) -> Self {
+        self.proxy_timeout = d;
         self
     }
     /// Simulated unix time at start.
@@ -524,6 +531,7 @@ impl SimBuilder {
             auth_delay: self.auth_delay,
             task_duration: self.task_duration,
             refusal_delay: self.refusal_delay,
+            proxy_timeout: self.proxy_timeout,
             shutdown: shutdown.clone(),
         });
         let s2 = shared.clone();
@@ -565,6 +573,7 @@ impl Sim {
             auth_delay: Duration::ZERO,
             task_duration: Duration::from_millis(30),
             refusal_delay: Duration::from_millis(200),
+            proxy_timeout: Duration::from_secs(30),
             start: DEFAULT_START,
             noise: Noise {
                 seed: 0,

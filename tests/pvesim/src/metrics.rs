@@ -176,11 +176,36 @@ pub(crate) fn node_samples<'a>(
 // ------------------------------------------------------------------------------------------
 // metrics/export
 
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&tmp[i..]);
+}
+
+fn push_value(buf: &mut Vec<u8>, v: f64) {
+    if v >= 0.0 && v.fract() == 0.0 && v < 9.0e15 {
+        push_u64(buf, v as u64);
+    } else {
+        let _ = write!(buf, "{v}");
+    }
+}
+
+/// One row: `{"id":ID,"metric":M,"timestamp":T,"type":TY,"value":V}`; `id_prefix` is
+/// `{"id":"qemu/101","metric":"` and `ts` the timestamp digits.
+#[allow(clippy::too_many_arguments)]
 fn push_row(
     buf: &mut Vec<u8>,
     first: &mut bool,
-    ts: i64,
-    id: &str,
+    ts: &[u8],
+    id_prefix: &[u8],
     metric: &str,
     v: f64,
     ty: &str,
@@ -189,15 +214,14 @@ fn push_row(
         buf.push(b',');
     }
     *first = false;
-    let _ = write!(
-        buf,
-        "{{\"id\":\"{id}\",\"metric\":\"{metric}\",\"timestamp\":{ts},\"type\":\"{ty}\",\"value\":"
-    );
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        let _ = write!(buf, "{}", v as i64);
-    } else {
-        let _ = write!(buf, "{v}");
-    }
+    buf.extend_from_slice(id_prefix);
+    buf.extend_from_slice(metric.as_bytes());
+    buf.extend_from_slice(b"\",\"timestamp\":");
+    buf.extend_from_slice(ts);
+    buf.extend_from_slice(b",\"type\":\"");
+    buf.extend_from_slice(ty.as_bytes());
+    buf.extend_from_slice(b"\",\"value\":");
+    push_value(buf, v);
     buf.push(b'}');
 }
 
@@ -214,29 +238,39 @@ pub(crate) fn export(
         Vec::with_capacity(64 + timestamps.len() * (guests_live * 10 + nodes.len() * 10) * 90);
     buf.extend_from_slice(b"{\"data\":{\"data\":[");
     let mut first = true;
-    let node_ids: Vec<String> = nodes.iter().map(|n| format!("node/{}", n.name)).collect();
-    let vm_ids: Vec<String> = vms
+    let prefix = |id: String| format!("{{\"id\":\"{id}\",\"metric\":\"").into_bytes();
+    let node_ids: Vec<Vec<u8>> = nodes
         .iter()
-        .map(|v| format!("{}/{}", v.kind.as_str(), v.vmid))
+        .map(|n| prefix(format!("node/{}", n.name)))
+        .collect();
+    let vm_ids: Vec<Vec<u8>> = vms
+        .iter()
+        .map(|v| prefix(format!("{}/{}", v.kind.as_str(), v.vmid)))
+        .collect();
+    let node_of: Vec<Option<usize>> = vms
+        .iter()
+        .map(|v| nodes.iter().position(|n| n.name == v.node))
         .collect();
     let online: Vec<bool> = vms
         .iter()
         .map(|v| nodes.iter().any(|n| n.name == v.node && n.online))
         .collect();
-    for &ts in timestamps {
+    for &t in timestamps {
+        let ts_s = t.to_string();
+        let ts = ts_s.as_bytes();
         let mut totals = vec![NodeSample::default(); nodes.len()];
         for (i, vm) in vms.iter().enumerate() {
             if !online[i] || vm.status == VmStatus::Unknown {
                 continue;
             }
-            let Some(s) = vm_sample(vm, ts, start, nz) else {
+            let Some(s) = vm_sample(vm, t, start, nz) else {
                 continue;
             };
             if s.status == VmStatus::Unknown {
                 continue;
             }
             let id = &vm_ids[i];
-            if let Some(n) = nodes.iter().position(|n| n.name == vm.node)
+            if let Some(n) = node_of[i]
                 && s.live()
             {
                 totals[n].busy += s.cpu * s.vcpus as f64;
@@ -390,7 +424,7 @@ pub(crate) fn export(
                 ts,
                 id,
                 "uptime",
-                (ts - start + 40 * 86400).max(0) as f64,
+                (t - start + 40 * 86400).max(0) as f64,
                 "gauge",
             );
         }

@@ -249,3 +249,43 @@ fn skip_and_prefix_matching() {
         .collect();
     assert_eq!(codes, vec![200, 200, 503, 503, 200, 200]);
 }
+
+#[test]
+fn task_with_warnings_is_applied() {
+    let sim = sim();
+    sim.add_fault(
+        Fault::on("POST", "/nodes/pve1/qemu/101/config")
+            .task_warnings(2)
+            .times(1),
+    );
+    let mut api = Api::token(&sim);
+    let (_, exit) = api.post_config_wait("pve1", 101, "vcpus=3");
+    assert_eq!(exit, "WARNINGS: 2");
+    assert_eq!(sim.vm(101).unwrap().vcpus, 3);
+    let (_, exit) = api.post_config_wait("pve1", 101, "vcpus=4");
+    assert_eq!(exit, "OK");
+}
+
+#[test]
+fn slow_synchronous_unplug_hits_the_proxy_timeout() {
+    let sim = Sim::builder()
+        .vm(VmSpec::new(101, "pve1")
+            .memory_mib(4096)
+            .live_scalable()
+            .refuse_mem_unplug(1))
+        .token(TOKEN_ID, SECRET, Privs::pvescale())
+        .unplug_refusal_delay(Duration::from_millis(400))
+        .proxy_timeout(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let mut api = Api::token(&sim);
+    let t = Instant::now();
+    let r = api.put("/nodes/pve1/qemu/101/config", "memory=2048");
+    assert_eq!(r.status, 596);
+    assert!(r.body.is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    // Outcome unknown to the client; in fact one DIMM went and the target is pending.
+    let v = sim.vm(101).unwrap();
+    assert_eq!(v.memory_mib, 3584);
+    assert_eq!(v.pending_value("memory"), Some("2048"));
+}
