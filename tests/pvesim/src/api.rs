@@ -1726,7 +1726,12 @@ fn update_config(
     let upd = Update { set, delete };
     let mut logline = format!("update VM {vmid}:");
     for (k, val) in &upd.set {
-        logline.push_str(&format!(" -{k} {val}"));
+        let shown = if k == "cipassword" {
+            "<hidden>"
+        } else {
+            val.as_str()
+        };
+        logline.push_str(&format!(" -{k} {shown}"));
     }
     if !upd.delete.is_empty() {
         logline.push_str(&format!(" -delete {}", upd.delete.join(",")));

@@ -317,7 +317,9 @@ fn serve_conn(
             body,
             conn: id,
         };
-        match handler(req) {
+        let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(req)))
+            .unwrap_or_else(|_| Reply::Send(simple(500, "pvesim internal error")));
+        match reply {
             Reply::Send(resp) => {
                 let keep = keep_alive && !resp.close;
                 if write_response(&mut tls, &resp, keep).is_err() || !keep {
