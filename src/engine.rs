@@ -20,7 +20,7 @@ use crate::pve::types::{
 };
 use crate::pve::{ApiError, ApiErrorKind, Client};
 use crate::report::{ClusterReport, ResourceReport, VmReport};
-use crate::state::{ConfigSignature, KnownConfig, State, VmState};
+use crate::state::{ConfigSignature, InFlight, KnownConfig, State, VmState};
 
 const MIB: u64 = 1024 * 1024;
 /// How long what we learned from a VM's config is trusted without reading it again.
@@ -43,7 +43,13 @@ impl Mode {
     }
 }
 
-/// Runs one pass over one cluster, updating `state` (the caller decides whether to save it).
+/// Saves the state in the middle of a pass (before config writes), so that a run killed
+/// while writing leaves a record of what it was doing.
+pub type Checkpoint<'a> = &'a mut dyn FnMut(&State) -> anyhow::Result<()>;
+
+/// Runs one pass over one cluster, updating `state` (the caller saves it at the end). In
+/// `Mode::Apply`, `checkpoint` is called once before the first config write.
+#[allow(clippy::too_many_arguments)]
 pub fn process_cluster(
     config: &Config,
     cluster: &ClusterConfig,
@@ -52,8 +58,10 @@ pub fn process_cluster(
     now: u64,
     mode: Mode,
     timing: ApplyTiming,
+    checkpoint: Checkpoint,
 ) -> ClusterReport {
-    let mut report = ClusterReport::new(cluster.name());
+    let name = cluster.name().to_string();
+    let mut report = ClusterReport::new(&name);
     let resources = match client.resources() {
         Ok(r) => r,
         Err(e) => {
@@ -83,17 +91,14 @@ pub fn process_cluster(
         .iter()
         .map(|n| (n.node.clone(), headroom(n)))
         .collect();
-    let cluster_state = state
-        .clusters
-        .entry(cluster.name().to_string())
-        .or_default();
+    let previous = state.clusters.get(&name).cloned().unwrap_or_default();
 
     // Phase 1: decide from what every run reads anyway.
     let mut plans: Vec<VmPlan> = managed
         .iter()
         .map(|vm| {
             let policy = config.policy_for(vm.vmid, &vm.tags, vm.pool.as_deref());
-            let prev = cluster_state.get(&vm.vmid);
+            let prev = previous.get(&vm.vmid);
             let known = prev
                 .and_then(|s| s.known_config.as_ref())
                 .filter(|k| is_fresh(k, vm, now));
@@ -117,19 +122,24 @@ pub fn process_cluster(
                 decision,
                 state: new_state,
                 config: None,
-                pending: None,
                 error: None,
+                notes: Vec::new(),
                 outcome: Vec::new(),
             }
         })
         .collect();
 
-    // Phase 2: read config + pending where a change is planned (every VM for status).
+    // Phase 2: read config + pending where a change is planned, where an earlier write is
+    // unsettled, and (for status) everywhere.
     let to_read: Vec<usize> = plans
         .iter()
         .enumerate()
         .filter(|(_, p)| {
-            p.facts.status == VmStatus::Running && (mode == Mode::Status || p.decision.has_change())
+            let unsettled = previous
+                .get(&p.resource.vmid)
+                .is_some_and(|s| s.in_flight.is_some());
+            p.facts.status == VmStatus::Running
+                && (mode == Mode::Status || p.decision.has_change() || unsettled)
         })
         .map(|(i, _)| i)
         .collect();
@@ -139,7 +149,7 @@ pub fn process_cluster(
         let plan = &plans[i];
         let low = plan.policy.memory.low / 100.0;
         let need_source = mode == Mode::Status || plan.util.memory.is_some_and(|m| m < low);
-        let cached = cluster_state
+        let cached = previous
             .get(&plan.resource.vmid)
             .and_then(|s| s.known_config.as_ref())
             .map(|k| k.memory_source);
@@ -147,53 +157,52 @@ pub fn process_cluster(
     });
     for (&i, read) in to_read.iter().zip(reads) {
         let plan = &mut plans[i];
-        match read {
-            Ok(read) => {
-                let prev = cluster_state.get(&plan.resource.vmid);
-                let mut facts = facts_from_config(&plan.resource, &read.config, &read.pending);
-                let known = KnownConfig {
-                    max_vcpus: facts.max_vcpus.unwrap_or(facts.vcpus),
-                    cpu_hotplug: facts.cpu_hotplug.unwrap_or(false),
-                    memory_hotplug: facts.memory_hotplug.unwrap_or(false),
-                    numa: facts.numa.unwrap_or(false),
-                    balloon_mib: facts.balloon_mib,
-                    memory_source: read.memory_source,
-                    digest: read.config.digest.clone(),
-                    learned_at: now,
-                };
-                if facts.balloon_mib.is_none() {
-                    facts.balloon_mib = read.config.balloon;
-                }
-                let util = utilisation(usage.get(&plan.resource.vmid), &facts, read.memory_source);
-                let node = node_of(&nodes, &plan.resource.node);
-                let (decision, mut new_state) =
-                    policy::decide(&plan.policy, &facts, &util, &node, prev, now);
-                new_state.known_config = Some(known);
-                plan.facts = facts;
-                plan.util = util;
-                plan.decision = decision;
-                plan.state = new_state;
-                plan.config = Some(read.config);
-                plan.pending = Some(read.pending);
-            }
+        let mut read = match read {
+            Ok(read) => read,
             Err(e) => {
                 plan.error = Some(format!("reading the VM's config failed: {e}"));
                 // Without the config nothing is changed; keep the timers of phase 1.
                 plan.decision = no_change(&plan.decision, "config could not be read: keep");
+                continue;
             }
+        };
+        let mut prev = previous.get(&plan.resource.vmid).cloned();
+        if let Some(prev) = prev.as_mut() {
+            settle_interrupted_write(client, plan, prev, &mut read, mode, now);
         }
-    }
-
-    // Host guard across the VMs of one node: count what earlier scale-ups take.
-    for plan in plans.iter_mut() {
-        if let Action::Up { from, to } = plan.decision.memory.action
+        let mut facts = facts_from_config(&plan.resource, &read.config, &read.pending);
+        if facts.balloon_mib.is_none() {
+            facts.balloon_mib = read.config.balloon;
+        }
+        let known = KnownConfig {
+            max_vcpus: facts.max_vcpus.unwrap_or(facts.vcpus),
+            cpu_hotplug: facts.cpu_hotplug.unwrap_or(false),
+            memory_hotplug: facts.memory_hotplug.unwrap_or(false),
+            numa: facts.numa.unwrap_or(false),
+            balloon_mib: facts.balloon_mib,
+            memory_source: read.memory_source,
+            digest: read.config.digest.clone(),
+            learned_at: now,
+        };
+        let util = utilisation(usage.get(&plan.resource.vmid), &facts, read.memory_source);
+        let node = node_of(&nodes, &plan.resource.node);
+        let (decision, mut new_state) =
+            policy::decide(&plan.policy, &facts, &util, &node, prev.as_ref(), now);
+        new_state.known_config = Some(known);
+        // The host guard of the next VM on this node counts what this one takes.
+        if let Action::Up { from, to } = decision.memory.action
             && let Some(node) = nodes.get_mut(&plan.resource.node)
         {
             node.reserve_memory(to.saturating_sub(from));
         }
+        plan.facts = facts;
+        plan.util = util;
+        plan.decision = decision;
+        plan.state = new_state;
+        plan.config = Some(read.config);
     }
 
-    // Phase 3: apply.
+    // Phase 3: apply, after recording what is about to be written.
     if mode.writes() {
         let to_apply: Vec<usize> = plans
             .iter()
@@ -201,44 +210,198 @@ pub fn process_cluster(
             .filter(|(_, p)| p.decision.has_change() && p.config.is_some())
             .map(|(i, _)| i)
             .collect();
-        let outcomes = map_bounded(&to_apply, DEFAULT_PARALLELISM, |&i| {
-            let plan = &plans[i];
-            let change = change_of(&plan.decision);
-            let config = plan
-                .config
-                .as_ref()
-                .map(|c| (*c).clone())
-                .unwrap_or_default();
-            apply::apply(
-                client,
-                &plan.resource.node,
-                plan.resource.vmid,
-                &config,
-                &change,
-                timing,
-            )
-        });
-        for (&i, outcome) in to_apply.iter().zip(outcomes) {
-            record_outcome(&mut plans[i], outcome, now);
+        if !to_apply.is_empty() {
+            for &i in &to_apply {
+                let plan = &mut plans[i];
+                let change = change_of(&plan.decision);
+                plan.state.in_flight = Some(InFlight {
+                    at: now,
+                    vcpus: change.vcpus,
+                    memory_mib: change.memory_mib,
+                    balloon_mib: change.balloon_mib,
+                    vcpus_before: u64::from(plan.facts.vcpus),
+                    memory_mib_before: plan.facts.memory_mib,
+                });
+            }
+            store_states(state, &name, &plans);
+            if let Err(e) = checkpoint(state) {
+                // Without a record of the write, a crash could leave it unsettled: don't write.
+                report.error = Some(format!(
+                    "cannot save the state before writing ({e:#}); no VM was changed"
+                ));
+                for &i in &to_apply {
+                    plans[i].state.in_flight = None;
+                    plans[i].decision = no_change(&plans[i].decision, "state not writable: keep");
+                }
+            } else {
+                let outcomes = map_bounded(&to_apply, DEFAULT_PARALLELISM, |&i| {
+                    let plan = &plans[i];
+                    let change = change_of(&plan.decision);
+                    let config = plan.config.clone().unwrap_or_default();
+                    apply::apply(
+                        client,
+                        &plan.resource.node,
+                        plan.resource.vmid,
+                        &config,
+                        &change,
+                        timing,
+                    )
+                });
+                for (&i, outcome) in to_apply.iter().zip(outcomes) {
+                    record_outcome(&mut plans[i], outcome, now);
+                }
+            }
         }
     }
 
-    for plan in plans {
-        let vmid = plan.resource.vmid;
-        report.vms.push(vm_report(cluster.name(), &plan, now, mode));
-        if plan.state != VmState::default() {
-            cluster_state.insert(vmid, plan.state);
-        }
-    }
+    store_states(state, &name, &plans);
+    let cluster_state = state.clusters.entry(name.clone()).or_default();
     // Remember every VM seen (whatever its status) so that pruning only drops gone VMs.
     for vm in &resources.vms {
         if let Some(entry) = cluster_state.get_mut(&vm.vmid) {
             entry.last_seen = now;
         }
     }
+    for plan in &plans {
+        report.vms.push(vm_report(&name, plan, now, mode));
+    }
     report.requests = client.stats().requests();
     report.bytes_received = client.stats().bytes_received();
     report
+}
+
+/// Writes the plans' VM states into the state.
+fn store_states(state: &mut State, cluster: &str, plans: &[VmPlan]) {
+    let cluster_state = state.clusters.entry(cluster.to_string()).or_default();
+    for plan in plans {
+        if plan.state != VmState::default() {
+            cluster_state.insert(plan.resource.vmid, plan.state.clone());
+        }
+    }
+}
+
+/// An earlier run started a write and did not see it end (killed, or the task outlived
+/// its wait). What went live is recorded as a change; what was left pending is reverted,
+/// so that nothing of ours waits for the VM's next reboot.
+fn settle_interrupted_write(
+    client: &Client,
+    plan: &mut VmPlan,
+    prev: &mut VmState,
+    read: &mut VmRead,
+    mode: Mode,
+    now: u64,
+) {
+    let Some(in_flight) = prev.in_flight.clone() else {
+        return;
+    };
+    let vmid = plan.resource.vmid;
+    let stuck: Vec<&str> = in_flight
+        .keys()
+        .into_iter()
+        .filter(|key| read.pending.iter().any(|p| p.key == *key && p.is_pending()))
+        .collect();
+    if !stuck.is_empty() {
+        if mode.writes() {
+            match client.vm_revert(&plan.resource.node, vmid, &stuck, None) {
+                Ok(()) => {
+                    plan.notes.push(format!(
+                        "reverted {} left pending by an interrupted earlier write",
+                        stuck.join(", ")
+                    ));
+                    read.pending.retain(|p| !stuck.contains(&p.key.as_str()));
+                    // The revert changed the digest: a write in this run needs the new one.
+                    match client.vm_config_current(&plan.resource.node, vmid) {
+                        Ok(config) => read.config = config,
+                        Err(e) => {
+                            plan.error = Some(format!("re-reading the config failed: {e}"));
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    plan.error = Some(format!(
+                        "could not revert {} left pending by an earlier write: {e}",
+                        stuck.join(", ")
+                    ));
+                    return;
+                }
+            }
+        } else {
+            plan.notes.push(format!(
+                "{} left pending by an interrupted earlier write: the next run reverts it",
+                stuck.join(", ")
+            ));
+            // Ours, not someone else's: don't let it block the plan.
+            read.pending.retain(|p| !stuck.contains(&p.key.as_str()));
+        }
+    }
+    let went_live = [
+        (
+            Resource::Cpu,
+            in_flight.vcpus,
+            in_flight.vcpus_before,
+            read.config.vcpus(),
+        ),
+        (
+            Resource::Memory,
+            in_flight.memory_mib,
+            in_flight.memory_mib_before,
+            read.config.memory.unwrap_or(in_flight.memory_mib_before),
+        ),
+    ];
+    for (resource, target, before, now_value) in went_live {
+        if target.is_some() && now_value != before {
+            let direction = if now_value > before {
+                Direction::Up
+            } else {
+                Direction::Down
+            };
+            prev.record_change(resource, direction, before, now_value, in_flight.at);
+            plan.notes.push(format!(
+                "an interrupted earlier write did go live: {resource} {before} → {now_value}"
+            ));
+        }
+    }
+    // A key that stayed pending was not taken live: back off as after any refusal.
+    for (resource, key, target, before) in [
+        (
+            Resource::Cpu,
+            "vcpus",
+            in_flight.vcpus,
+            in_flight.vcpus_before,
+        ),
+        (
+            Resource::Memory,
+            "memory",
+            in_flight.memory_mib,
+            in_flight.memory_mib_before,
+        ),
+    ] {
+        let Some(target) = target else { continue };
+        if stuck.contains(&key) && target != before {
+            let direction = if target > before {
+                Direction::Up
+            } else {
+                Direction::Down
+            };
+            let signature = ConfigSignature {
+                vcpus: u32::try_from(read.config.vcpus()).unwrap_or(u32::MAX),
+                memory_mib: read.config.memory.unwrap_or(before),
+                digest: None,
+            };
+            prev.record_refusal(
+                resource,
+                direction,
+                now,
+                plan.policy.backoff,
+                signature,
+                format!("{key} stayed pending after an interrupted write (not applied live)"),
+            );
+        }
+    }
+    if mode.writes() {
+        prev.in_flight = None;
+    }
 }
 
 /// Everything known and decided about one VM in this pass.
@@ -250,8 +413,9 @@ struct VmPlan {
     decision: Decision,
     state: VmState,
     config: Option<VmConfig>,
-    pending: Option<Vec<PendingItem>>,
     error: Option<String>,
+    /// Things worth telling that are not a decision (an earlier write settled, ...).
+    notes: Vec<String>,
     /// Per resource: what happened to its change.
     outcome: Vec<(Resource, String, bool)>,
 }
@@ -487,6 +651,10 @@ fn key_of(resource: Resource) -> &'static str {
 
 /// Writes what happened into the VM's state and report.
 fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
+    // Settled one way or another, except a task still running: the next run settles that.
+    if !matches!(outcome, Outcome::Unsettled(_)) {
+        plan.state.in_flight = None;
+    }
     let changes: Vec<(Resource, Direction, u64, u64)> = plan
         .decision
         .changes()
@@ -583,6 +751,7 @@ fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> VmReport {
         cpu: resource_report(Resource::Cpu),
         memory: resource_report(Resource::Memory),
         error: plan.error.clone(),
+        notes: plan.notes.clone(),
         failed,
     }
 }

@@ -51,6 +51,9 @@ pub struct VmReport {
     pub memory: ResourceReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Things worth telling that are not a decision (an interrupted write settled, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub failed: bool,
 }
 
@@ -179,6 +182,18 @@ pub fn render_run(report: &RunReport) -> String {
                             String::new()
                         }
                     }),
+                ]);
+            }
+            for note in &vm.notes {
+                rows += 1;
+                table.add_row(vec![
+                    cluster.name.clone(),
+                    vm_label(vm),
+                    vm.node.clone(),
+                    "-".to_string(),
+                    "note".to_string(),
+                    note.clone(),
+                    String::new(),
                 ]);
             }
             if let Some(error) = &vm.error {

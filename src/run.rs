@@ -93,6 +93,7 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
     }
     let mut clusters = Vec::new();
     for cluster in config.clusters() {
+        let mut checkpoint = |state: &State| state.save(&state_path);
         let report = match Client::new(cluster.target_ref()) {
             Ok(client) => engine::process_cluster(
                 config,
@@ -102,6 +103,7 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
                 now,
                 mode,
                 ApplyTiming::default(),
+                &mut checkpoint,
             ),
             Err(e) => {
                 let mut report = ClusterReport::new(cluster.name());

@@ -59,6 +59,45 @@ pub struct VmState {
     /// The run decides when it is stale (see `learned_at`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_config: Option<KnownConfig>,
+    /// A config write that was started and whose outcome is not settled yet (the run was
+    /// killed, or its task did not finish in time). The next run reads the VM, reverts
+    /// whatever of it was left pending and records what did go live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlight>,
+}
+
+/// The values of a config write in progress (MiB and vCPUs; `None` = not part of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InFlight {
+    /// When the write was started.
+    pub at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balloon_mib: Option<u64>,
+    /// The sizes before the write, to tell what went live.
+    pub vcpus_before: u64,
+    pub memory_mib_before: u64,
+}
+
+impl InFlight {
+    /// The config keys of the write.
+    pub fn keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.vcpus.is_some() {
+            keys.push("vcpus");
+        }
+        if self.memory_mib.is_some() {
+            keys.push("memory");
+        }
+        if self.balloon_mib.is_some() {
+            keys.push("balloon");
+        }
+        keys
+    }
 }
 
 /// The state of one resource of one VM.
