@@ -578,6 +578,7 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
             params: &params,
             never_finish,
             task_warnings,
+            apply_now: post_fault.is_some(),
             delay_after: &delay_after,
         };
         route(ctx, world, &segs, principal)
@@ -782,6 +783,9 @@ struct Ctx<'a> {
     params: &'a Params,
     never_finish: bool,
     task_warnings: Option<u32>,
+    /// The answer will be replaced by a fault "after the change was applied": an asynchronous
+    /// write is carried out before answering, so the change is visible by then.
+    apply_now: bool,
     delay_after: &'a Cell<Duration>,
 }
 
@@ -1747,6 +1751,8 @@ fn update_config(
         );
         let due = if ctx.never_finish {
             None
+        } else if ctx.apply_now {
+            Some(Instant::now())
         } else {
             Some(Instant::now() + ctx.shared.task_duration)
         };
@@ -1768,6 +1774,9 @@ fn update_config(
                 warnings: ctx.task_warnings,
             },
         );
+        if ctx.apply_now {
+            world.process_tasks(ctx.shared.refusal_delay);
+        }
         ok(Value::from(upid))
     } else {
         let Some(vm) = world.vms.get_mut(&vmid) else {
