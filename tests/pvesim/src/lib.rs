@@ -48,7 +48,26 @@
 //!
 //! ## Faults
 //! [`Fault`] matches by method and exact path or prefix (again without `/api2/json`); the first
-//! active matching fault applies. See [`FaultKind`].
+//! active matching fault applies. See [`FaultKind`]: status (401/59x with an empty body),
+//! latency, hang then close, close, malformed JSON, wrong JSON types, huge body, a task that
+//! never finishes, a task ending `WARNINGS: n`. `.after_apply(true)` handles the request first
+//! (an asynchronous write is carried out before the answer), `.times(n)`, `.skip(n)`,
+//! `Fault::any().unauthorized_from(n)`.
+//!
+//! ## Endpoints
+//! `GET /version`, `POST|GET /access/ticket`, `GET /access/permissions`,
+//! `GET /cluster/resources`, `GET /cluster/status`, `GET /cluster/metrics/export` (8.3+),
+//! `GET /nodes`, `GET /nodes/{node}/status`, `GET /nodes/{node}/qemu`,
+//! `GET /nodes/{node}/qemu/{vmid}/{status/current,config,pending,rrddata}`,
+//! `POST|PUT /nodes/{node}/qemu/{vmid}/config`, `GET /nodes/{node}/tasks/{upid}/{status,log}`.
+//!
+//! ## Simplifications
+//! No gzip; the 3 s delay of failed logins is off unless [`SimBuilder::auth_failure_delay`];
+//! `status/current` returns `cpu: 0` on the first call per VM (not per daemon worker);
+//! privileges are a set on `/` plus optional sets on sub-paths (no token privilege separation);
+//! only QEMU guests have per-VM endpoints (containers appear in `cluster/resources` and
+//! `metrics/export`); a stopped guest has no metric fields in `rrddata`; kept-alive connections
+//! never time out.
 
 mod api;
 mod config;
