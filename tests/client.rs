@@ -1152,3 +1152,33 @@ fn per_vm_calls_run_bounded_over_few_connections() {
     );
     assert!(conns.len() > 1, "the calls ran in parallel");
 }
+
+#[test]
+fn fallback_url_is_used_for_a_first_write() {
+    let lab = Lab::start(cluster().vm(ready_vm(101, NODE)));
+    let mut target = lab.target();
+    target.urls = vec![
+        format!("https://127.0.0.1:{}", closed_port()),
+        lab.sim.url().to_string(),
+    ];
+    let client = client_for(&target);
+    let upid = client
+        .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())])
+        .expect("a refused connection proves the write was never sent: try the next URL");
+    assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
+    assert_eq!(lab.sim.count("POST", "/nodes/pve1/qemu/101/config"), 1);
+}
+
+#[test]
+fn fallback_url_works_with_ticket_login() {
+    let lab = Lab::start(cluster().user(ADMIN, ADMIN_PASSWORD, Privs::all()));
+    let mut target = lab.target();
+    target.auth = password_auth(ADMIN, ADMIN_PASSWORD);
+    target.urls = vec![
+        format!("https://127.0.0.1:{}", closed_port()),
+        lab.sim.url().to_string(),
+    ];
+    let client = client_for(&target);
+    assert_eq!(client.version().expect("login via fallback").release, "8.4");
+    assert_eq!(lab.sim.count("POST", "/access/ticket"), 1);
+}

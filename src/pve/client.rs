@@ -430,6 +430,9 @@ impl Client {
                 format!("{host}: connection refused or unreachable"),
                 false,
             ),
+            ureq::Error::Io(io) if never_connected(io.kind()) => {
+                (ApiErrorKind::Connect, format!("{host}: {io}"), false)
+            }
             _ => match tls_failure(&error) {
                 Some(reason) => (
                     ApiErrorKind::Tls,
@@ -566,6 +569,15 @@ impl Client {
             )),
         }
     }
+}
+
+/// I/O errors that prove the connection never came up, so nothing was sent.
+fn never_connected(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+    )
 }
 
 /// The rustls reason behind a failed handshake, if that is what failed.
