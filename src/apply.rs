@@ -135,22 +135,33 @@ pub fn apply(
         Err(e) if e.outcome_unknown || e.kind == ApiErrorKind::BadRequest => {
             // The change may be (partly) written: learn the truth before anything else.
             log::warn!("VM {vmid}: {e}; re-reading to learn the outcome");
-            return settle(client, node, vmid, change, &keys, &e.to_string());
+            return settle(
+                client,
+                node,
+                vmid,
+                change,
+                &keys,
+                &e.to_string(),
+                e.outcome_unknown,
+            );
         }
         Err(e) => return Outcome::Failed(describe_write_error(&e)),
     };
     match task {
-        Ok(TaskOutcome::Ok(_)) => settle(client, node, vmid, change, &keys, ""),
-        Ok(TaskOutcome::Failed(exit)) => settle(client, node, vmid, change, &keys, &exit),
+        Ok(TaskOutcome::Ok(_)) => settle(client, node, vmid, change, &keys, "", false),
+        Ok(TaskOutcome::Failed(exit)) => settle(client, node, vmid, change, &keys, &exit, false),
         Ok(TaskOutcome::StillRunning) => Outcome::Unsettled(format!(
             "the config task did not finish within {}s; the next run checks the outcome",
             timing.task_timeout.as_secs()
         )),
-        Err(e) => settle(client, node, vmid, change, &keys, &e.to_string()),
+        // The task's status could not be read: it may still be running.
+        Err(e) => settle(client, node, vmid, change, &keys, &e.to_string(), true),
     }
 }
 
 /// After a write: whatever of ours is still pending did not go live. Revert it.
+/// `outcome_unknown`: the write may still be in progress on the server (59x, timeout), so
+/// "not there yet" is not "not applied".
 fn settle(
     client: &Client,
     node: &str,
@@ -158,6 +169,7 @@ fn settle(
     change: &Change,
     keys: &[&str],
     task_message: &str,
+    outcome_unknown: bool,
 ) -> Outcome {
     let pending = match client.vm_pending(node, vmid) {
         Ok(p) => p,
@@ -180,6 +192,9 @@ fn settle(
         // was. Ask the running config which.
         return match client.vm_config_current(node, vmid) {
             Ok(now) if reached(&now, change) => Outcome::Applied,
+            Ok(_) if outcome_unknown => Outcome::Unsettled(format!(
+                "{task_message}; not applied yet, it may still be in progress: the next run checks"
+            )),
             Ok(_) => Outcome::Failed(format!("the change was not applied: {task_message}")),
             Err(e) => Outcome::Unsettled(format!(
                 "{task_message}; could not re-read the config ({e}); the next run checks"

@@ -66,6 +66,9 @@ pub fn process_cluster(
         Ok(r) => r,
         Err(e) => {
             report.error = Some(e.to_string());
+            report.metrics_source = "none (cluster/resources failed)".to_string();
+            report.requests = client.stats().requests();
+            report.bytes_received = client.stats().bytes_received();
             return report;
         }
     };

@@ -239,8 +239,10 @@ pub fn summary_line(report: &RunReport) -> String {
             s.managed, s.changed, s.blocked, s.failed
         )
     };
-    if s.failed_clusters > 0 {
-        line.push_str(&format!(", {} clusters unreachable", s.failed_clusters));
+    match s.failed_clusters {
+        0 => {}
+        1 => line.push_str(", 1 cluster failed"),
+        n => line.push_str(&format!(", {n} clusters failed")),
     }
     line
 }
