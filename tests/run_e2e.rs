@@ -350,3 +350,49 @@ fn the_host_guard_blocks_memory_growth_on_a_full_node() {
         last.stdout
     );
 }
+
+#[test]
+fn two_real_runs_at_once_one_exits_75_and_does_nothing() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.0))),
+        "",
+    );
+    env.sim.advance(Duration::from_secs(60));
+    // The first run holds the lock while its metrics read hangs.
+    env.sim.add_fault(
+        Fault::on("GET", "/cluster/metrics/export")
+            .hang(Duration::from_secs(3))
+            .times(1),
+    );
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_pvescale"))
+        .args(["run", "--config"])
+        .arg(env.config_path())
+        .env("PVESCALE_NOW", env.sim.now().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("first run starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.sim.count("GET", "/cluster/metrics/export") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first run never read metrics"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let requests_before = env.sim.requests().len();
+    let second = env.run(&["run"]);
+    assert_eq!(second.code, 75, "{}", second.all_output());
+    assert_eq!(
+        env.sim.requests().len(),
+        requests_before,
+        "the second run made no request"
+    );
+    assert!(
+        second.stdout.is_empty(),
+        "nothing on stdout: {}",
+        second.stdout
+    );
+    let status = first.wait().expect("first run ends");
+    assert!(status.code().is_some(), "first run ended normally");
+}
