@@ -1,6 +1,7 @@
 //! Command-line interface (clap types only).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -10,8 +11,10 @@ Examples:
   pvescale run --dry-run              what would be changed, and why (changes nothing)
   pvescale run                        scale every managed VM once (what the timer runs)
   pvescale status --output json       utilisation, readiness and next action per VM
+  pvescale history --since 24h        what was changed, refused or failed in the last day
 
-Files: /etc/pvescale/pvescale.toml (config), /var/lib/pvescale/state.json (state).
+Files: /etc/pvescale/pvescale.toml (config), /var/lib/pvescale/state.json (state),
+/var/lib/pvescale/history.jsonl (history). See pvescale(1) and pvescale.toml(5).
 Exit codes: 0 ok, 1 error, 2 usage, 3 some VMs failed, 75 another run holds the lock,
 78 config error.";
 
@@ -50,6 +53,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Check config, connection, credentials, privileges and each VM's readiness
     Check(CheckArgs),
+    /// Show what runs did: every change, refusal and failure, oldest first
+    History(HistoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +77,29 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this VM
+    #[arg(long, value_name = "VMID")]
+    pub vm: Option<u32>,
+
+    /// Only this cluster (its name in the config)
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// Only entries from this long ago until now, e.g. 30m, 24h, 7d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+
+    /// Output format
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::units::parse_duration(s).map_err(|e| e.to_string())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {

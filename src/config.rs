@@ -6,6 +6,7 @@
 //! problems with their key path (`policy.cpu.low`) and line/column, and builds [`Config`].
 //! `examples/pvescale.toml` documents every key.
 
+pub mod doc;
 mod locate;
 mod paths;
 mod raw;
@@ -33,6 +34,8 @@ use crate::pve::ClusterTarget;
 pub struct Config {
     path: PathBuf,
     state_dir: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
+    history_max_size_mib: u64,
     clusters: Vec<ClusterConfig>,
     select: Selection,
     policy: Policy,
@@ -54,6 +57,16 @@ impl Config {
     /// The state directory to use: configured, `$STATE_DIRECTORY`, or the default.
     pub fn resolved_state_dir(&self, env: &dyn Env) -> PathBuf {
         state_dir(self.state_dir(), env)
+    }
+
+    /// Where a run writes its Prometheus textfile (absolute), if configured.
+    pub fn metrics_file(&self) -> Option<&Path> {
+        self.metrics_file.as_deref()
+    }
+
+    /// `[history] max_size`: past this size `history.jsonl` is rotated to `history.jsonl.1`.
+    pub fn history_max_size_mib(&self) -> u64 {
+        self.history_max_size_mib
     }
 
     /// One or more clusters, in file order; names are unique.

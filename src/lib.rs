@@ -1,6 +1,7 @@
 //! pvescale: live autoscaling of Proxmox VE VMs. The binary in `main.rs` is a thin shell
 //! around this library.
 
+pub mod actions;
 pub mod apply;
 pub mod check;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod prometheus;
 pub mod pve;
 pub mod report;
 pub mod run;

@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::Run(args) => pvescale::run::run(&cli.global, args),
         Command::Status(args) => pvescale::run::status(&cli.global, args),
         Command::Check(args) => pvescale::check::check(&cli.global, args),
+        Command::History(args) => pvescale::actions::history(&cli.global, args),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -48,6 +48,15 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
         Mode::Apply
     };
     let report = pass(&config, mode, now())?;
+    // Under systemd (stderr is the journal): a line per change, refusal or failure and one
+    // summary line, with priorities, instead of a table.
+    if mode == Mode::Apply
+        && args.output == OutputFormat::Table
+        && std::env::var_os("JOURNAL_STREAM").is_some()
+    {
+        crate::actions::log_run(&report);
+        return Ok(exit_of(&report));
+    }
     let text = match args.output {
         OutputFormat::Json => json(&report)?,
         OutputFormat::Table if global.quiet && report.is_quiet() => String::new(),
@@ -71,6 +80,7 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Exit, Failure> {
 /// One pass over every cluster at time `now`. Only `Mode::Apply` takes the lock and saves
 /// the state.
 pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure> {
+    let started = std::time::Instant::now();
     let state_dir = config.resolved_state_dir(&SystemEnv);
     let state_path = state_dir.join(STATE_FILE);
     let _lock = if mode == Mode::Apply {
@@ -133,7 +143,13 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         }
         save_state(&state, &state_path)?;
     }
-    Ok(RunReport::new(mode == Mode::DryRun, now, clusters))
+    let report = RunReport::new(mode == Mode::DryRun, now, clusters);
+    if mode == Mode::Apply {
+        // Still under the lock: this run's history lines and metrics file.
+        crate::actions::record(config, &state_dir, &report);
+        crate::prometheus::record(config, &report, started.elapsed());
+    }
+    Ok(report)
 }
 
 fn save_state(state: &State, path: &Path) -> Result<(), Failure> {

@@ -18,6 +18,8 @@ use crate::units;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub state_dir: Option<PathBuf>,
+    pub metrics_file: Option<PathBuf>,
+    pub history: Option<RawHistory>,
     #[serde(default)]
     pub cluster: Vec<RawCluster>,
     pub select: Option<RawSelect>,
@@ -27,6 +29,12 @@ pub(super) struct RawConfig {
     pub host: RawHost,
     #[serde(default, rename = "override")]
     pub overrides: Vec<RawOverride>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    pub max_size: Option<Mib>,
 }
 
 #[derive(Deserialize)]

@@ -108,9 +108,9 @@ fn unknown_keys_give_file_line_column_and_key() {
         "{msg}"
     );
 
-    let msg = err(&format!("metrics_file = \"/tmp/x\"\n{MINIMAL}"));
+    let msg = err(&format!("metrics_path = \"/tmp/x\"\n{MINIMAL}"));
     assert!(
-        msg.contains(":1:1: metrics_file: unknown field `metrics_file`"),
+        msg.contains(":1:1: metrics_path: unknown field `metrics_path`"),
         "{msg}"
     );
 

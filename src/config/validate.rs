@@ -29,6 +29,8 @@ pub(crate) const MIN_HOTPLUG_MEMORY_MIB: u64 = 1024;
 pub(crate) const MIN_MEMORY_STEP_MIB: u64 = 512;
 pub(crate) const MIN_WINDOW: Duration = Duration::from_secs(60);
 pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(3600);
+/// `[history] max_size` when not set.
+pub(crate) const DEFAULT_HISTORY_MAX_SIZE_MIB: u64 = 1;
 
 pub(super) fn parse(
     text: &str,
@@ -132,6 +134,18 @@ impl Validator<'_> {
             Some(p) => Some(self.resolve_path(p)),
             None => None,
         };
+        let metrics_file = self.metrics_file(raw.metrics_file.as_deref());
+        let history_max_size_mib = match raw.history.as_ref().and_then(|h| h.max_size) {
+            Some(Mib(0)) => {
+                self.problem(
+                    &root().key("history").key("max_size"),
+                    "must be at least 1MiB",
+                );
+                DEFAULT_HISTORY_MAX_SIZE_MIB
+            }
+            Some(Mib(mib)) => mib,
+            None => DEFAULT_HISTORY_MAX_SIZE_MIB,
+        };
 
         if raw.cluster.is_empty() {
             self.problem(
@@ -187,11 +201,34 @@ impl Validator<'_> {
         Some(Config {
             path: self.path.to_path_buf(),
             state_dir,
+            metrics_file,
+            history_max_size_mib,
             clusters,
             select: select?,
             policy,
             overrides,
         })
+    }
+
+    /// `metrics_file`: not empty, made absolute; a name node_exporter would not read is
+    /// worth a warning (its textfile collector only reads `*.prom`).
+    fn metrics_file(&mut self, raw: Option<&Path>) -> Option<PathBuf> {
+        let key = root().key("metrics_file");
+        let path = raw?;
+        if path.as_os_str().is_empty() || path.file_name().is_none() {
+            self.problem(
+                &key,
+                "must name a file, e.g. \"/var/lib/prometheus/node-exporter/pvescale.prom\"",
+            );
+            return None;
+        }
+        if path.extension().is_none_or(|e| e != "prom") {
+            self.warn(
+                &key,
+                "does not end in .prom; node_exporter's textfile collector reads only *.prom files",
+            );
+        }
+        Some(self.resolve_path(path))
     }
 
     // ---- clusters ----

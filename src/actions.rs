@@ -1,0 +1,484 @@
+//! The action history: every change, refusal and failure of a run that writes, one JSON line
+//! each, appended to `history.jsonl` in the state directory (mode 0600) and rotated by size to
+//! `history.jsonl.1`; and the `pvescale history` command that shows it.
+//!
+//! A line holds what a person needs to audit a change (time, cluster, VM, resource, from, to,
+//! reason, outcome) and nothing else: no tokens, no config. Dry runs and `status` add nothing.
+//! (`history.rs` is something else: a VM's past load as Proxmox VE keeps it.)
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{GlobalArgs, HistoryArgs, OutputFormat};
+use crate::config::{Config, SystemEnv};
+use crate::error::{Exit, Failure};
+use crate::report::RunReport;
+
+/// The history file in the state directory.
+pub const HISTORY_FILE: &str = "history.jsonl";
+/// Where the history file goes when it is rotated (one generation is kept).
+pub const ROTATED_FILE: &str = "history.jsonl.1";
+
+/// One line of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Unix time of the run.
+    pub time: u64,
+    pub cluster: String,
+    pub vmid: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    /// `cpu` (vCPUs), `memory` (MiB), or `vm` for a failure of the VM as a whole.
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+    /// Why the change was decided (empty for a failure of the VM as a whole).
+    #[serde(default)]
+    pub reason: String,
+    /// `applied`, `refused`, `failed`, `unsettled` or `skipped`.
+    pub outcome: String,
+    /// What the VM or the server said, for anything but `applied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The history entries of a run: each attempted change with its outcome, and each VM that
+/// failed as a whole. A dry run has none.
+pub fn entries(report: &RunReport) -> Vec<Entry> {
+    if report.dry_run {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for cluster in &report.clusters {
+        for vm in &cluster.vms {
+            let entry = |resource: &str| Entry {
+                time: report.time,
+                cluster: cluster.name.clone(),
+                vmid: vm.vmid,
+                name: vm.name.clone(),
+                node: vm.node.clone(),
+                resource: resource.to_string(),
+                from: None,
+                to: None,
+                reason: String::new(),
+                outcome: String::new(),
+                detail: None,
+            };
+            for (resource, r) in [("cpu", &vm.cpu), ("memory", &vm.memory)] {
+                let Some(text) = &r.outcome else { continue };
+                let (outcome, detail) = classify(text);
+                out.push(Entry {
+                    from: r.from,
+                    to: r.to,
+                    reason: r.reason.clone(),
+                    outcome: outcome.to_string(),
+                    detail,
+                    ..entry(resource)
+                });
+            }
+            if let Some(error) = &vm.error {
+                out.push(Entry {
+                    outcome: "failed".to_string(),
+                    detail: Some(error.clone()),
+                    ..entry("vm")
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `applied` / `refused by the VM: why` / `failed: why` / ... → (class, detail).
+fn classify(outcome: &str) -> (&'static str, Option<String>) {
+    const CLASSES: [(&str, &str); 4] = [
+        ("refused by the VM: ", "refused"),
+        ("failed: ", "failed"),
+        ("unsettled: ", "unsettled"),
+        ("not applied: ", "skipped"),
+    ];
+    if outcome == "applied" {
+        return ("applied", None);
+    }
+    for (prefix, class) in CLASSES {
+        if let Some(rest) = outcome.strip_prefix(prefix) {
+            return (class, Some(rest.to_string()));
+        }
+    }
+    ("other", Some(outcome.to_string()))
+}
+
+/// Appends `entries` to `dir/history.jsonl` (mode 0600), first rotating the file to
+/// `history.jsonl.1` when the new lines would take it past `max_bytes`. All lines of a run go
+/// out in one write.
+pub fn append(dir: &Path, entries: &[Entry], max_bytes: u64) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut text = Vec::new();
+    for entry in entries {
+        serde_json::to_writer(&mut text, entry).context("encoding a history entry")?;
+        text.push(b'\n');
+    }
+    let path = dir.join(HISTORY_FILE);
+    let size = match fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if size > 0 && size + text.len() as u64 > max_bytes {
+        let rotated = dir.join(ROTATED_FILE);
+        fs::rename(&path, &rotated)
+            .with_context(|| format!("rotating {} to {}", path.display(), rotated.display()))?;
+    }
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // A file made by hand or by an older version may have looser permissions.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting permissions of {}", path.display()))?;
+    file.write_all(&text)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// After a run that wrote: append its entries to the history in `state_dir`. A history that
+/// cannot be written is logged, and the run goes on (its exit code is about the VMs).
+pub fn record(config: &Config, state_dir: &Path, report: &RunReport) {
+    let entries = entries(report);
+    let max = config.history_max_size_mib().saturating_mul(1024 * 1024);
+    if let Err(e) = append(state_dir, &entries, max) {
+        log::error!("cannot write the history: {e:#}");
+    }
+}
+
+/// The journal's account of a run (see `run`): one line per history entry, info for an
+/// applied change, warning for anything else, then the summary line at info.
+pub fn log_run(report: &RunReport) {
+    for e in entries(report) {
+        let change = match (e.from, e.to) {
+            (Some(from), Some(to)) => format!(" {from} → {to}"),
+            _ => String::new(),
+        };
+        let mut line = format!(
+            "{}/{} {}{change}: {}",
+            e.cluster, e.vmid, e.resource, e.outcome
+        );
+        if let Some(detail) = &e.detail {
+            line.push_str(&format!(": {detail}"));
+        }
+        if !e.reason.is_empty() {
+            line.push_str(&format!(" ({})", e.reason));
+        }
+        if e.outcome == "applied" {
+            log::info!("{line}");
+        } else {
+            log::warn!("{line}");
+        }
+    }
+    log::info!("{}", crate::report::summary_line(report));
+}
+
+/// Reads the history (the rotated file first, so that the result is oldest first). Lines that
+/// are not valid entries (a crash mid-write, a hand edit) are skipped and counted.
+pub fn read(dir: &Path) -> Result<(Vec<Entry>, usize)> {
+    let mut entries = Vec::new();
+    let mut bad = 0;
+    for name in [ROTATED_FILE, HISTORY_FILE] {
+        let path = dir.join(name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Entry>(&line) {
+                Ok(entry) => entries.push(entry),
+                Err(_) => bad += 1,
+            }
+        }
+    }
+    Ok((entries, bad))
+}
+
+/// What `pvescale history` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub vmid: Option<u32>,
+    pub cluster: Option<String>,
+    /// Only entries at or after this unix time.
+    pub since: Option<u64>,
+}
+
+impl Filter {
+    pub fn matches(&self, e: &Entry) -> bool {
+        self.vmid.is_none_or(|id| e.vmid == id)
+            && self.cluster.as_deref().is_none_or(|c| e.cluster == c)
+            && self.since.is_none_or(|t| e.time >= t)
+    }
+}
+
+/// `pvescale history [--vm ID] [--cluster NAME] [--since 24h] [--output table|json]`.
+pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> Result<Exit, Failure> {
+    let config = crate::run::load_config(global)?;
+    let dir = config.resolved_state_dir(&SystemEnv);
+    let filter = Filter {
+        vmid: args.vm,
+        cluster: args.cluster.clone(),
+        since: args.since.map(|d| since(crate::run::now(), d)),
+    };
+    let text = show(&dir, &filter, args.output)?;
+    print!("{text}");
+    Ok(Exit::Ok)
+}
+
+/// The cut-off time for `--since`.
+pub fn since(now: u64, ago: Duration) -> u64 {
+    now.saturating_sub(ago.as_secs())
+}
+
+/// The output of `pvescale history` for the history in `dir`.
+pub fn show(dir: &Path, filter: &Filter, output: OutputFormat) -> Result<String, Failure> {
+    let (entries, bad) = read(dir).map_err(Failure::Runtime)?;
+    if bad > 0 {
+        log::warn!(
+            "{bad} unreadable lines in the history in {} were skipped",
+            dir.display()
+        );
+    }
+    let shown: Vec<&Entry> = entries.iter().filter(|e| filter.matches(e)).collect();
+    match output {
+        OutputFormat::Json => {
+            let mut text = serde_json::to_string_pretty(&shown)
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot encode JSON: {e}")))?;
+            text.push('\n');
+            Ok(text)
+        }
+        OutputFormat::Table if shown.is_empty() => Ok(format!(
+            "no history entries{} ({})\n",
+            if entries.is_empty() { "" } else { " match" },
+            dir.join(HISTORY_FILE).display()
+        )),
+        OutputFormat::Table => Ok(render(&shown)),
+    }
+}
+
+fn render(entries: &[&Entry]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(180)
+        .set_header(vec![
+            "Time (UTC)",
+            "Cluster",
+            "VM",
+            "Resource",
+            "Change",
+            "Reason",
+            "Outcome",
+        ]);
+    for e in entries {
+        let vm = if e.name.is_empty() {
+            e.vmid.to_string()
+        } else {
+            format!("{} ({})", e.vmid, e.name)
+        };
+        let unit = match e.resource.as_str() {
+            "cpu" => " vCPUs",
+            "memory" => " MiB",
+            _ => "",
+        };
+        let change = match (e.from, e.to) {
+            (Some(from), Some(to)) => format!("{from} → {to}{unit}"),
+            _ => String::new(),
+        };
+        let outcome = match &e.detail {
+            Some(detail) => format!("{}: {detail}", e.outcome),
+            None => e.outcome.clone(),
+        };
+        table.add_row(vec![
+            fmt_utc(e.time),
+            e.cluster.clone(),
+            vm,
+            e.resource.clone(),
+            change,
+            e.reason.clone(),
+            outcome,
+        ]);
+    }
+    let mut out = table.to_string();
+    out.push('\n');
+    out
+}
+
+/// `2026-03-01 12:34:56` (UTC) from unix seconds.
+pub fn fmt_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_classified() {
+        assert_eq!(classify("applied"), ("applied", None));
+        assert_eq!(
+            classify("refused by the VM: no"),
+            ("refused", Some("no".into()))
+        );
+        assert_eq!(classify("failed: 500"), ("failed", Some("500".into())));
+        assert_eq!(
+            classify("unsettled: task"),
+            ("unsettled", Some("task".into()))
+        );
+        assert_eq!(
+            classify("not applied: locked"),
+            ("skipped", Some("locked".into()))
+        );
+        assert_eq!(classify("weird"), ("other", Some("weird".into())));
+    }
+
+    fn sample(time: u64, vmid: u32) -> Entry {
+        Entry {
+            time,
+            cluster: "lab".into(),
+            vmid,
+            name: String::new(),
+            node: String::new(),
+            resource: "cpu".into(),
+            from: Some(1),
+            to: Some(2),
+            reason: "r".into(),
+            outcome: "applied".into(),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn append_rotates_by_size_and_keeps_one_generation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let line_len = serde_json::to_string(&sample(1, 101)).expect("json").len() as u64 + 1;
+        // Room for three lines per file.
+        let max = line_len * 3;
+        for t in 0..8 {
+            append(dir.path(), &[sample(t, 101)], max).expect("append");
+        }
+        let current = fs::read_to_string(dir.path().join(HISTORY_FILE)).expect("current");
+        let rotated = fs::read_to_string(dir.path().join(ROTATED_FILE)).expect("rotated");
+        assert!(current.len() as u64 <= max && rotated.len() as u64 <= max);
+        let (all, bad) = read(dir.path()).expect("read");
+        assert_eq!(bad, 0);
+        let times: Vec<u64> = all.iter().map(|e| e.time).collect();
+        // 8 lines, 3 per file: lines 0-2 went with the first generation; order is kept.
+        assert_eq!(times, vec![3, 4, 5, 6, 7]);
+        let mode = fs::metadata(dir.path().join(HISTORY_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        append(dir.path(), &[sample(1, 101)], 1 << 20).expect("append");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(HISTORY_FILE))
+            .expect("open");
+        f.write_all(b"{\"time\": 2, \"clus").expect("torn write");
+        drop(f);
+        let (all, bad) = read(dir.path()).expect("read");
+        assert_eq!((all.len(), bad), (1, 1));
+    }
+
+    #[test]
+    fn filters_select_by_vm_cluster_and_time() {
+        let e = sample(1000, 101);
+        let f = Filter::default;
+        assert!(f().matches(&e));
+        assert!(
+            Filter {
+                vmid: Some(101),
+                ..f()
+            }
+            .matches(&e)
+        );
+        assert!(
+            !Filter {
+                vmid: Some(102),
+                ..f()
+            }
+            .matches(&e)
+        );
+        assert!(
+            !Filter {
+                cluster: Some("prod".into()),
+                ..f()
+            }
+            .matches(&e)
+        );
+        assert!(
+            Filter {
+                since: Some(1000),
+                ..f()
+            }
+            .matches(&e)
+        );
+        assert!(
+            !Filter {
+                since: Some(1001),
+                ..f()
+            }
+            .matches(&e)
+        );
+        assert_eq!(since(100, Duration::from_secs(3600)), 0);
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(fmt_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(fmt_utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(fmt_utc(1_767_225_599), "2025-12-31 23:59:59");
+    }
+}

@@ -1,0 +1,331 @@
+//! The Prometheus textfile (`metrics_file`): what the last run saw and did, for node_exporter's
+//! textfile collector. Written after every run that writes (never by a dry run or `status`),
+//! atomically: a temporary file in the same directory (not ending in `.prom`, so the collector
+//! never reads it half-written), fsync, rename, fsync of the directory.
+//!
+//! Every figure is about the last run (gauges): counters would need totals kept across runs,
+//! and `increase()` over gauges of one run a minute is no worse. VM sizes are after the run's
+//! changes. Utilisation that is unknown is left out, never written as 0.
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+use crate::report::{ResourceReport, RunReport, VmReport};
+use crate::run::exit_of;
+
+/// One metric family: name, help, samples (labels, value).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
+        self.samples.push((labels, value));
+    }
+
+    fn one(name: &'static str, help: &'static str, value: f64) -> Family {
+        let mut f = Family::new(name, help);
+        f.add(Vec::new(), value);
+        f
+    }
+}
+
+/// The text of the metrics file for a run that took `duration`.
+pub fn render(report: &RunReport, duration: Duration) -> String {
+    let mut families = vec![
+        Family::one(
+            "pvescale_last_run_timestamp_seconds",
+            "Unix time at which the last run started.",
+            report.time as f64,
+        ),
+        Family::one(
+            "pvescale_last_run_duration_seconds",
+            "How long the last run took.",
+            duration.as_millis() as f64 / 1000.0,
+        ),
+        Family::one(
+            "pvescale_last_run_success",
+            "1 if the last run handled every VM of every cluster (exit code 0), else 0.",
+            if exit_of(report) == crate::error::Exit::Ok {
+                1.0
+            } else {
+                0.0
+            },
+        ),
+        Family::one(
+            "pvescale_managed_vms",
+            "VMs the last run managed (selected and seen).",
+            report.summary.managed as f64,
+        ),
+    ];
+
+    let mut changes = Family::new(
+        "pvescale_last_run_changes",
+        "Changes the last run applied, by resource and direction.",
+    );
+    for resource in ["cpu", "memory"] {
+        for direction in ["up", "down"] {
+            let n = vms(report)
+                .filter(|vm| {
+                    let r = resource_of(vm, resource);
+                    r.action == direction && applied(r)
+                })
+                .count();
+            changes.add(
+                vec![
+                    ("resource", resource.to_string()),
+                    ("direction", direction.to_string()),
+                ],
+                n as f64,
+            );
+        }
+    }
+    families.push(changes);
+
+    let mut failures = Family::new(
+        "pvescale_last_run_failures",
+        "VMs that failed (a refused, failed or unsettled change, or an error) and clusters that \
+         could not be read in the last run.",
+    );
+    failures.add(
+        vec![("scope", "vm".to_string())],
+        report.summary.failed as f64,
+    );
+    failures.add(
+        vec![("scope", "cluster".to_string())],
+        report.summary.failed_clusters as f64,
+    );
+    families.push(failures);
+
+    let mut cluster_up = Family::new(
+        "pvescale_cluster_up",
+        "1 if the last run could read the cluster, else 0.",
+    );
+    for c in &report.clusters {
+        cluster_up.add(
+            vec![("cluster", c.name.clone())],
+            if c.error.is_none() { 1.0 } else { 0.0 },
+        );
+    }
+    families.push(cluster_up);
+
+    let mut vcpus = Family::new("pvescale_vm_vcpus", "vCPUs of the VM after the last run.");
+    let mut max_vcpus = Family::new(
+        "pvescale_vm_max_vcpus",
+        "Most vCPUs the VM can have live (sockets × cores).",
+    );
+    let mut memory = Family::new(
+        "pvescale_vm_memory_bytes",
+        "Memory of the VM after the last run.",
+    );
+    let mut cpu_util = Family::new(
+        "pvescale_vm_cpu_utilisation_ratio",
+        "Average busy fraction of the VM's vCPUs over the policy window (absent when unknown).",
+    );
+    let mut mem_util = Family::new(
+        "pvescale_vm_memory_utilisation_ratio",
+        "Used / current memory of the VM over the policy window (absent when unknown).",
+    );
+    for vm in vms(report) {
+        let labels = || {
+            vec![
+                ("cluster", vm.cluster.clone()),
+                ("vmid", vm.vmid.to_string()),
+                ("name", vm.name.clone()),
+                ("node", vm.node.clone()),
+            ]
+        };
+        vcpus.add(labels(), size_after(&vm.cpu, vm.vcpus) as f64);
+        if let Some(max) = vm.max_vcpus {
+            max_vcpus.add(labels(), max as f64);
+        }
+        memory.add(
+            labels(),
+            size_after(&vm.memory, vm.memory_mib) as f64 * 1024.0 * 1024.0,
+        );
+        if let Some(p) = vm.cpu_percent.filter(|p| p.is_finite()) {
+            cpu_util.add(labels(), ratio(p));
+        }
+        if let Some(p) = vm.memory_percent.filter(|p| p.is_finite()) {
+            mem_util.add(labels(), ratio(p));
+        }
+    }
+    families.extend([vcpus, max_vcpus, memory, cpu_util, mem_util]);
+
+    let mut out = String::new();
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
+        let _ = writeln!(out, "# TYPE {} gauge", f.name);
+        for (labels, value) in f.samples {
+            out.push_str(f.name);
+            if !labels.is_empty() {
+                let inner: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                    .collect();
+                let _ = write!(out, "{{{}}}", inner.join(","));
+            }
+            let _ = writeln!(out, " {}", fmt_value(value));
+        }
+    }
+    out
+}
+
+fn vms(report: &RunReport) -> impl Iterator<Item = &VmReport> {
+    report.clusters.iter().flat_map(|c| c.vms.iter())
+}
+
+fn resource_of<'a>(vm: &'a VmReport, resource: &str) -> &'a ResourceReport {
+    if resource == "cpu" {
+        &vm.cpu
+    } else {
+        &vm.memory
+    }
+}
+
+fn applied(r: &ResourceReport) -> bool {
+    r.outcome.as_deref() == Some("applied")
+}
+
+/// The size after the run: the new one when the change was applied.
+fn size_after(r: &ResourceReport, before: u64) -> u64 {
+    match r.to {
+        Some(to) if applied(r) => to,
+        _ => before,
+    }
+}
+
+/// A percentage with one decimal → a ratio, without float noise (95.5 → 0.955).
+fn ratio(percent: f64) -> f64 {
+    (percent * 10.0).round() / 1000.0
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Label values: backslash, double quote and line feed escaped.
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// HELP text: backslash and line feed escaped.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Writes `text` to `path` atomically, mode 0644 (node_exporter runs as another user).
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".tmp-{}", std::process::id()));
+    let temp: PathBuf = dir.join(temp_name);
+    let result = (|| -> Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&temp)
+            .with_context(|| format!("creating {}", temp.display()))?;
+        file.set_permissions(fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", temp.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", temp.display()))?;
+        fs::rename(&temp, path)
+            .with_context(|| format!("renaming {} to {}", temp.display(), path.display()))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing directory {}", dir.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// After a run that wrote: the metrics file, if configured. A file that cannot be written is
+/// logged; the run goes on.
+pub fn record(config: &Config, report: &RunReport, duration: Duration) {
+    let Some(path) = config.metrics_file() else {
+        return;
+    };
+    if let Err(e) = write_atomic(path, &render(report, duration)) {
+        log::error!("cannot write the metrics file: {e:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
+    }
+
+    #[test]
+    fn values_use_prometheus_spelling() {
+        assert_eq!(fmt_value(1.0), "1");
+        assert_eq!(fmt_value(0.955), "0.955");
+        assert_eq!(fmt_value(f64::INFINITY), "+Inf");
+        assert_eq!(ratio(95.5), 0.955);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("pvescale.prom");
+        write_atomic(&path, "a 1\n").expect("first");
+        write_atomic(&path, "a 2\n").expect("second");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "a 2\n");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+}
