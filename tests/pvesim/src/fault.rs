@@ -39,7 +39,7 @@ pub enum PathMatch {
 
 /// A fault: which requests it hits, what it does, how often.
 ///
-/// ```ignore
+/// ```text
 /// sim.add_fault(Fault::on("POST", "/nodes/pve1/qemu/101/config").status(596).after_apply(true).times(1));
 /// sim.add_fault(Fault::any().unauthorized_from(5)); // 401 for the 5th request on, forever
 /// ```
