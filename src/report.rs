@@ -210,12 +210,7 @@ pub fn render_run(report: &RunReport) -> String {
             }
         }
     }
-    let mut out = String::new();
-    for cluster in &report.clusters {
-        if let Some(error) = &cluster.error {
-            out.push_str(&format!("cluster {}: FAILED: {error}\n", cluster.name));
-        }
-    }
+    let mut out = cluster_failures(report);
     if rows > 0 {
         out.push_str(&table.to_string());
         out.push('\n');
@@ -297,15 +292,23 @@ pub fn render_status(report: &RunReport) -> String {
             ]);
         }
     }
-    let mut out = String::new();
-    for cluster in &report.clusters {
-        if let Some(error) = &cluster.error {
-            out.push_str(&format!("cluster {}: FAILED: {error}\n", cluster.name));
-        }
-    }
+    let mut out = cluster_failures(report);
     out.push_str(&table.to_string());
     out.push('\n');
     out
+}
+
+/// One line per cluster that could not be read at all.
+fn cluster_failures(report: &RunReport) -> String {
+    report
+        .clusters
+        .iter()
+        .filter_map(|c| {
+            c.error
+                .as_ref()
+                .map(|e| format!("cluster {}: FAILED: {e}\n", c.name))
+        })
+        .collect()
 }
 
 fn new_table(header: &[&str]) -> Table {

@@ -30,35 +30,6 @@ fn writes_to(env: &TestEnv, vmid: u32) -> Vec<Recorded> {
         .collect()
 }
 
-/// The report of one VM in a `--output json` report.
-fn vm_json(report: &serde_json::Value, vmid: u32) -> serde_json::Value {
-    report["clusters"][0]["vms"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no vms in the report:\n{report:#}"))
-        .iter()
-        .find(|vm| vm["vmid"] == vmid)
-        .unwrap_or_else(|| panic!("VM {vmid} not in the report:\n{report:#}"))
-        .clone()
-}
-
-/// A table's text without borders and with runs of whitespace collapsed, so that a cell
-/// wrapped over two lines (in the last column) reads as one phrase.
-fn squash(table: &str) -> String {
-    table
-        .chars()
-        .map(|c| {
-            if "│┌┐└┘├┤┬┴┼─═╞╡╪".contains(c) {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A VM with sustained high CPU (95 % of 2 vCPUs) and a policy that scales up after 1 minute:
 /// the second run (one simulated minute after the first) raises its vCPUs.
 fn busy_env() -> TestEnv {

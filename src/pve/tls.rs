@@ -98,10 +98,13 @@ pub fn client_config(
         }
         TlsMode::CaFile(path) => webpki_verifier(load_ca_file(path)?, &provider)?,
         TlsMode::Fingerprint(text) => Arc::new(PinnedVerifier {
-            pinned: parse_fingerprint(text)?,
+            pinned: Some(parse_fingerprint(text)?),
             algorithms,
         }),
-        TlsMode::Insecure => Arc::new(NoVerification { algorithms }),
+        TlsMode::Insecure => Arc::new(PinnedVerifier {
+            pinned: None,
+            algorithms,
+        }),
     };
     let verifier = Arc::new(RecordingVerifier {
         inner,
@@ -192,11 +195,12 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
-/// Accepts exactly one certificate (by SHA-256 of its DER), and still checks that the
-/// server proves possession of its key in the handshake.
+/// Accepts exactly one certificate (by SHA-256 of its DER) or, with `pinned = None`
+/// (`insecure = true`), any certificate. Either way the handshake signature is checked, so
+/// the server must hold the private key of the certificate it shows.
 #[derive(Debug)]
 struct PinnedVerifier {
-    pinned: [u8; 32],
+    pinned: Option<[u8; 32]>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -209,58 +213,19 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pinned) = self.pinned else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let presented: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if presented == self.pinned {
+        if presented == pinned {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
                 "certificate fingerprint mismatch: server presented {}, config pins {}",
                 format_fingerprint(&presented),
-                format_fingerprint(&self.pinned)
+                format_fingerprint(&pinned)
             )))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `insecure = true`: accepts any certificate. Signatures are still checked so that the
-/// handshake itself is sound, but anyone on the path can impersonate the server.
-#[derive(Debug)]
-struct NoVerification {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

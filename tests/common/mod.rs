@@ -177,3 +177,32 @@ pub fn write_private(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
+
+/// The report of one VM in a `--output json` report.
+pub fn vm_json(report: &serde_json::Value, vmid: u32) -> serde_json::Value {
+    report["clusters"][0]["vms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no vms in the report:\n{report:#}"))
+        .iter()
+        .find(|vm| vm["vmid"] == vmid)
+        .unwrap_or_else(|| panic!("VM {vmid} not in the report:\n{report:#}"))
+        .clone()
+}
+
+/// A table's text without borders and with runs of whitespace collapsed, so that a cell
+/// wrapped over two lines (in the last column) reads as one phrase.
+pub fn squash(table: &str) -> String {
+    table
+        .chars()
+        .map(|c| {
+            if "│┌┐└┘├┤┬┴┼─═╞╡╪".contains(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
