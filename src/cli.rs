@@ -55,6 +55,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Show what runs did: every change, refusal and failure, oldest first
     History(HistoryArgs),
+    /// Recommend vCPUs and memory per VM from the history Proxmox keeps (changes nothing)
+    Recommend(RecommendArgs),
+    /// Replay the history through the scaling policy: what pvescale would have done
+    Simulate(SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +103,64 @@ pub struct HistoryArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// How much history to use, e.g. 36h, 7d (Proxmox keeps about a week)
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_window)]
+    pub since: std::time::Duration,
+
+    /// Only this VM (managed or not)
+    #[arg(long, value_name = "VMID")]
+    pub vm: Option<u32>,
+
+    /// CPU headroom on top of the 95th percentile of busy cores, in percent
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0, value_parser = parse_percent)]
+    pub cpu_margin: f64,
+
+    /// Output format
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// How much history to replay, e.g. 36h, 7d (Proxmox keeps about a week)
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_window)]
+    pub since: std::time::Duration,
+
+    /// Only this VM (managed or not), with its minute-by-minute timeline
+    #[arg(long, value_name = "VMID")]
+    pub vm: Option<u32>,
+
+    /// Output format (csv: the timeline of the VM given with --vm)
+    #[arg(long, short = 'o', value_enum, default_value_t = SimulateFormat::Table,
+          requires_if("csv", "vm"))]
+    pub output: SimulateFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimulateFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+/// A history window: a duration of at least a minute.
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::units::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.as_secs() < 60 {
+        return Err(format!("{s:?} is shorter than a minute"));
+    }
+    Ok(d)
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1000.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage between 0 and 1000")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,17 +3,20 @@
 
 pub mod actions;
 pub mod apply;
+pub mod backtest;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dimm;
 pub mod engine;
 pub mod error;
+pub mod history_source;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod prometheus;
 pub mod pve;
+pub mod recommend;
 pub mod report;
 pub mod run;
 pub mod secret;

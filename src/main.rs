@@ -12,6 +12,8 @@ fn main() -> ExitCode {
         Command::Status(args) => pvescale::run::status(&cli.global, args),
         Command::Check(args) => pvescale::check::check(&cli.global, args),
         Command::History(args) => pvescale::actions::history(&cli.global, args),
+        Command::Recommend(args) => pvescale::recommend::recommend(&cli.global, args),
+        Command::Simulate(args) => pvescale::backtest::simulate(&cli.global, args),
     };
     match result {
         Ok(exit) => exit.into(),

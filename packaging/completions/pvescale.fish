@@ -33,6 +33,8 @@ complete -c pvescale -n "__fish_pvescale_needs_command" -f -a "run" -d 'Evaluate
 complete -c pvescale -n "__fish_pvescale_needs_command" -f -a "status" -d 'Show every managed VM: size, utilisation, readiness, and what the next run would do'
 complete -c pvescale -n "__fish_pvescale_needs_command" -f -a "check" -d 'Check config, connection, credentials, privileges and each VM\'s readiness'
 complete -c pvescale -n "__fish_pvescale_needs_command" -f -a "history" -d 'Show what runs did: every change, refusal and failure, oldest first'
+complete -c pvescale -n "__fish_pvescale_needs_command" -f -a "recommend" -d 'Recommend vCPUs and memory per VM from the history Proxmox keeps (changes nothing)'
+complete -c pvescale -n "__fish_pvescale_needs_command" -f -a "simulate" -d 'Replay the history through the scaling policy: what pvescale would have done'
 complete -c pvescale -n "__fish_pvescale_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pvescale -n "__fish_pvescale_using_subcommand run" -s o -l output -d 'Output format of the summary' -r -f -a "table\t''
 json\t''"
@@ -60,8 +62,28 @@ complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s c -l confi
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s v -l verbose -d 'More detail on stderr (repeat for more)'
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s q -l quiet -d 'Print nothing unless something changed or failed'
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s h -l help -d 'Print help'
-complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history help" -f -a "run" -d 'Evaluate and scale every managed VM once, then exit (run this from a timer)'
-complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history help" -f -a "status" -d 'Show every managed VM: size, utilisation, readiness, and what the next run would do'
-complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history help" -f -a "check" -d 'Check config, connection, credentials, privileges and each VM\'s readiness'
-complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history help" -f -a "history" -d 'Show what runs did: every change, refusal and failure, oldest first'
-complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -l since -d 'How much history to use, e.g. 36h, 7d (Proxmox keeps about a week)' -r
+complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -l vm -d 'Only this VM (managed or not)' -r
+complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -l cpu-margin -d 'CPU headroom on top of the 95th percentile of busy cores, in percent' -r
+complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -s o -l output -d 'Output format' -r -f -a "table\t''
+json\t''"
+complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -s c -l config -d 'Config file [default: $PVESCALE_CONFIG, else /etc/pvescale/pvescale.toml as root, else ~/.config/pvescale/pvescale.toml]' -r -F
+complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -s v -l verbose -d 'More detail on stderr (repeat for more)'
+complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -s q -l quiet -d 'Print nothing unless something changed or failed'
+complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -s h -l help -d 'Print help'
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -l since -d 'How much history to replay, e.g. 36h, 7d (Proxmox keeps about a week)' -r
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -l vm -d 'Only this VM (managed or not), with its minute-by-minute timeline' -r
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s o -l output -d 'Output format (csv: the timeline of the VM given with --vm)' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s c -l config -d 'Config file [default: $PVESCALE_CONFIG, else /etc/pvescale/pvescale.toml as root, else ~/.config/pvescale/pvescale.toml]' -r -F
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s v -l verbose -d 'More detail on stderr (repeat for more)'
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s q -l quiet -d 'Print nothing unless something changed or failed'
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s h -l help -d 'Print help'
+complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "run" -d 'Evaluate and scale every managed VM once, then exit (run this from a timer)'
+complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "status" -d 'Show every managed VM: size, utilisation, readiness, and what the next run would do'
+complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "check" -d 'Check config, connection, credentials, privileges and each VM\'s readiness'
+complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "history" -d 'Show what runs did: every change, refusal and failure, oldest first'
+complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "recommend" -d 'Recommend vCPUs and memory per VM from the history Proxmox keeps (changes nothing)'
+complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "simulate" -d 'Replay the history through the scaling policy: what pvescale would have done'
+complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

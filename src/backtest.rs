@@ -1,0 +1,771 @@
+//! `pvescale simulate`: replay a VM's history through the scaling policy — exactly
+//! [`policy::decide`] — on a simulated clock, and compare what pvescale would have done with
+//! what happened. Changes nothing.
+//!
+//! The method (also in the README):
+//! - One decision per minute (what the timer does), at every whole minute of `--since`.
+//! - Each decision sees the history inside the policy window as its window average: the
+//!   minutes `t, t − 60 s, …` within `window`, each taking the value of the history point that
+//!   covers it (60 s or 30 min points). A window with at least one known point counts as
+//!   `min_samples` samples (history points are themselves averages of many samples).
+//! - Utilisation is re-expressed against the *simulated* size: busy cores / simulated vCPUs,
+//!   used MiB / simulated memory, each minute capped at 100 % — a VM cannot use more than it
+//!   has, and demand above the size the VM really had is not in the history.
+//! - A change decide() asks for is applied at once to the simulated size and recorded with
+//!   [`VmState::record_change`]. Not simulated: refusals and back-off, the host guard (node
+//!   history is not read), hotplug readiness (the VM is taken as live-scalable).
+//! - Without pvescale = what the history shows (the VM's real size then).
+//! - A flap is a change reversed by the next change of the same resource within an hour.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{GlobalArgs, SimulateArgs, SimulateFormat};
+use crate::error::{Exit, Failure};
+use crate::history_source::{self, HistoryInfo, Interval, Request, Series, VmHistory, iso8601};
+use crate::policy::{
+    self, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation, VmFacts,
+};
+use crate::recommend::{exit_of, new_table, to_json, vm_label};
+use crate::run::{self, load_config};
+use crate::state::VmState;
+
+/// The simulated timer: one decision a minute.
+pub const TICK_SECS: u64 = 60;
+/// A change reversed within this long is a flap.
+pub const FLAP_SECS: u64 = 3600;
+
+/// What the report says about its method.
+pub const ASSUMPTIONS: [&str; 5] = [
+    "one decision per minute on a simulated clock, with the policy's own decide()",
+    "each decision sees the history points inside the policy window as its window average; \
+     a window with at least one known point counts as min_samples samples",
+    "utilisation is re-expressed against the simulated size (busy cores / vCPUs, used / \
+     memory), capped at 100 %: demand above the size the VM really had is not in the history",
+    "every change succeeds at once: no refusals or back-off, no host guard, the VM is taken \
+     as live-scalable",
+    "a flap is a change reversed by the next change of the same resource within an hour",
+];
+
+/// A change the simulated pvescale made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimChange {
+    pub time: u64,
+    pub resource: Resource,
+    pub direction: Direction,
+    pub from: u64,
+    pub to: u64,
+    pub reason: String,
+}
+
+/// One resource of one VM, with and without pvescale.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceBacktest {
+    pub changes_up: u32,
+    pub changes_down: u32,
+    pub flaps: u32,
+    /// Seconds with a known figure (the time the averages and percentages are over).
+    pub known_secs: u64,
+    /// Time above the policy's `high`: as it happened, and with pvescale.
+    pub above_high_actual_secs: u64,
+    pub above_high_simulated_secs: u64,
+    /// Average size (vCPUs or MiB): as it was, and with pvescale.
+    pub average_actual: Option<f64>,
+    pub average_simulated: Option<f64>,
+    /// Simulated size at the start and at the end.
+    pub simulated_start: u64,
+    pub simulated_end: u64,
+}
+
+/// One minute of the replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tick {
+    pub time: u64,
+    pub busy_cores: Option<f64>,
+    pub actual_vcpus: Option<u64>,
+    /// The simulated size during this minute (before this minute's decision).
+    pub simulated_vcpus: u64,
+    pub used_mib: Option<f64>,
+    pub actual_memory_mib: Option<u64>,
+    pub simulated_memory_mib: u64,
+    /// The changes decided at the end of this minute, e.g. `cpu up 2 -> 4`.
+    pub action: String,
+}
+
+/// The replay of one VM.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Replay {
+    pub cpu: ResourceBacktest,
+    pub memory: ResourceBacktest,
+    pub changes: Vec<SimChange>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Tick>,
+}
+
+/// Everything a replay depends on.
+#[derive(Debug, Clone)]
+pub struct ReplayInput<'a> {
+    pub policy: &'a Policy,
+    pub vmid: u32,
+    pub node: &'a str,
+    /// sockets × cores, when known.
+    pub envelope: Option<u64>,
+    pub balloon_mib: Option<u64>,
+    pub memory_source: MemorySource,
+    /// AVERAGE history.
+    pub series: &'a Series,
+    /// The window `(from, to]`.
+    pub from: u64,
+    pub to: u64,
+    /// Sizes to start from when the history does not tell (the VM's current sizes).
+    pub fallback_vcpus: u64,
+    pub fallback_memory_mib: u64,
+    /// Keep the per-minute timeline.
+    pub timeline: bool,
+}
+
+#[derive(Default)]
+struct Tally {
+    known: u64,
+    above_actual: u64,
+    above_sim: u64,
+    sized: u64,
+    alloc_actual: f64,
+    alloc_sim: f64,
+}
+
+impl Tally {
+    /// One minute: `use_` of `actual` and of `simulated`, against `high` (percent).
+    fn add(&mut self, use_: f64, actual: Option<f64>, simulated: f64, high: f64) {
+        self.known += TICK_SECS;
+        if let Some(actual) = actual.filter(|a| *a > 0.0) {
+            if use_ / actual * 100.0 > high {
+                self.above_actual += TICK_SECS;
+            }
+            self.sized += TICK_SECS;
+            self.alloc_actual += actual * TICK_SECS as f64;
+            self.alloc_sim += simulated * TICK_SECS as f64;
+        }
+        if simulated > 0.0 && use_.min(simulated) / simulated * 100.0 > high {
+            self.above_sim += TICK_SECS;
+        }
+    }
+
+    fn finish(
+        &self,
+        changes: &[SimChange],
+        res: Resource,
+        start: u64,
+        end: u64,
+    ) -> ResourceBacktest {
+        let mine: Vec<&SimChange> = changes.iter().filter(|c| c.resource == res).collect();
+        let avg = |sum: f64| (self.sized > 0).then(|| round3(sum / self.sized as f64));
+        ResourceBacktest {
+            changes_up: mine.iter().filter(|c| c.direction == Direction::Up).count() as u32,
+            changes_down: mine
+                .iter()
+                .filter(|c| c.direction == Direction::Down)
+                .count() as u32,
+            flaps: mine
+                .windows(2)
+                .filter(|w| {
+                    w[0].direction != w[1].direction
+                        && w[1].time.saturating_sub(w[0].time) <= FLAP_SECS
+                })
+                .count() as u32,
+            known_secs: self.known,
+            above_high_actual_secs: self.above_actual,
+            above_high_simulated_secs: self.above_sim,
+            average_actual: avg(self.alloc_actual),
+            average_simulated: avg(self.alloc_sim),
+            simulated_start: start,
+            simulated_end: end,
+        }
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The mean of `use / size` over the window's known minutes, each capped at 1, and how many.
+fn window_use(values: &[f64], size: f64) -> (Option<f64>, u32) {
+    if values.is_empty() || size <= 0.0 {
+        return (None, 0);
+    }
+    let sum: f64 = values.iter().map(|v| v.min(size) / size).sum();
+    (Some(sum / values.len() as f64), values.len() as u32)
+}
+
+/// Replays the history minute by minute through [`policy::decide`].
+pub fn replay(inp: &ReplayInput<'_>) -> Replay {
+    let policy = inp.policy;
+    let first = (inp.from / TICK_SECS + 1) * TICK_SECS;
+    let last = inp.to / TICK_SECS * TICK_SECS;
+    let window_minutes = (policy.window.as_secs() / TICK_SECS).max(1);
+    let start_vcpus = inp
+        .series
+        .intervals
+        .iter()
+        .find_map(|i| i.vcpus)
+        .map_or(inp.fallback_vcpus, |v| v.round() as u64)
+        .max(1);
+    let start_memory = inp
+        .series
+        .intervals
+        .iter()
+        .find_map(|i| i.memory_mib)
+        .map_or(inp.fallback_memory_mib, |m| m.round() as u64);
+    let (mut sim_vcpus, mut sim_memory) = (start_vcpus, start_memory);
+    let mut balloon = inp.balloon_mib;
+    // The host guard is not simulated: a node with room for anything.
+    let node = NodeHeadroom {
+        name: inp.node.to_string(),
+        mem_used_mib: Some(0),
+        mem_total_mib: Some(u64::MAX),
+        cpu: Some(0.0),
+    };
+    let min_samples = policy.min_samples.max(1);
+    let mut state: Option<VmState> = None;
+    let mut changes: Vec<SimChange> = Vec::new();
+    let mut timeline = Vec::new();
+    let (mut cpu_tally, mut mem_tally) = (Tally::default(), Tally::default());
+    let mut t = first;
+    while first > inp.from && t <= last {
+        let here: Option<&Interval> = inp.series.at(t);
+        let busy = here.and_then(|i| i.busy);
+        let used = here.and_then(|i| i.used_mib);
+        let actual_vcpus = here.and_then(|i| i.vcpus);
+        let actual_memory = here.and_then(|i| i.memory_mib);
+        if let Some(b) = busy {
+            cpu_tally.add(b, actual_vcpus, sim_vcpus as f64, policy.cpu.high);
+        }
+        if let Some(u) = used {
+            mem_tally.add(u, actual_memory, sim_memory as f64, policy.memory.high);
+        }
+        // The window average, as a run at `t` would see it.
+        let in_window: Vec<&Interval> = (0..window_minutes)
+            .filter_map(|k| t.checked_sub(k * TICK_SECS))
+            .filter(|s| *s > inp.from)
+            .filter_map(|s| inp.series.at(s))
+            .collect();
+        let busy_values: Vec<f64> = in_window.iter().filter_map(|i| i.busy).collect();
+        let used_values: Vec<f64> = in_window.iter().filter_map(|i| i.used_mib).collect();
+        let (cpu, cpu_n) = window_use(&busy_values, sim_vcpus as f64);
+        let (memory, mem_n) = window_use(&used_values, sim_memory as f64);
+        let util = Utilisation {
+            cpu,
+            memory,
+            memory_source: inp.memory_source,
+            cpu_samples: if cpu_n > 0 { cpu_n.max(min_samples) } else { 0 },
+            memory_samples: if mem_n > 0 { mem_n.max(min_samples) } else { 0 },
+        };
+        let mut facts = VmFacts::new(
+            inp.vmid,
+            inp.node,
+            u32::try_from(sim_vcpus).unwrap_or(u32::MAX),
+            sim_memory,
+        );
+        facts.max_vcpus = inp.envelope.map(|e| u32::try_from(e).unwrap_or(u32::MAX));
+        facts.cpu_hotplug = Some(true);
+        facts.memory_hotplug = Some(true);
+        facts.numa = Some(true);
+        facts.balloon_mib = balloon;
+        facts.pending = Some(Vec::new());
+        let (decision, mut new_state) =
+            policy::decide(policy, &facts, &util, &node, state.as_ref(), t);
+        let tick_vcpus = sim_vcpus;
+        let tick_memory = sim_memory;
+        let mut actions = Vec::new();
+        for d in decision.changes() {
+            let (Some((from, to)), Some(direction)) = (d.change(), d.direction()) else {
+                continue;
+            };
+            new_state.record_change(d.resource, direction, from, to, t);
+            match d.resource {
+                Resource::Cpu => sim_vcpus = to,
+                Resource::Memory => {
+                    sim_memory = to;
+                    if d.balloon_mib.is_some() {
+                        balloon = d.balloon_mib;
+                    }
+                }
+            }
+            actions.push(format!("{} {direction} {from} -> {to}", d.resource));
+            changes.push(SimChange {
+                time: t,
+                resource: d.resource,
+                direction,
+                from,
+                to,
+                reason: d.reason.clone(),
+            });
+        }
+        state = Some(new_state);
+        if inp.timeline {
+            timeline.push(Tick {
+                time: t,
+                busy_cores: busy.map(round3),
+                actual_vcpus: actual_vcpus.map(|v| v.round() as u64),
+                simulated_vcpus: tick_vcpus,
+                used_mib: used.map(|u| (u * 10.0).round() / 10.0),
+                actual_memory_mib: actual_memory.map(|m| m.round() as u64),
+                simulated_memory_mib: tick_memory,
+                action: actions.join("; "),
+            });
+        }
+        t += TICK_SECS;
+    }
+    Replay {
+        cpu: cpu_tally.finish(&changes, Resource::Cpu, start_vcpus, sim_vcpus),
+        memory: mem_tally.finish(&changes, Resource::Memory, start_memory, sim_memory),
+        changes,
+        timeline,
+    }
+}
+
+/// One VM's backtest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmBacktest {
+    pub vmid: u32,
+    pub name: String,
+    pub node: String,
+    pub status: String,
+    pub memory_source: MemorySource,
+    pub history: HistoryInfo,
+    pub cpu: ResourceBacktest,
+    pub memory: ResourceBacktest,
+    pub changes: Vec<SimChange>,
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The per-minute timeline (with `--vm` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<Tick>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterBacktest {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub vms: Vec<VmBacktest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimulateReport {
+    pub time: u64,
+    pub since_secs: u64,
+    pub assumptions: Vec<String>,
+    pub clusters: Vec<ClusterBacktest>,
+}
+
+/// One VM's backtest from what was read about it.
+pub fn backtest_vm(
+    history: &VmHistory,
+    policy: &Policy,
+    req: Request,
+    timeline: bool,
+) -> VmBacktest {
+    let input = ReplayInput {
+        policy,
+        vmid: history.vm.vmid,
+        node: &history.vm.node,
+        envelope: history.envelope(),
+        balloon_mib: history.config.as_ref().ok().and_then(|c| c.balloon),
+        memory_source: history.memory_source,
+        series: &history.average,
+        from: req.from,
+        to: req.to,
+        fallback_vcpus: history.current_vcpus().unwrap_or(1),
+        fallback_memory_mib: history.current_memory_mib().unwrap_or(0),
+        timeline,
+    };
+    let r = replay(&input);
+    let coverage = history.average.coverage(|i| i.busy);
+    let mut notes = Vec::new();
+    if coverage.points == 0 {
+        notes.push("no history: nothing to replay".to_string());
+    }
+    if let Some(coarsest) = coverage.coarsest().filter(|s| *s > TICK_SECS) {
+        notes.push(format!(
+            "history in steps of up to {}: each decision sees that average",
+            crate::units::fmt_duration(Duration::from_secs(coarsest))
+        ));
+    }
+    match history.memory_source {
+        MemorySource::Guest => {}
+        _ => notes.push(
+            "memory is a host-side estimate or of unknown source: never shrunk, as in real runs"
+                .to_string(),
+        ),
+    }
+    match &history.config {
+        Ok(c) if !c.cpu_hotplug() || !c.memory_hotplug() || !c.numa => {
+            notes.push("not live-scalable now (hotplug/numa): simulated as if it were".to_string())
+        }
+        Ok(_) => {}
+        Err(e) => notes.push(format!("config not readable ({e}): envelope unknown")),
+    }
+    VmBacktest {
+        vmid: history.vm.vmid,
+        name: history.vm.name.clone().unwrap_or_default(),
+        node: history.vm.node.clone(),
+        status: history.vm.status.as_str().to_string(),
+        memory_source: history.memory_source,
+        history: HistoryInfo::new(&coverage, req.to.saturating_sub(req.from)),
+        cpu: r.cpu,
+        memory: r.memory,
+        changes: r.changes,
+        notes,
+        error: (!history.errors.is_empty()).then(|| history.errors.join("; ")),
+        timeline: timeline.then_some(r.timeline),
+    }
+}
+
+/// `pvescale simulate`.
+pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit, Failure> {
+    let config = load_config(global)?;
+    let now = run::now();
+    let since = args.since.as_secs();
+    let req = Request {
+        from: now.saturating_sub(since),
+        to: now,
+        with_max: false,
+    };
+    let timeline = args.vm.is_some();
+    let clusters: Vec<ClusterBacktest> = config
+        .clusters()
+        .iter()
+        .map(|cluster| {
+            let read = history_source::read_cluster(&config, cluster, args.vm, req);
+            for warning in &read.warnings {
+                log::warn!("cluster {}: {warning}", read.name);
+            }
+            ClusterBacktest {
+                vms: read
+                    .vms
+                    .iter()
+                    .map(|(h, p)| backtest_vm(h, p, req, timeline))
+                    .collect(),
+                name: read.name,
+                error: read.error,
+                warnings: read.warnings,
+            }
+        })
+        .collect();
+    let report = SimulateReport {
+        time: now,
+        since_secs: since,
+        assumptions: ASSUMPTIONS.iter().map(|a| a.to_string()).collect(),
+        clusters,
+    };
+    if let Some(id) = args.vm
+        && !report
+            .clusters
+            .iter()
+            .any(|c| c.vms.iter().any(|v| v.vmid == id))
+        && report.clusters.iter().any(|c| c.error.is_none())
+    {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "VM {id} is not in any cluster (or is a template, or the token lacks VM.Audit on /vms/{id})"
+        )));
+    }
+    let text = match args.output {
+        SimulateFormat::Json => to_json(&report)?,
+        SimulateFormat::Table => render(&report),
+        SimulateFormat::Csv => render_csv(&report),
+    };
+    print!("{text}");
+    for cluster in &report.clusters {
+        if let Some(error) = &cluster.error {
+            log::error!("cluster {}: {error}", cluster.name);
+        }
+    }
+    Ok(exit_of(
+        report.clusters.iter().map(|c| c.error.is_some()),
+        report
+            .clusters
+            .iter()
+            .flat_map(|c| c.vms.iter())
+            .any(|v| v.error.is_some()),
+    ))
+}
+
+/// The CSV header of the timeline.
+pub const CSV_HEADER: &str = "time,busy_cores,actual_vcpus,simulated_vcpus,used_mib,\
+actual_memory_mib,simulated_memory_mib,action";
+
+/// The per-minute timeline of every VM in the report (with `--vm`, of that one VM).
+pub fn render_csv(report: &SimulateReport) -> String {
+    let mut out = String::from(CSV_HEADER);
+    out.push('\n');
+    let num = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v}"));
+    let int = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
+    for vm in report.clusters.iter().flat_map(|c| c.vms.iter()) {
+        for tick in vm.timeline.iter().flatten() {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{}\n",
+                iso8601(tick.time),
+                num(tick.busy_cores),
+                int(tick.actual_vcpus),
+                tick.simulated_vcpus,
+                num(tick.used_mib),
+                int(tick.actual_memory_mib),
+                tick.simulated_memory_mib,
+                csv_field(&tick.action)
+            ));
+        }
+    }
+    out
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn hours(secs: u64) -> String {
+    crate::units::fmt_duration(Duration::from_secs(secs / 60 * 60))
+}
+
+fn resource_cells(r: &ResourceBacktest, unit: &str) -> [String; 3] {
+    let decimals = if unit.is_empty() { 2 } else { 0 };
+    let avg = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.decimals$}"));
+    [
+        format!(
+            "↑{} ↓{}{}",
+            r.changes_up,
+            r.changes_down,
+            if r.flaps > 0 {
+                format!(", {} flaps", r.flaps)
+            } else {
+                String::new()
+            }
+        ),
+        format!(
+            "{} → {}",
+            hours(r.above_high_actual_secs),
+            hours(r.above_high_simulated_secs)
+        ),
+        format!(
+            "{} → {}{unit}",
+            avg(r.average_actual),
+            avg(r.average_simulated)
+        ),
+    ]
+}
+
+/// The table for people: one row per VM; with `--vm`, the changes too.
+pub fn render(report: &SimulateReport) -> String {
+    let mut table = new_table(&[
+        "Cluster",
+        "VM",
+        "CPU changes",
+        "CPU > high\nwithout → with",
+        "vCPUs avg\nwithout → with",
+        "Memory changes",
+        "Memory > high\nwithout → with",
+        "Memory avg\nwithout → with",
+        "History",
+        "Notes",
+    ]);
+    let mut out = String::new();
+    let mut rows = 0;
+    let mut changes = new_table(&["Time (UTC)", "VM", "Resource", "Change", "Reason"]);
+    let mut change_rows = 0;
+    for cluster in &report.clusters {
+        if let Some(error) = &cluster.error {
+            out.push_str(&format!("cluster {}: FAILED: {error}\n", cluster.name));
+        }
+        for vm in &cluster.vms {
+            rows += 1;
+            let [cc, ca, cv] = resource_cells(&vm.cpu, "");
+            let [mc, ma, mv] = resource_cells(&vm.memory, " MiB");
+            let mut notes = vm.notes.clone();
+            if let Some(e) = &vm.error {
+                notes.insert(0, format!("error: {e}"));
+            }
+            table.add_row(vec![
+                cluster.name.clone(),
+                vm_label(vm.vmid, &vm.name),
+                cc,
+                ca,
+                cv,
+                mc,
+                ma,
+                mv,
+                vm.history.summary(),
+                notes.join("\n"),
+            ]);
+            if vm.timeline.is_some() {
+                for c in &vm.changes {
+                    change_rows += 1;
+                    changes.add_row(vec![
+                        iso8601(c.time),
+                        vm_label(vm.vmid, &vm.name),
+                        c.resource.to_string(),
+                        format!("{} {} → {}", c.direction, c.from, c.to),
+                        c.reason.clone(),
+                    ]);
+                }
+            }
+        }
+    }
+    if rows > 0 {
+        out.push_str(&table.to_string());
+        out.push('\n');
+    }
+    if change_rows > 0 {
+        out.push_str(&changes.to_string());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{rows} VMs replayed over the last {} (without = as it happened, with = what pvescale \
+         would have done). Assumptions:\n",
+        crate::units::fmt_duration(Duration::from_secs(report.since_secs))
+    ));
+    for a in &report.assumptions {
+        out.push_str(&format!("  - {a}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60;
+
+    /// One-minute intervals from `from`, one per value (busy cores, used MiB), on a VM of
+    /// 4 vCPUs and 8192 MiB.
+    fn minutes(from: u64, values: &[(f64, f64)]) -> Series {
+        Series {
+            intervals: values
+                .iter()
+                .enumerate()
+                .map(|(k, &(busy, used))| Interval {
+                    start: from + k as u64 * MIN,
+                    end: from + (k as u64 + 1) * MIN,
+                    step: MIN,
+                    busy: Some(busy),
+                    vcpus: Some(4.0),
+                    used_mib: Some(used),
+                    memory_mib: Some(8192.0),
+                    host_mib: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn input<'a>(policy: &'a Policy, series: &'a Series, minutes: u64) -> ReplayInput<'a> {
+        ReplayInput {
+            policy,
+            vmid: 101,
+            node: "pve1",
+            envelope: Some(8),
+            balloon_mib: None,
+            memory_source: MemorySource::Guest,
+            series,
+            from: 0,
+            to: minutes * MIN,
+            fallback_vcpus: 4,
+            fallback_memory_mib: 8192,
+            timeline: true,
+        }
+    }
+
+    #[test]
+    fn steady_load_in_the_band_changes_nothing() {
+        let policy = Policy::default();
+        // 2 busy of 4 = 50 % (25..80), 5000 of 8192 MiB = 61 % (40..85).
+        let s = minutes(0, &[(2.0, 5000.0); 120]);
+        let r = replay(&input(&policy, &s, 120));
+        assert!(r.changes.is_empty(), "{:?}", r.changes);
+        assert_eq!(r.cpu.known_secs, 120 * MIN);
+        assert_eq!(r.cpu.average_actual, Some(4.0));
+        assert_eq!(r.cpu.average_simulated, Some(4.0));
+        assert_eq!(r.timeline.len(), 120);
+    }
+
+    #[test]
+    fn low_load_steps_down_as_the_policy_allows() {
+        let policy = Policy::default();
+        // 0.6 busy of 4 = 15 % < 25 %: down after 15 min (t = 15 min), to 3 (max step 1);
+        // 0.6 / 3 = 20 %: the breach restarts at the next minute (16 min), 15 min more → 31 min,
+        // to 2; 0.6 / 2 = 30 %: in the band.
+        let s = minutes(0, &[(0.6, 5000.0); 60]);
+        let r = replay(&input(&policy, &s, 60));
+        let times: Vec<(u64, u64, u64)> = r
+            .changes
+            .iter()
+            .map(|c| (c.time / MIN, c.from, c.to))
+            .collect();
+        assert_eq!(times, vec![(16, 4, 3), (32, 3, 2)]);
+        assert_eq!(
+            (r.cpu.changes_down, r.cpu.changes_up, r.cpu.flaps),
+            (2, 0, 0)
+        );
+        assert_eq!(r.cpu.simulated_end, 2);
+        // The minute of a decision still has the old size.
+        assert_eq!(r.timeline[15].simulated_vcpus, 4);
+        assert_eq!(r.timeline[15].action, "cpu down 4 -> 3");
+        assert_eq!(r.timeline[16].simulated_vcpus, 3);
+    }
+
+    #[test]
+    fn demand_above_the_simulated_size_is_capped_and_counted_above_high() {
+        let mut policy = Policy::default();
+        policy.cpu.scale_up = false;
+        policy.cpu.scale_down = false;
+        // 3.9 busy of 4 (97.5 %) for 10 minutes.
+        let s = minutes(0, &[(3.9, 5000.0); 10]);
+        let r = replay(&input(&policy, &s, 10));
+        assert_eq!(r.cpu.above_high_actual_secs, 10 * MIN);
+        assert_eq!(r.cpu.above_high_simulated_secs, 10 * MIN);
+        assert!(r.changes.is_empty());
+    }
+
+    #[test]
+    fn a_reversal_within_the_hour_is_a_flap() {
+        let changes = vec![
+            SimChange {
+                time: 0,
+                resource: Resource::Cpu,
+                direction: Direction::Up,
+                from: 2,
+                to: 4,
+                reason: String::new(),
+            },
+            SimChange {
+                time: 3600,
+                resource: Resource::Cpu,
+                direction: Direction::Down,
+                from: 4,
+                to: 3,
+                reason: String::new(),
+            },
+            SimChange {
+                time: 7201,
+                resource: Resource::Cpu,
+                direction: Direction::Up,
+                from: 3,
+                to: 4,
+                reason: String::new(),
+            },
+        ];
+        let r = Tally::default().finish(&changes, Resource::Cpu, 2, 4);
+        assert_eq!((r.changes_up, r.changes_down, r.flaps), (2, 1, 1));
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv_field("cpu up 2 -> 4"), "cpu up 2 -> 4");
+        assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+    }
+}
