@@ -27,7 +27,7 @@ echo "$contents"
 
 status=0
 expect() { # mode path
-    if ! grep -Eq "^$1 root/root +[0-9]+ [0-9-]+ [0-9:]+ \./$2\$" <<<"$contents"; then
+    if ! grep -Eq "^$1 (root/root|0/0) +[0-9]+ [0-9-]+ [0-9:]+ \./$2\$" <<<"$contents"; then
         echo "build-deb: MISSING $1 /$2" >&2
         status=1
     fi
@@ -53,18 +53,27 @@ grep -qx '/etc/pvescale/pvescale.toml' <<<"$conffiles" || {
     status=1
 }
 
+for script in postinst postrm prerm; do
+    text=$(dpkg-deb --info "$deb" "$script" 2>/dev/null) || continue
+    if ! sh -n <<<"$text" || grep -q '#DEBHELPER#' <<<"$text"; then
+        echo "build-deb: $script is not valid shell or still has the debhelper token" >&2
+        status=1
+    fi
+done
 postinst=$(dpkg-deb --info "$deb" postinst)
-grep -q 'systemd-sysusers' <<<"$postinst" || {
-    echo "build-deb: postinst does not create the pvescale user" >&2
+if [ "$(grep -c '^ *systemd-sysusers ' <<<"$postinst")" -ne 1 ]; then
+    echo "build-deb: postinst does not create the pvescale user exactly once" >&2
     status=1
-}
+fi
 grep -q 'dpkg-statoverride --update --add root pvescale 0640 /etc/pvescale/pvescale.toml' \
     <<<"$postinst" || {
     echo "build-deb: postinst does not restrict the config to root:pvescale 0640" >&2
     status=1
 }
-if grep -Eq 'deb-systemd-helper (--quiet )?enable|deb-systemd-invoke (\$_dh_action|start|restart)' \
-    <<<"$postinst"; then
+# cargo-deb's enable snippet ("was-enabled defaults to true") enables on first install, its
+# start snippet starts: neither may be there. (Re-enabling on upgrade what the admin enabled,
+# and try-restart of what runs, are fine.)
+if grep -Eq 'was-enabled defaults to true|deb-systemd-invoke start' <<<"$postinst"; then
     echo "build-deb: postinst enables or starts a unit; it must not" >&2
     status=1
 fi
