@@ -132,6 +132,11 @@ pub fn apply(
             );
         }
         Err(e) if e.is_locked() => return Outcome::Skipped(e.message.clone()),
+        Err(e) if e.is_missing_vm() => {
+            return Outcome::Skipped(
+                "the VM was migrated or deleted since it was read: next run".to_string(),
+            );
+        }
         Err(e) if e.outcome_unknown || e.kind == ApiErrorKind::BadRequest => {
             // The change may be (partly) written: learn the truth before anything else.
             log::warn!("VM {vmid}: {e}; re-reading to learn the outcome");

@@ -95,6 +95,21 @@ pub fn process_cluster(
         .map(|n| (n.node.clone(), headroom(n)))
         .collect();
     let previous = state.clusters.get(&name).cloned().unwrap_or_default();
+    // Nodes that do not answer: their VMs are reported and skipped, the rest goes on.
+    let down: HashMap<&str, &str> = resources
+        .nodes
+        .iter()
+        .filter(|n| n.status != "online")
+        .map(|n| (n.node.as_str(), n.status.as_str()))
+        .collect();
+    for (node, status) in &down {
+        let count = managed.iter().filter(|vm| vm.node == *node).count();
+        if count > 0 {
+            report.warnings.push(format!(
+                "node {node} is {status}: its {count} managed VMs are skipped this run"
+            ));
+        }
+    }
 
     // Phase 1: decide from what every run reads anyway.
     let mut plans: Vec<VmPlan> = managed
@@ -116,7 +131,14 @@ pub fn process_cluster(
             };
             let util = utilisation(usage.get(&vm.vmid), &facts, assumed);
             let node = node_of(&nodes, &vm.node);
-            let (decision, new_state) = policy::decide(&policy, &facts, &util, &node, prev, now);
+            let (mut decision, new_state) =
+                policy::decide(&policy, &facts, &util, &node, prev, now);
+            if let Some(status) = down.get(vm.node.as_str()) {
+                decision = skip_all(
+                    &decision,
+                    &format!("node {} is {status} (unreachable): skipped", vm.node),
+                );
+            }
             VmPlan {
                 resource: (*vm).clone(),
                 policy,
@@ -622,6 +644,17 @@ fn read_usage(
         }
     }
     (usage, format!("rrddata per VM ({fallback_reason})"))
+}
+
+/// The same decision with both resources skipped for `why`.
+fn skip_all(decision: &Decision, why: &str) -> Decision {
+    let mut decision = decision.clone();
+    for rd in [&mut decision.cpu, &mut decision.memory] {
+        rd.action = Action::Skip;
+        rd.reason = why.to_string();
+        rd.balloon_mib = None;
+    }
+    decision
 }
 
 /// The same decision with every change turned into keep (the reason says why).

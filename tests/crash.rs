@@ -38,19 +38,6 @@ fn kill_when(env: &TestEnv, child: &mut Child, what: impl Fn(&pvesim::Recorded) 
     let _ = child.wait();
 }
 
-/// Runs once a minute until the next run would change something (without running it).
-fn advance_until_a_change_is_due(env: &TestEnv) {
-    for _ in 0..30 {
-        env.sim.advance(Duration::from_secs(60));
-        let plan = env.run(&["run", "--dry-run", "--output", "json"]).json();
-        if plan["summary"]["planned"].as_u64().unwrap_or(0) > 0 {
-            return;
-        }
-        env.run(&["run"]);
-    }
-    panic!("no change became due");
-}
-
 fn state_json(env: &TestEnv) -> serde_json::Value {
     let text = std::fs::read_to_string(env.state_file()).expect("a state file exists");
     serde_json::from_str(&text).expect("the state file is valid JSON")

@@ -206,3 +206,16 @@ pub fn squash(table: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Runs once a minute until the next run would change something (without running it).
+pub fn advance_until_a_change_is_due(env: &TestEnv) {
+    for _ in 0..30 {
+        env.sim.advance(Duration::from_secs(60));
+        let plan = env.run(&["run", "--dry-run", "--output", "json"]).json();
+        if plan["summary"]["planned"].as_u64().unwrap_or(0) > 0 {
+            return;
+        }
+        env.run(&["run"]);
+    }
+    panic!("no change became due");
+}
