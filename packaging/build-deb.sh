@@ -8,9 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! cargo deb --version >/dev/null 2>&1; then
-    echo "build-deb: installing cargo-deb (from crates.io, compiles for a few minutes)" >&2
-    cargo install cargo-deb --locked
+# A pinned version: a newer cargo-deb could want a newer Rust, or emit other maintainer
+# scripts than the checks below expect.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    echo "build-deb: installing cargo-deb $CARGO_DEB_VERSION (compiles for a few minutes)" >&2
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
 
 # cargo-deb prints the path of the package it wrote as its last line.
