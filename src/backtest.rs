@@ -626,8 +626,9 @@ pub fn render(report: &SimulateReport) -> String {
         out.push('\n');
     }
     out.push_str(&format!(
-        "{rows} VMs replayed over the last {} (without = as it happened, with = what pvescale \
+        "{rows} VM{} replayed over the last {} (without = as it happened, with = what pvescale \
          would have done). Assumptions:\n",
+        if rows == 1 { "" } else { "s" },
         crate::units::fmt_duration(Duration::from_secs(report.since_secs))
     ));
     for a in &report.assumptions {

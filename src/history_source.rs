@@ -258,11 +258,6 @@ impl VmHistory {
     pub fn envelope(&self) -> Option<u64> {
         self.config.as_ref().ok().map(VmConfig::max_vcpus)
     }
-
-    /// Whether nothing usable was read.
-    pub fn failed(&self) -> bool {
-        !self.errors.is_empty() && self.average.is_empty()
-    }
 }
 
 /// What to read.

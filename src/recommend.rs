@@ -643,16 +643,18 @@ impl Totals {
     }
 
     fn line(&self, report: &RecommendReport) -> String {
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         format!(
-            "{} VMs, history of the last {} (p{:.0} of busy cores at the target utilisation; \
-             memory peak + margin on the DIMM grid): {} vCPUs and {} could be freed, {} vCPUs \
-             and {} are short",
-            self.vms,
+            "{}, history of the last {} (p{:.0} of busy cores at the target utilisation; \
+             memory peak + margin on the DIMM grid): {} and {} could be freed, {} and {} \
+             short",
+            plural(self.vms as u64, "VM", "VMs"),
             crate::units::fmt_duration(std::time::Duration::from_secs(report.since_secs)),
             report.cpu_quantile * 100.0,
-            self.cpu_saving,
+            plural(self.cpu_saving, "vCPU", "vCPUs"),
             crate::units::fmt_mib(self.mem_saving),
-            self.cpu_shortfall,
+            plural(self.cpu_shortfall, "vCPU", "vCPUs"),
             crate::units::fmt_mib(self.mem_shortfall),
         )
     }
