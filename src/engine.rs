@@ -169,11 +169,15 @@ pub fn process_cluster(
         .map(|(i, _)| i)
         .collect();
     let reads = map_bounded(&to_read, DEFAULT_PARALLELISM, |&i| {
-        // The memory source matters only where a scale-down may come: learn it there (an
-        // extra status call, once per hour at most thanks to the cache).
+        // The memory source matters only where memory may change: learn it there (an
+        // extra status call, cached for an hour).
         let plan = &plans[i];
-        let low = plan.policy.memory.low / 100.0;
-        let need_source = mode == Mode::Status || plan.util.memory.is_some_and(|m| m < low);
+        let (low, high) = (
+            plan.policy.memory.low / 100.0,
+            plan.policy.memory.high / 100.0,
+        );
+        let need_source =
+            mode == Mode::Status || plan.util.memory.is_some_and(|m| m < low || m > high);
         let cached = previous
             .get(&plan.resource.vmid)
             .and_then(|s| s.known_config.as_ref())

@@ -670,6 +670,20 @@ fn decide_resource(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
 fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecision {
     let (name, rp, now) = (ctx.name(), ctx.rp, ctx.now);
     rs.below_since = None;
+    if ctx.res == Resource::Memory && ctx.util.memory_source != MemorySource::Guest {
+        // A host-side figure counts what the guest ever touched (page cache included): it
+        // sits near the allocation and follows every increase, so growing on it never ends.
+        rs.above_since = None;
+        return ctx.make(
+            Action::Keep,
+            format!(
+                "{name} {} > {}%, but {}: not scaling up",
+                pct_against(frac * 100.0, rp.high),
+                num(rp.high),
+                untrusted_memory_source(ctx.util.memory_source)
+            ),
+        );
+    }
     let since = *rs.above_since.get_or_insert(now);
     let held = now.saturating_sub(since);
     let needs = rp.up_after.as_secs();
@@ -736,6 +750,14 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecisio
     )
 }
 
+/// Why a memory figure that is not the guest's own is not acted on.
+fn untrusted_memory_source(source: MemorySource) -> &'static str {
+    match source {
+        MemorySource::Host => "the memory figure is a host-side estimate (no balloon statistics)",
+        _ => "the source of the memory figure is unknown (no balloon statistics known)",
+    }
+}
+
 fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecision {
     let (name, rp, now) = (ctx.name(), ctx.rp, ctx.now);
     rs.above_since = None;
@@ -743,17 +765,12 @@ fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecis
     if ctx.res == Resource::Memory && ctx.util.memory_source != MemorySource::Guest {
         // An untrusted figure must not start (or continue) a shrink.
         rs.below_since = None;
-        let why = match ctx.util.memory_source {
-            MemorySource::Host => {
-                "the memory figure is a host-side estimate (no balloon statistics)"
-            }
-            _ => "the source of the memory figure is unknown (no balloon statistics known)",
-        };
         return ctx.make(
             Action::Keep,
             format!(
-                "{name} {pct} < {}%, but {why}: not scaling down",
-                num(rp.low)
+                "{name} {pct} < {}%, but {}: not scaling down",
+                num(rp.low),
+                untrusted_memory_source(ctx.util.memory_source)
             ),
         );
     }

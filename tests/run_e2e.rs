@@ -396,3 +396,38 @@ fn two_real_runs_at_once_one_exits_75_and_does_nothing() {
     let status = first.wait().expect("first run ends");
     assert!(status.code().is_some(), "first run ended normally");
 }
+
+#[test]
+fn memory_without_balloon_statistics_is_never_grown_or_shrunk() {
+    // The host-side figure of such a VM sits near its allocation and follows every increase.
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .memory_mib(4096)
+            .mem_load(Pattern::Constant(1000.0))
+            .balloon_stats(false)),
+        "[policy.memory]\nup_after = \"1m\"\ndown_after = \"1m\"\n",
+    );
+    let mut last = None;
+    for _ in 0..15 {
+        let run = minute(&env);
+        assert_ok(&run);
+        last = Some(run);
+    }
+    assert_eq!(
+        env.memory(101),
+        4096,
+        "no runaway growth on a host-side figure"
+    );
+    assert_eq!(env.writes(), 0);
+    let status = env.run(&["status", "--output", "json"]).json();
+    let vm = vm_json(&status, 101);
+    assert_eq!(vm["memory_source"], "host", "{vm:#}");
+    assert!(
+        vm["memory"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("host-side estimate"),
+        "{vm:#}"
+    );
+    drop(last);
+}

@@ -259,9 +259,23 @@ fn memory_without_balloon_statistics_never_shrinks() {
         d.memory.reason,
         "memory 10% < 40%, but the memory figure is a host-side estimate (no balloon statistics): not scaling down"
     );
-    // Scaling up on a host-side figure is allowed.
+    // Nor growing on it: the host-side figure follows every increase, so growth on it would
+    // never end.
     let u = Utilisation {
         memory_source: MemorySource::Host,
+        ..util(0.5, 0.95)
+    };
+    let (d, s) = hold(&p, &f, &u, &node(), None, T0, T0 + 10 * MIN);
+    assert_eq!(d.memory.action, Action::Keep, "{}", d.memory.reason);
+    assert!(
+        d.memory.reason.ends_with(": not scaling up"),
+        "{}",
+        d.memory.reason
+    );
+    assert_eq!(s.memory.above_since, None);
+    // The guest's own figure does grow it.
+    let u = Utilisation {
+        memory_source: MemorySource::Guest,
         ..util(0.5, 0.95)
     };
     let (d, _) = hold(&p, &f, &u, &node(), None, T0, T0 + MIN);
