@@ -827,6 +827,28 @@ fn history_records_changes_refusals_and_failures_and_filters_them() {
 }
 
 #[test]
+fn history_needs_no_secret() {
+    // The service gets the token secret as a credential; root reading the history has none.
+    let env = TestEnv::start(cluster(), "");
+    let text = format!(
+        "state_dir = \"{}\"\n[[cluster]]\nname = \"lab\"\nurl = \"{}\"\n\
+         token = \"{TOKEN_ID}\"\n\n[select]\ntags = [\"autoscale\"]\n",
+        env.state_dir().display(),
+        env.sim.url()
+    );
+    write_private(&env.config_path(), &text);
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 78, "run needs the secret: {}", run.all_output());
+    let history = env.run(&["history"]);
+    assert_eq!(history.code, 0, "{}", history.all_output());
+    assert!(
+        history.stdout.contains("no history entries"),
+        "{}",
+        history.stdout
+    );
+}
+
+#[test]
 fn journald_gets_one_summary_line_per_run_with_priorities() {
     let env = TestEnv::start(cluster().vm(ready_vm(101, "pve1")), "");
     let run = env.run_with_env(&["run"], &[("JOURNAL_STREAM", "8:12345")]);
