@@ -94,6 +94,16 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "The password of the cluster named NAME, looked up like the token secret.",
     ),
     (
+        "PVESCALE_SMTP_PASSWORD",
+        "The SMTP password of [notify.email], after password_file, password and the \
+         credential $CREDENTIALS_DIRECTORY/smtp.password.",
+    ),
+    (
+        "PVESCALE_GOTIFY_TOKEN",
+        "The Gotify application token of [notify.gotify], after token_file, token and the \
+         credential $CREDENTIALS_DIRECTORY/gotify.token.",
+    ),
+    (
         "JOURNAL_STREAM",
         "Set by systemd when stderr is the journal: log lines carry <N> priority prefixes, and \
          run logs a line per change, refusal or failure and one summary line instead of \

@@ -25,8 +25,11 @@ struct ClusterCheck {
     problems: usize,
 }
 
-pub fn check(global: &GlobalArgs, _args: &CheckArgs) -> Result<Exit, Failure> {
+pub fn check(global: &GlobalArgs, args: &CheckArgs) -> Result<Exit, Failure> {
     let config = load_config(global)?;
+    if args.notify_test {
+        return Ok(notify_test(&config));
+    }
     let mut out = String::new();
     let _ = writeln!(out, "config {}: ok", config.path().display());
     let state_dir = config.resolved_state_dir(&SystemEnv);
@@ -56,6 +59,40 @@ pub fn check(global: &GlobalArgs, _args: &CheckArgs) -> Result<Exit, Failure> {
         println!("result: ready");
         Exit::Ok
     })
+}
+
+/// `check --notify-test`: a test message on every channel; exit 0 when all took it.
+fn notify_test(config: &Config) -> Exit {
+    let channels = crate::notify::channels(config.notify());
+    if channels.is_empty() {
+        println!(
+            "notifications: no channel is configured ([notify.email], [notify.gotify] or \
+             [[notify.webhook]] in {})",
+            config.path().display()
+        );
+        return Exit::Runtime;
+    }
+    let results = crate::notify::send_test(config.notify(), crate::run::now());
+    let mut failed = 0;
+    for r in &results {
+        match &r.error {
+            None => println!("{}: ok, test message sent", r.channel),
+            Some(e) => {
+                failed += 1;
+                println!("{}: FAILED ({} attempts): {e}", r.channel, r.attempts);
+            }
+        }
+    }
+    if failed == 0 {
+        println!("result: every notification channel works");
+        Exit::Ok
+    } else {
+        println!(
+            "result: {failed} of {} notification channels failed",
+            results.len()
+        );
+        Exit::Runtime
+    }
 }
 
 fn state_dir_status(dir: &std::path::Path) -> String {

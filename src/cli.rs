@@ -80,7 +80,12 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Only send a test message on every notification channel ([notify]) and report each
+    /// result; checks nothing else
+    #[arg(long)]
+    pub notify_test: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {

@@ -8,6 +8,7 @@
 
 pub mod doc;
 mod locate;
+pub mod notify;
 mod paths;
 mod raw;
 mod secrets;
@@ -40,6 +41,7 @@ pub struct Config {
     select: Selection,
     policy: Policy,
     overrides: Vec<Override>,
+    notify: notify::NotifyConfig,
 }
 
 impl Config {
@@ -87,6 +89,11 @@ impl Config {
     /// The `[[override]]` entries, in file order.
     pub fn overrides(&self) -> &[Override] {
         &self.overrides
+    }
+
+    /// `[notify]`: events, limits and channels (defaults, and no channel, when absent).
+    pub fn notify(&self) -> &notify::NotifyConfig {
+        &self.notify
     }
 
     /// Whether the VM is managed at all (see [`Selection::matches`]).

@@ -13,6 +13,7 @@ pub mod error;
 pub mod history_source;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod prometheus;
 pub mod pve;

@@ -104,6 +104,13 @@ pub struct Summary {
     pub blocked: usize,
     pub failed: usize,
     pub failed_clusters: usize,
+    /// Notification channels that failed (after their retry); they never fail the run.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub notify_failed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -113,6 +120,9 @@ pub struct RunReport {
     pub time: u64,
     pub summary: Summary,
     pub clusters: Vec<ClusterReport>,
+    /// What the notifier sent (or, in a dry run, would have); absent without channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::notify::NotifyReport>,
 }
 
 impl RunReport {
@@ -143,7 +153,14 @@ impl RunReport {
             time,
             summary,
             clusters,
+            notifications: None,
         }
+    }
+
+    /// Adds what the notifier did, and counts its failed channels in the summary.
+    pub fn set_notifications(&mut self, notifications: crate::notify::NotifyReport) {
+        self.summary.notify_failed = notifications.failed_channels();
+        self.notifications = Some(notifications);
     }
 
     /// Nothing changed, nothing failed: `-q` prints nothing.
@@ -238,6 +255,11 @@ pub fn summary_line(report: &RunReport) -> String {
         0 => {}
         1 => line.push_str(", 1 cluster failed"),
         n => line.push_str(&format!(", {n} clusters failed")),
+    }
+    match s.notify_failed {
+        0 => {}
+        1 => line.push_str(", 1 notification channel failed"),
+        n => line.push_str(&format!(", {n} notification channels failed")),
     }
     line
 }

@@ -60,7 +60,13 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
     let text = match args.output {
         OutputFormat::Json => json(&report)?,
         OutputFormat::Table if global.quiet && report.is_quiet() => String::new(),
-        OutputFormat::Table => report::render_run(&report),
+        OutputFormat::Table => {
+            let mut text = report::render_run(&report);
+            if let Some(sent) = &report.notifications {
+                text.push_str(&crate::notify::render(sent, report.dry_run));
+            }
+            text
+        }
     };
     print!("{text}");
     Ok(exit_of(&report))
@@ -143,7 +149,17 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         }
         save_state(&state, &state_path)?;
     }
-    let report = RunReport::new(mode == Mode::DryRun, now, clusters);
+    let mut report = RunReport::new(mode == Mode::DryRun, now, clusters);
+    if mode != Mode::Status
+        && let Some(sent) =
+            crate::notify::after_run(config.notify(), &mut state.notifications, &report, now)
+    {
+        // A dry run sends nothing and writes no state; a real run keeps what it told.
+        report.set_notifications(sent);
+        if mode == Mode::Apply {
+            save_state(&state, &state_path)?;
+        }
+    }
     if mode == Mode::Apply {
         // Still under the lock: this run's history lines and metrics file.
         crate::actions::record(config, &state_dir, &report);

@@ -39,12 +39,47 @@ pub struct State {
     pub notifications: Notifications,
 }
 
-/// What notifications last went out, for deduplication and rate limiting.
+/// What notifications last went out, for deduplication and rate limiting (see `notify`).
+/// Every field has a default, so state files from before a field existed still load.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Notifications {
     /// Deduplication key (chosen by the notifier) → when it was last sent.
     pub last_sent: BTreeMap<String, u64>,
+    /// Conditions that hold (a VM blocked, a VM or cluster failing), by key chosen by the
+    /// notifier: told once, until they change; a failure that clears is told as recovered.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditions: BTreeMap<String, NotifyCondition>,
+    /// When messages went out in the last hour (for the hourly cap).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sent_at: Vec<u64>,
+    /// Events dropped by the hourly cap since the last message; the next message says so.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held_back: u64,
+}
+
+/// A condition the notifier tracks between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotifyCondition {
+    /// Since when it holds.
+    pub since: u64,
+    pub cluster: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<u32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// What identifies it: a different one is a new condition.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub identity: String,
+    /// The last message about it (an error, a reason).
+    pub text: String,
+    /// Whether a message about it went out.
+    pub notified: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Everything remembered about one VM.

@@ -87,7 +87,7 @@ _pvescale() {
             return 0
             ;;
         pvescale__subcmd__check)
-            opts="-c -v -q -h --config --verbose --quiet --help"
+            opts="-c -v -q -h --notify-test --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -50,6 +50,7 @@ complete -c pvescale -n "__fish_pvescale_using_subcommand status" -s v -l verbos
 complete -c pvescale -n "__fish_pvescale_using_subcommand status" -s q -l quiet -d 'Print nothing unless something changed or failed'
 complete -c pvescale -n "__fish_pvescale_using_subcommand status" -s h -l help -d 'Print help'
 complete -c pvescale -n "__fish_pvescale_using_subcommand check" -s c -l config -d 'Config file [default: $PVESCALE_CONFIG, else /etc/pvescale/pvescale.toml as root, else ~/.config/pvescale/pvescale.toml]' -r -F
+complete -c pvescale -n "__fish_pvescale_using_subcommand check" -l notify-test -d 'Only send a test message on every notification channel ([notify]) and report each result; checks nothing else'
 complete -c pvescale -n "__fish_pvescale_using_subcommand check" -s v -l verbose -d 'More detail on stderr (repeat for more)'
 complete -c pvescale -n "__fish_pvescale_using_subcommand check" -s q -l quiet -d 'Print nothing unless something changed or failed'
 complete -c pvescale -n "__fish_pvescale_using_subcommand check" -s h -l help -d 'Print help'

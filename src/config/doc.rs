@@ -564,6 +564,295 @@ pub const SECTIONS: &[Section] = &[
             ),
         ],
     },
+    Section {
+        name: "[notify]",
+        about: "Notifications after a run: email, Gotify and webhooks. All events of a run go out \
+                as one message per channel; each (VM, event kind) at most once per min_interval; \
+                conditions (blocked, failed) once until they change; at most max_per_hour \
+                messages. A channel that fails is logged, retried once and counted in the run \
+                summary; it never fails the run. A dry run sends nothing and prints what it \
+                would have sent; `pvescale check --notify-test` sends a test message on every \
+                channel. Without a channel table nothing is sent.",
+        keys: &[
+            key(
+                "events",
+                "list of strings",
+                "all five",
+                Some("[\"scaled\", \"refused\", \"blocked\", \"failed\", \"recovered\"]"),
+                "[\"failed\", \"recovered\"]",
+                "Which events are told: scaled (a resource changed: from, to, reason), refused \
+                 (the VM refused a live change; it was reverted), blocked (a change is needed \
+                 but cannot be made: not hotplug-ready, host full, at the maximum), failed (API, \
+                 authentication or TLS errors, of a VM or a cluster), recovered (a failure that \
+                 was told has cleared).",
+            ),
+            key(
+                "min_interval",
+                "duration",
+                "\"1h\"",
+                Some("\"1h\""),
+                "\"30m\"",
+                "At most one message per VM (or cluster) and event kind in this time; a blocked \
+                 or failed condition that could not be told yet is told later if it still holds. \
+                 \"0s\" tells every event.",
+            ),
+            key(
+                "max_per_hour",
+                "integer",
+                "12",
+                Some("12"),
+                "6",
+                "At most this many messages in any hour (one message goes to every channel); \
+                 the next message says how many events were held back. At least 1.",
+            ),
+            key(
+                "timeout",
+                "duration",
+                "\"10s\"",
+                Some("\"10s\""),
+                "\"5s\"",
+                "For one attempt on one channel (connect, TLS, send). Channels are sent to at \
+                 the same time.",
+            ),
+        ],
+    },
+    Section {
+        name: "[notify.email]",
+        about: "Email through SMTP: STARTTLS (required, port 587), implicit TLS (port 465), or \
+                plain for a relay on this machine. The password comes from password_file, \
+                password, the systemd credential smtp.password, or $PVESCALE_SMTP_PASSWORD.",
+        keys: &[
+            key(
+                "enabled",
+                "boolean",
+                "true",
+                Some("true"),
+                "false",
+                "false keeps the table but sends nothing (and reads no password).",
+            ),
+            key(
+                "host",
+                "string",
+                "none (required)",
+                None,
+                "\"smtp.example.com\"",
+                "The SMTP server's host name or IP address; a TLS certificate must be for it.",
+            ),
+            key(
+                "port",
+                "integer",
+                "587, 465 with security = \"tls\", 25 with \"none\"",
+                None,
+                "587",
+                "The SMTP server's port.",
+            ),
+            key(
+                "security",
+                "string",
+                "\"starttls\" (\"tls\" when port = 465)",
+                None,
+                "\"starttls\"",
+                "\"starttls\" (the server must offer it), \"tls\" (TLS from the first byte) or \
+                 \"none\" (no encryption; with a login only to this machine).",
+            ),
+            key(
+                "from",
+                "string",
+                "none (required)",
+                None,
+                "\"pvescale <pvescale@example.com>\"",
+                "The sender address.",
+            ),
+            key(
+                "to",
+                "string or list of strings",
+                "none (required)",
+                None,
+                "[\"ops@example.com\"]",
+                "Who gets the mail.",
+            ),
+            key(
+                "user",
+                "string",
+                "none: no login",
+                None,
+                "\"pvescale\"",
+                "SMTP login name; then a password is needed.",
+            ),
+            key(
+                "password_file",
+                "path",
+                "none",
+                None,
+                "\"/etc/pvescale/smtp.password\"",
+                "A file holding only the SMTP password (mode 0600).",
+            ),
+            key(
+                "password",
+                "string",
+                "none",
+                None,
+                "\"...\"",
+                "The SMTP password inline (prefer password_file or a credential).",
+            ),
+            key(
+                "ca_file",
+                "path",
+                "none: the system's root certificates",
+                None,
+                "\"/etc/pvescale/smtp-ca.pem\"",
+                "Trust only the CA certificates in this PEM file for the server's certificate.",
+            ),
+            key(
+                "events",
+                "list of strings",
+                "[notify] events",
+                None,
+                "[\"failed\", \"recovered\"]",
+                "The events this channel gets (a subset of [notify] events).",
+            ),
+        ],
+    },
+    Section {
+        name: "[notify.gotify]",
+        about: "Gotify: POST <url>/message with the application token in the X-Gotify-Key \
+                header. The token comes from token_file, token, the systemd credential \
+                gotify.token, or $PVESCALE_GOTIFY_TOKEN.",
+        keys: &[
+            key(
+                "enabled",
+                "boolean",
+                "true",
+                Some("true"),
+                "false",
+                "false keeps the table but sends nothing (and reads no token).",
+            ),
+            key(
+                "url",
+                "string",
+                "none (required)",
+                None,
+                "\"https://gotify.example.com\"",
+                "The Gotify server's base URL.",
+            ),
+            key(
+                "token_file",
+                "path",
+                "none",
+                None,
+                "\"/etc/pvescale/gotify.token\"",
+                "A file holding only the application token (mode 0600).",
+            ),
+            key(
+                "token",
+                "string",
+                "none",
+                None,
+                "\"...\"",
+                "The application token inline (prefer token_file or a credential).",
+            ),
+            key(
+                "ca_file",
+                "path",
+                "none: the system's root certificates",
+                None,
+                "\"/etc/pvescale/gotify-ca.pem\"",
+                "Trust only the CA certificates in this PEM file.",
+            ),
+            key(
+                "priority",
+                "inline table",
+                "{ scaled = 4, recovered = 4, blocked = 5, refused = 6, failed = 8 }",
+                None,
+                "{ failed = 9 }",
+                "Gotify priority (0-10) per event kind; a message gets that of its most urgent \
+                 event.",
+            ),
+            key(
+                "events",
+                "list of strings",
+                "[notify] events",
+                None,
+                "[\"failed\", \"recovered\"]",
+                "The events this channel gets (a subset of [notify] events).",
+            ),
+        ],
+    },
+    Section {
+        name: "[[notify.webhook]]",
+        about: "A JSON POST per message, to each [[notify.webhook]]. format picks the body: \
+                \"json\" (pvescale's own: title, text, events), \"slack\" ({\"text\"}: Slack \
+                incoming webhooks, Mattermost, Rocket.Chat), \"discord\" ({\"content\"}) or \
+                \"ntfy\" (ntfy's JSON publishing; the URL names the topic). Webhook URLs and \
+                header values are never shown in logs or errors.",
+        keys: &[
+            key(
+                "enabled",
+                "boolean",
+                "true",
+                Some("true"),
+                "false",
+                "false keeps the table but sends nothing.",
+            ),
+            key(
+                "name",
+                "string",
+                "webhook[N]",
+                None,
+                "\"ntfy\"",
+                "A label for logs and the run summary; unique.",
+            ),
+            key(
+                "url",
+                "string",
+                "none",
+                None,
+                "\"https://ntfy.sh/pvescale-alerts\"",
+                "Where to POST (http:// or https://). One of url and url_file is needed.",
+            ),
+            key(
+                "url_file",
+                "path",
+                "none",
+                None,
+                "\"/etc/pvescale/slack.url\"",
+                "A file holding only the URL, for URLs that are themselves secrets (Slack, \
+                 Discord).",
+            ),
+            key(
+                "format",
+                "string",
+                "\"json\"",
+                None,
+                "\"slack\"",
+                "\"json\", \"slack\", \"discord\" or \"ntfy\".",
+            ),
+            key(
+                "headers",
+                "inline table",
+                "{}",
+                None,
+                "{ Authorization = \"Bearer tk_...\" }",
+                "Extra HTTP headers (values are never shown).",
+            ),
+            key(
+                "ca_file",
+                "path",
+                "none: the system's root certificates",
+                None,
+                "\"/etc/pvescale/hooks-ca.pem\"",
+                "Trust only the CA certificates in this PEM file.",
+            ),
+            key(
+                "events",
+                "list of strings",
+                "[notify] events",
+                None,
+                "[\"failed\", \"recovered\"]",
+                "The events this webhook gets (a subset of [notify] events).",
+            ),
+        ],
+    },
 ];
 
 /// The section named `name`.

@@ -29,6 +29,7 @@ pub(super) struct RawConfig {
     pub host: RawHost,
     #[serde(default, rename = "override")]
     pub overrides: Vec<RawOverride>,
+    pub notify: Option<super::notify::RawNotify>,
 }
 
 #[derive(Deserialize, Default)]

@@ -40,20 +40,26 @@ impl fmt::Display for SecretSource {
 pub(crate) enum SecretKind {
     TokenSecret,
     Password,
+    /// `[notify.email] password`: credential `smtp.password`, `PVESCALE_SMTP_PASSWORD`.
+    SmtpPassword,
+    /// `[notify.gotify] token`: credential `gotify.token`, `PVESCALE_GOTIFY_TOKEN`.
+    GotifyToken,
 }
 
 impl SecretKind {
     pub fn file_key(self) -> &'static str {
         match self {
             SecretKind::TokenSecret => "token_secret_file",
-            SecretKind::Password => "password_file",
+            SecretKind::Password | SecretKind::SmtpPassword => "password_file",
+            SecretKind::GotifyToken => "token_file",
         }
     }
 
     pub fn inline_key(self) -> &'static str {
         match self {
             SecretKind::TokenSecret => "token_secret",
-            SecretKind::Password => "password",
+            SecretKind::Password | SecretKind::SmtpPassword => "password",
+            SecretKind::GotifyToken => "token",
         }
     }
 
@@ -61,6 +67,8 @@ impl SecretKind {
         match self {
             SecretKind::TokenSecret => "API token secret",
             SecretKind::Password => "password",
+            SecretKind::SmtpPassword => "SMTP password",
+            SecretKind::GotifyToken => "Gotify application token",
         }
     }
 
@@ -68,6 +76,8 @@ impl SecretKind {
         match self {
             SecretKind::TokenSecret => format!("{cluster}.token"),
             SecretKind::Password => format!("{cluster}.password"),
+            SecretKind::SmtpPassword => "smtp.password".to_string(),
+            SecretKind::GotifyToken => "gotify.token".to_string(),
         }
     }
 
@@ -77,6 +87,8 @@ impl SecretKind {
         let prefix = match self {
             SecretKind::TokenSecret => "PVESCALE_TOKEN_SECRET_",
             SecretKind::Password => "PVESCALE_PASSWORD_",
+            SecretKind::SmtpPassword => return "PVESCALE_SMTP_PASSWORD".to_string(),
+            SecretKind::GotifyToken => return "PVESCALE_GOTIFY_TOKEN".to_string(),
         };
         format!("{prefix}{}", env_suffix(cluster))
     }
@@ -144,8 +156,12 @@ pub(crate) fn resolve(
         Some(_) => format!("environment variable {var} (empty)"),
         None => format!("environment variable {var} (not set)"),
     };
+    let whose = match kind {
+        SecretKind::TokenSecret | SecretKind::Password => format!("cluster {cluster:?}"),
+        SecretKind::SmtpPassword | SecretKind::GotifyToken => cluster.to_string(),
+    };
     Err(format!(
-        "no {} for cluster {cluster:?}; looked at: {} (not set), {} (not set), {credential_place}, {var_place}",
+        "no {} for {whose}; looked at: {} (not set), {} (not set), {credential_place}, {var_place}",
         kind.what(),
         kind.file_key(),
         kind.inline_key(),

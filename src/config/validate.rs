@@ -1,6 +1,8 @@
 //! Raw TOML structs → [`Config`]: every range and cross-field rule, secrets, warnings.
 //! Problems are collected (not stopped at the first) and carry key path and line/column.
 
+mod notify;
+
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -197,6 +199,7 @@ impl Validator<'_> {
         if overrides.len() == raw.overrides.len() {
             self.override_combinations(&overrides, &policy);
         }
+        let notify = self.notify(raw.notify.as_ref(), mode);
 
         Some(Config {
             path: self.path.to_path_buf(),
@@ -207,6 +210,7 @@ impl Validator<'_> {
             select: select?,
             policy,
             overrides,
+            notify,
         })
     }
 
@@ -450,9 +454,10 @@ impl Validator<'_> {
                 (SecretKind::Password, user)
             }
         };
-        let (file, inline) = match kind {
-            SecretKind::TokenSecret => (&c.token_secret_file, &c.token_secret),
-            SecretKind::Password => (&c.password_file, &c.password),
+        let (file, inline) = if kind == SecretKind::TokenSecret {
+            (&c.token_secret_file, &c.token_secret)
+        } else {
+            (&c.password_file, &c.password)
         };
         if file.is_some() && inline.is_some() {
             self.problem(
@@ -496,15 +501,16 @@ impl Validator<'_> {
                 );
             }
         }
-        let auth = match kind {
-            SecretKind::TokenSecret => Auth::Token {
+        let auth = if kind == SecretKind::TokenSecret {
+            Auth::Token {
                 id: id.clone(),
                 secret,
-            },
-            SecretKind::Password => Auth::Password {
+            }
+        } else {
+            Auth::Password {
                 user: id.clone(),
                 password: secret,
-            },
+            }
         };
         Some((auth, source))
     }
