@@ -1383,3 +1383,83 @@ fn old_state_files_without_the_new_records_still_load() {
     );
     assert!(state.notifications.conditions.is_empty());
 }
+
+#[test]
+fn a_channel_that_is_off_needs_no_secret_and_gets_nothing() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = load(
+        dir.path(),
+        &format!(
+            "[notify.gotify]\nenabled = false\nurl = \"{}\"\n\n\
+             [notify.email]\nenabled = false\nhost = \"smtp.example.com\"\nfrom = \"a@example.com\"\n\
+             to = \"b@example.com\"\nuser = \"u\"\npassword_file = \"/nonexistent/smtp.password\"\n\n\
+             [[notify.webhook]]\nurl = \"{}\"\n\n\
+             [[notify.webhook]]\nenabled = false\nurl = \"{}\"\n",
+            rx.url("/gotify"),
+            rx.url("/on"),
+            rx.url("/off"),
+        ),
+    );
+    assert!(config.notify().gotify.is_none() && config.notify().email.is_none());
+    assert_eq!(config.notify().webhooks.len(), 1);
+    let mut state = Notifications::default();
+    send(
+        &config,
+        &mut state,
+        &report(false, vec![scaled_vm(101)], false),
+        0,
+    );
+    let paths: Vec<String> = rx.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/on"]);
+    // Off, but still checked: a bad URL is an error all the same.
+    let err = load_err(
+        dir.path(),
+        "[notify.gotify]\nenabled = false\nurl = \"nope\"\n",
+    );
+    assert!(err.contains("notify.gotify.url"), "{err}");
+}
+
+#[test]
+fn the_readme_examples_load() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let start = readme
+        .find("## Notifications")
+        .expect("a Notifications section");
+    let section = &readme[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    let section = &section[..end];
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(
+        blocks.len() >= 2,
+        "TOML examples in the section: {}",
+        blocks.len()
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().display().to_string();
+    for (name, content) in [
+        ("smtp.password", "example-password\n"),
+        ("gotify.token", "example-token\n"),
+        (
+            "slack.url",
+            "https://hooks.slack.com/services/T0/B0/example\n",
+        ),
+        (
+            "discord.url",
+            "https://discord.com/api/webhooks/1/example\n",
+        ),
+    ] {
+        std::fs::write(dir.path().join(name), content).expect("write");
+    }
+    let toml = blocks.concat().replace("/etc/pvescale/", &format!("{d}/"));
+    let config = load(dir.path(), &toml);
+    let n = config.notify();
+    assert!(n.email.is_some() && n.gotify.is_some());
+    let names: Vec<&str> = n.webhooks.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["ntfy", "slack", "discord", "alertmanager-bridge"]);
+}
