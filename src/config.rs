@@ -121,9 +121,15 @@ impl Config {
 pub struct ClusterConfig {
     target: ClusterTarget,
     secret_source: SecretSource,
+    task_timeout: std::time::Duration,
 }
 
 impl ClusterConfig {
+    /// Longest wait for a config write's task (`task_timeout`).
+    pub fn task_timeout(&self) -> std::time::Duration {
+        self.task_timeout
+    }
+
     pub fn name(&self) -> &str {
         &self.target.name
     }

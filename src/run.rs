@@ -118,7 +118,10 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
                 &mut state,
                 now,
                 mode,
-                ApplyTiming::default(),
+                ApplyTiming {
+                    task_timeout: cluster.task_timeout(),
+                    ..ApplyTiming::default()
+                },
                 &mut checkpoint,
             ),
             Err(e) => {

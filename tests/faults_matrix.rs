@@ -249,3 +249,77 @@ fn a_guest_refusing_cpu_unplug_is_reverted_and_backed_off() {
     }
     assert_eq!(env.writes(), writes, "backed off: no new attempt");
 }
+
+#[test]
+fn a_task_that_never_finishes_is_waited_for_boundedly_and_settled_next_run() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(BUSY_VM, "pve1").cpu_load(Pattern::Constant(1.95))),
+        "[policy.cpu]\nup_after = \"1m\"\n",
+    );
+    // A short task_timeout for the test; the default is 60s.
+    let config = std::fs::read_to_string(env.config_path()).expect("config");
+    let config = config.replace(
+        "timeout = \"5s\"\n",
+        "timeout = \"5s\"\ntask_timeout = \"2s\"\n",
+    );
+    write_private(&env.config_path(), &config);
+    advance_until_a_change_is_due(&env);
+    env.sim
+        .add_fault(Fault::on("POST", "/nodes/pve1/qemu/101/config").task_never_finishes());
+    let run = env.run(&["run", "--output", "json"]);
+    assert_eq!(
+        run.code, 3,
+        "an unsettled write counts as a failure\n{}",
+        run.stderr
+    );
+    let vm = vm_json(&run.json(), BUSY_VM);
+    assert!(
+        vm["cpu"]["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unsettled"),
+        "{vm:#}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).expect("state"))
+            .expect("json");
+    assert!(
+        state["clusters"]["lab"]["101"]["in_flight"].is_object(),
+        "{state}"
+    );
+
+    env.sim.clear_faults();
+    env.sim.advance(Duration::from_secs(60));
+    let next = env.run(&["run"]);
+    assert_eq!(next.code, 0, "{}", next.all_output());
+    assert!(
+        env.vcpus(BUSY_VM) > 2,
+        "the change is made once the server behaves"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).expect("state"))
+            .expect("json");
+    assert!(
+        state["clusters"]["lab"]["101"]["in_flight"].is_null(),
+        "{state}"
+    );
+}
+
+#[test]
+fn a_hung_read_times_out_and_is_retried() {
+    let env = env_with_changes_due();
+    // Silent for longer than the 5s request timeout of the test config, once.
+    env.sim.add_fault(
+        Fault::on("GET", "/nodes/pve1/qemu/101/config")
+            .hang(Duration::from_secs(30))
+            .times(1),
+    );
+    let run = env.run(&["run"]);
+    assert_sane(&env, "hung read", &run);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    assert!(
+        env.vcpus(BUSY_VM) > 2,
+        "the retry read the config and the change was made"
+    );
+    assert_eq!(env.sim.count("GET", "/nodes/pve1/qemu/101/config"), 2);
+}

@@ -342,6 +342,15 @@ pub const SECTIONS: &[Section] = &[
                 "\"3s\"",
                 "Timeout of connecting (TCP and TLS) to a node; not longer than timeout.",
             ),
+            key(
+                "task_timeout",
+                "duration",
+                "\"60s\"",
+                Some("\"60s\""),
+                "\"2m\"",
+                "Longest wait for the task of a config write; a write still running then is \
+                 settled by the next run.",
+            ),
         ],
     },
     Section {

@@ -56,6 +56,7 @@ pub(super) struct RawCluster {
     pub insecure: Option<bool>,
     pub timeout: Option<Dur>,
     pub connect_timeout: Option<Dur>,
+    pub task_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]

@@ -25,6 +25,8 @@ use crate::units::{fmt_duration, fmt_mib};
 pub(crate) const DEFAULT_PORT: u16 = 8006;
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a config write's task; a later run settles one that outlives it.
+pub(crate) const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Proxmox VE memory hotplug needs at least this much memory (the static part).
 pub(crate) const MIN_HOTPLUG_MEMORY_MIB: u64 = 1024;
 /// The smallest DIMM Proxmox VE hotplugs; a smaller memory step could not be applied.
@@ -281,6 +283,11 @@ impl Validator<'_> {
             );
         }
 
+        let task_timeout = c.task_timeout.map_or(DEFAULT_TASK_TIMEOUT, |d| d.0);
+        if task_timeout.is_zero() {
+            self.problem(&key.key("task_timeout"), "must be more than 0s");
+        }
+
         let auth = if name_ok { self.auth(key, c) } else { None };
         if self.problems.len() > before {
             return None;
@@ -296,6 +303,7 @@ impl Validator<'_> {
                 connect_timeout,
             },
             secret_source,
+            task_timeout,
         })
     }
 
