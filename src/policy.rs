@@ -667,6 +667,68 @@ fn decide_resource(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
     }
 }
 
+/// The checks between "the breach held long enough" and sizing, the same for both
+/// directions: switched off, still waiting, cooldown, back-off, not live-scalable. `Ok` is
+/// the reason's head (with what the breach needs) to go on with.
+fn gate(
+    ctx: &Ctx<'_>,
+    rs: &ResourceState,
+    direction: Direction,
+    head: String,
+    held: u64,
+) -> Result<String, ResourceDecision> {
+    let (name, rp, now) = (ctx.name(), ctx.rp, ctx.now);
+    let (allowed, switch, needs, cooldown, what) = match direction {
+        Direction::Up => (
+            rp.scale_up,
+            "scaling up is off (scale_up = false)",
+            rp.up_after,
+            rp.cooldown_up,
+            "scale-up",
+        ),
+        Direction::Down => (
+            rp.scale_down,
+            "scaling down is off (scale_down = false)",
+            rp.down_after,
+            rp.cooldown_down,
+            "scale-down",
+        ),
+    };
+    let needs = needs.as_secs();
+    if !allowed {
+        return Err(ctx.make(Action::Keep, format!("{head}, but {switch}: keep")));
+    }
+    if held < needs {
+        return Err(ctx.make(
+            Action::Keep,
+            format!("{head} (needs {}): waiting", fmt_duration(needs)),
+        ));
+    }
+    let head = format!("{head} (needs {})", fmt_duration(needs));
+    if let Some(left) = cooldown_left(rs, cooldown, now) {
+        return Err(ctx.make(
+            Action::Keep,
+            format!(
+                "{head}, but {name} cooldown: {} left after the last change: waiting",
+                fmt_left(left)
+            ),
+        ));
+    }
+    if let Some(b) = backoff_in_force(ctx, rs, direction) {
+        return Err(ctx.make(
+            Action::Blocked(BlockedBy::Backoff),
+            backoff_reason(&head, what, b, now),
+        ));
+    }
+    if let Some(fix) = not_live_scalable(ctx) {
+        return Err(ctx.make(
+            Action::Blocked(BlockedBy::NotLiveScalable),
+            format!("{head}, but {fix}"),
+        ));
+    }
+    Ok(head)
+}
+
 fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecision {
     let (name, rp, now) = (ctx.name(), ctx.rp, ctx.now);
     rs.below_since = None;
@@ -686,47 +748,16 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecisio
     }
     let since = *rs.above_since.get_or_insert(now);
     let held = now.saturating_sub(since);
-    let needs = rp.up_after.as_secs();
     let head = format!(
         "{name} {} > {}% for {}",
         pct_against(frac * 100.0, rp.high),
         num(rp.high),
         fmt_duration(held)
     );
-    if !rp.scale_up {
-        return ctx.make(
-            Action::Keep,
-            format!("{head}, but scaling up is off (scale_up = false): keep"),
-        );
-    }
-    if held < needs {
-        return ctx.make(
-            Action::Keep,
-            format!("{head} (needs {}): waiting", fmt_duration(needs)),
-        );
-    }
-    let head = format!("{head} (needs {})", fmt_duration(needs));
-    if let Some(left) = cooldown_left(rs, rp.cooldown_up, now) {
-        return ctx.make(
-            Action::Keep,
-            format!(
-                "{head}, but {name} cooldown: {} left after the last change: waiting",
-                fmt_left(left)
-            ),
-        );
-    }
-    if let Some(b) = backoff_in_force(ctx, rs, Direction::Up) {
-        return ctx.make(
-            Action::Blocked(BlockedBy::Backoff),
-            backoff_reason(&head, "scale-up", b, now),
-        );
-    }
-    if let Some(fix) = not_live_scalable(ctx) {
-        return ctx.make(
-            Action::Blocked(BlockedBy::NotLiveScalable),
-            format!("{head}, but {fix}"),
-        );
-    }
+    let head = match gate(ctx, rs, Direction::Up, head, held) {
+        Ok(head) => head,
+        Err(decision) => return decision,
+    };
     let from = ctx.current();
     let sized = match ctx.res {
         Resource::Cpu => size_cpu_up(ctx, frac),
@@ -776,42 +807,11 @@ fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecis
     }
     let since = *rs.below_since.get_or_insert(now);
     let held = now.saturating_sub(since);
-    let needs = rp.down_after.as_secs();
     let head = format!("{name} {pct} < {}% for {}", num(rp.low), fmt_duration(held));
-    if !rp.scale_down {
-        return ctx.make(
-            Action::Keep,
-            format!("{head}, but scaling down is off (scale_down = false): keep"),
-        );
-    }
-    if held < needs {
-        return ctx.make(
-            Action::Keep,
-            format!("{head} (needs {}): waiting", fmt_duration(needs)),
-        );
-    }
-    let head = format!("{head} (needs {})", fmt_duration(needs));
-    if let Some(left) = cooldown_left(rs, rp.cooldown_down, now) {
-        return ctx.make(
-            Action::Keep,
-            format!(
-                "{head}, but {name} cooldown: {} left after the last change: waiting",
-                fmt_left(left)
-            ),
-        );
-    }
-    if let Some(b) = backoff_in_force(ctx, rs, Direction::Down) {
-        return ctx.make(
-            Action::Blocked(BlockedBy::Backoff),
-            backoff_reason(&head, "scale-down", b, now),
-        );
-    }
-    if let Some(fix) = not_live_scalable(ctx) {
-        return ctx.make(
-            Action::Blocked(BlockedBy::NotLiveScalable),
-            format!("{head}, but {fix}"),
-        );
-    }
+    let head = match gate(ctx, rs, Direction::Down, head, held) {
+        Ok(head) => head,
+        Err(decision) => return decision,
+    };
     let from = ctx.current();
     let sized = match ctx.res {
         Resource::Cpu => size_cpu_down(ctx, frac),
