@@ -38,12 +38,30 @@ impl VmUsage {
     }
 }
 
+/// What one VM's samples add up to. Kept small (running sums, and one entry per timestamp
+/// for CPU): the aggregator holds one for each of thousands of VMs.
 #[derive(Debug, Default)]
 struct Accumulator {
-    // Per timestamp: cpu_current, cpu_max, mem_used (bytes), so that pairs can be matched.
-    cpu_current: HashMap<u64, f64>,
-    cpu_max: HashMap<u64, f64>,
-    mem_used: Vec<f64>,
+    /// Per timestamp: `cpu_current` and `cpu_max` (NaN until seen), so that pairs can be
+    /// matched. Samples come sorted by timestamp, so the entry wanted is almost always the
+    /// last one.
+    cpu: Vec<(u64, f64, f64)>,
+    /// Sum and count of `mem_used` (bytes).
+    mem_sum: f64,
+    mem_count: u32,
+}
+
+impl Accumulator {
+    fn cpu_entry(&mut self, timestamp: u64) -> &mut (u64, f64, f64) {
+        let index = match self.cpu.iter().rposition(|(t, _, _)| *t == timestamp) {
+            Some(index) => index,
+            None => {
+                self.cpu.push((timestamp, f64::NAN, f64::NAN));
+                self.cpu.len() - 1
+            }
+        };
+        &mut self.cpu[index]
+    }
 }
 
 /// Collects `metrics/export` samples of the VMs we manage inside `[start, end]`.
@@ -88,12 +106,15 @@ impl WindowAggregator {
         match sample.metric.as_str() {
             // A fraction of cpu_max; a little over 1 happens with steal/rounding.
             "cpu_current" if value <= 1.05 => {
-                acc.cpu_current.insert(sample.timestamp, value.min(1.0));
+                acc.cpu_entry(sample.timestamp).1 = value.min(1.0);
             }
             "cpu_max" if value >= 1.0 => {
-                acc.cpu_max.insert(sample.timestamp, value);
+                acc.cpu_entry(sample.timestamp).2 = value;
             }
-            "mem_used" => acc.mem_used.push(value),
+            "mem_used" => {
+                acc.mem_sum += value;
+                acc.mem_count += 1;
+            }
             _ => {}
         }
     }
@@ -103,17 +124,19 @@ impl WindowAggregator {
             .into_iter()
             .map(|(vmid, acc)| {
                 let busy: Vec<f64> = acc
-                    .cpu_current
+                    .cpu
                     .iter()
-                    .filter_map(|(ts, fraction)| acc.cpu_max.get(ts).map(|max| fraction * max))
+                    .filter(|(_, fraction, max)| !fraction.is_nan() && !max.is_nan())
+                    .map(|(_, fraction, max)| fraction * max)
                     .collect();
                 (
                     vmid,
                     VmUsage {
                         busy_cpus: mean(&busy),
                         cpu_samples: busy.len() as u32,
-                        used_mib: mean(&acc.mem_used).map(|b| b / MIB),
-                        mem_samples: acc.mem_used.len() as u32,
+                        used_mib: (acc.mem_count > 0)
+                            .then(|| acc.mem_sum / f64::from(acc.mem_count) / MIB),
+                        mem_samples: acc.mem_count,
                     },
                 )
             })
@@ -159,8 +182,8 @@ mod tests {
     fn sample(ts: u64, id: &str, metric: &str, value: f64) -> MetricSample {
         MetricSample {
             timestamp: ts,
-            id: id.to_string(),
-            metric: metric.to_string(),
+            id: id.into(),
+            metric: metric.into(),
             value,
         }
     }
@@ -177,6 +200,24 @@ mod tests {
         assert_eq!(usage.busy_cpus, Some(2.0));
         assert_eq!(usage.cpu_fraction(4), Some(0.5));
         assert_eq!(usage.cpu_samples, 2);
+    }
+
+    #[test]
+    fn cpu_pairs_are_matched_by_timestamp_in_any_order() {
+        let mut agg = WindowAggregator::new(100, 200, [101]);
+        // All fractions first, then all sizes, one size twice (the last one counts), and a
+        // fraction without a size.
+        for (ts, frac) in [(110, 0.5), (120, 0.25), (130, 1.0)] {
+            agg.add(&sample(ts, "qemu/101", "cpu_current", frac));
+        }
+        agg.add(&sample(120, "qemu/101", "cpu_max", 2.0));
+        agg.add(&sample(110, "qemu/101", "cpu_max", 8.0));
+        agg.add(&sample(120, "qemu/101", "cpu_max", 4.0));
+        let usage = &agg.finish()[&101];
+        // 0.5 × 8 and 0.25 × 4: 4 and 1 busy cores.
+        assert_eq!(usage.busy_cpus, Some(2.5));
+        assert_eq!(usage.cpu_samples, 2);
+        assert_eq!(usage.used_mib, None);
     }
 
     #[test]

@@ -212,15 +212,121 @@ pub fn parse_tags(text: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// One sample of `cluster/metrics/export`.
+/// One sample of `cluster/metrics/export`. The answer holds millions of them at thousands of
+/// VMs, so its text fields are kept inline ([`ShortStr`]): parsing allocates nothing per sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricSample {
     pub timestamp: u64,
     /// `qemu/101`, `node/pve1`, `lxc/200`, ...
-    pub id: String,
+    pub id: ShortStr,
     /// `cpu_current`, `cpu_max`, `mem_used`, `mem_total`, ...
-    pub metric: String,
+    pub metric: ShortStr,
     pub value: f64,
+}
+
+/// Longest text a [`ShortStr`] keeps inline.
+const SHORT_STR_INLINE: usize = 30;
+
+/// An immutable string stored inline up to 30 bytes (metric ids and names are all shorter),
+/// on the heap beyond. Reads like a `&str` (`Deref`) and compares with `&str` and `String`.
+#[derive(Clone)]
+pub struct ShortStr(ShortRepr);
+
+#[derive(Clone)]
+enum ShortRepr {
+    Inline {
+        len: u8,
+        bytes: [u8; SHORT_STR_INLINE],
+    },
+    Heap(Box<str>),
+}
+
+impl ShortStr {
+    pub fn new(text: &str) -> ShortStr {
+        if text.len() <= SHORT_STR_INLINE {
+            let mut bytes = [0u8; SHORT_STR_INLINE];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            ShortStr(ShortRepr::Inline {
+                len: text.len() as u8,
+                bytes,
+            })
+        } else {
+            ShortStr(ShortRepr::Heap(text.into()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Always a whole `&str` copied in `new`, so valid UTF-8.
+            ShortRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            ShortRepr::Heap(text) => text,
+        }
+    }
+}
+
+impl std::ops::Deref for ShortStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for ShortStr {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for ShortStr {
+    fn from(text: &str) -> ShortStr {
+        ShortStr::new(text)
+    }
+}
+
+impl std::fmt::Debug for ShortStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for ShortStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for ShortStr {
+    fn eq(&self, other: &ShortStr) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ShortStr {}
+
+impl std::hash::Hash for ShortStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq<str> for ShortStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ShortStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for ShortStr {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
 /// One point of `rrddata` (60 s average or max). Fields absent where unknown.
@@ -575,6 +681,22 @@ mod tests {
         assert_eq!(res.vms[0].mem, None);
         assert_eq!(res.vms[0].tags, vec!["a", "b"]);
         assert_eq!(res.nodes[0].cpu, None);
+    }
+
+    #[test]
+    fn short_strings_read_and_compare_like_str() {
+        let long = "node/a-node-name-that-is-longer-than-thirty-bytes";
+        for text in ["", "qemu/101", "cpu_current", "x".repeat(30).as_str(), long] {
+            let short = ShortStr::new(text);
+            assert_eq!(short.as_str(), text);
+            assert_eq!(short, text);
+            assert_eq!(short, text.to_string());
+            assert_eq!(format!("{short:?}"), format!("{text:?}"));
+            assert_eq!(short.clone(), ShortStr::from(text));
+        }
+        assert_ne!(ShortStr::new("qemu/101"), "qemu/1010");
+        assert_eq!(ShortStr::new("qemu/101").strip_prefix("qemu/"), Some("101"));
+        assert_eq!(ShortStr::new("ü/ß").len(), "ü/ß".len());
     }
 
     #[test]
