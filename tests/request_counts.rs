@@ -1,0 +1,392 @@
+//! What one run costs the Proxmox API, counted (never timed): a run reads the cluster with the
+//! fewest requests possible, and only the VMs that change cost more.
+//!
+//! The floor of one run is one `GET /cluster/resources` and one `GET /cluster/metrics/export`
+//! per cluster; a VM about to change adds `GET config?current=1` and `GET pending`, and, when
+//! it is written, one `POST config`, the task polls and a `GET pending` re-read. Without
+//! `metrics/export` (PVE < 8.3, or a token without `Sys.Audit`) every managed running VM costs
+//! one `rrddata` call instead, made in parallel. Timings belong to `examples/bench.rs`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use pvesim::Recorded;
+
+const VMS: u32 = 50;
+const FIRST: u32 = 1000;
+
+/// `GET cluster/resources`, `GET qemu/config?current=1`, `POST qemu/config`, ...
+fn endpoint(r: &Recorded) -> String {
+    let segs: Vec<&str> = r.path.split('/').filter(|s| !s.is_empty()).collect();
+    let name = match segs.as_slice() {
+        ["nodes", _, "qemu", _, rest @ ..] => format!("qemu/{}", rest.join("/")),
+        ["nodes", _, "tasks", _, rest @ ..] => format!("tasks/{}", rest.join("/")),
+        other => other.join("/"),
+    };
+    let current = if r.param("current") == Some("1") {
+        "?current=1"
+    } else {
+        ""
+    };
+    format!("{} {name}{current}", r.method)
+}
+
+fn by_endpoint(requests: &[Recorded]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for r in requests {
+        *counts.entry(endpoint(r)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The VM a per-VM request is about.
+fn vmid_of(r: &Recorded) -> Option<u32> {
+    let segs: Vec<&str> = r.path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["nodes", _, "qemu", vmid, ..] => vmid.parse().ok(),
+        // UPID:node:pid:pstart:starttime:type:vmid:user:
+        ["nodes", _, "tasks", upid, ..] => upid.split(':').nth(6).and_then(|v| v.parse().ok()),
+        _ => None,
+    }
+}
+
+fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_string(), *n))
+        .collect()
+}
+
+/// 50 VMs ready for live scaling on two nodes (2 of 8 vCPUs, 4 GiB), every load inside its
+/// band (CPU 50 %, memory 60 %), plus what a run must not spend requests on: VMs outside the
+/// selection, stopped, locked, a template and a container.
+fn calm_cluster(version: &str, privs: Privs) -> SimBuilder {
+    let mut builder = Sim::builder()
+        .version(version)
+        .node(NodeSpec::new("pve1").cpus(256).memory_mib(1 << 20))
+        .node(NodeSpec::new("pve2").cpus(256).memory_mib(1 << 20))
+        .token(TOKEN_ID, TOKEN_SECRET, privs)
+        // Requests in flight at once land on separate connections.
+        .latency(Duration::from_millis(3));
+    for i in 0..VMS {
+        let node = if i % 2 == 0 { "pve1" } else { "pve2" };
+        builder = builder.vm(ready_vm(FIRST + i, node)
+            .cpu_load(Pattern::Constant(1.0))
+            .mem_load(Pattern::Constant(2458.0)));
+    }
+    builder
+        .vm(VmSpec::new(2000, "pve1").name("unmanaged").cores(2))
+        .vm(ready_vm(2001, "pve1").running(false))
+        .vm(ready_vm(2002, "pve2").lock("backup"))
+        .vm(ready_vm(2003, "pve2").template(true).running(false))
+        .vm(VmSpec::new(300, "pve1").lxc().tags(&["autoscale"]))
+}
+
+/// Managed VMs that are running: the 50, and the locked one (its metrics are read, it is
+/// skipped by the policy).
+const MANAGED_RUNNING: usize = VMS as usize + 1;
+
+/// Changes as soon as a VM is over `high`, so that a busy VM changes in the run that sees it.
+const EAGER: &str = "[policy.cpu]\nup_after = \"0s\"\n\n[policy.memory]\nup_after = \"0s\"\n";
+
+fn start(builder: SimBuilder) -> TestEnv {
+    let env = TestEnv::start(builder, EAGER);
+    // A full window of history.
+    env.sim.advance(Duration::from_secs(1800));
+    env
+}
+
+/// Runs pvescale with JSON output; returns its report and the requests it made.
+fn run(env: &TestEnv, args: &[&str]) -> (serde_json::Value, Vec<Recorded>) {
+    env.sim.clear_requests();
+    let mut all = args.to_vec();
+    all.extend(["--output", "json"]);
+    let out = env.run(&all);
+    assert!(
+        out.code == 0,
+        "pvescale {args:?} failed:\n{}",
+        out.all_output()
+    );
+    // Let the simulator's task bookkeeping settle before reading its log.
+    env.sim.wait_tasks(Duration::from_secs(10));
+    (out.json(), env.sim.requests())
+}
+
+/// The client's own counters agree with what the server saw.
+fn assert_traffic_matches(report: &serde_json::Value, requests: &[Recorded]) {
+    let cluster = &report["clusters"][0];
+    assert_eq!(
+        cluster["requests"],
+        requests.len(),
+        "client vs server count"
+    );
+    let bodies: u64 = requests.iter().map(|r| r.response_bytes as u64).sum();
+    let received = cluster["bytes_received"].as_u64().expect("bytes_received");
+    // Plaintext HTTP received: every body, plus status line and headers (well under 1 KiB).
+    assert!(
+        received >= bodies && received <= bodies + 1024 * requests.len() as u64,
+        "received {received} bytes for {bodies} bytes of bodies in {} responses",
+        requests.len()
+    );
+}
+
+#[test]
+fn a_dry_run_with_nothing_due_makes_exactly_two_requests() {
+    let env = start(calm_cluster("8.4", Privs::pvescale()));
+    let (report, requests) = run(&env, &["run", "--dry-run"]);
+    assert_eq!(
+        by_endpoint(&requests),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1)
+        ]),
+        "{requests:#?}"
+    );
+    assert_traffic_matches(&report, &requests);
+    // Only the policy window is asked for, with its history.
+    let export = requests
+        .iter()
+        .find(|r| r.path == "/cluster/metrics/export")
+        .expect("export");
+    let now = env.sim.now() as u64;
+    assert_eq!(export.param("history"), Some("1"));
+    assert_eq!(
+        export.param("start-time"),
+        Some((now - 300).to_string().as_str()),
+        "start-time = now - window (5m)"
+    );
+    let source = report["clusters"][0]["metrics_source"].as_str().unwrap();
+    assert!(source.starts_with("metrics/export"), "{source}");
+    // The 50, and the stopped, locked and template ones (shown, skipped).
+    assert_eq!(report["summary"]["managed"], VMS + 3);
+}
+
+#[test]
+fn a_dry_run_reads_config_and_pending_only_of_the_vms_that_would_change() {
+    let env = start(calm_cluster("8.4", Privs::pvescale()));
+    // Three busy VMs (CPU at 100 %); one of them also has idle memory (below `low`).
+    let busy = [FIRST + 3, FIRST + 20, FIRST + 41];
+    for vmid in busy {
+        env.sim
+            .update_vm(vmid, |vm| vm.cpu_load = Pattern::Constant(2.0));
+    }
+    env.sim
+        .update_vm(FIRST + 41, |vm| vm.mem_load = Pattern::Constant(800.0));
+    let (report, requests) = run(&env, &["run", "--dry-run"]);
+    assert_eq!(
+        by_endpoint(&requests),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1),
+            ("GET qemu/config?current=1", 3),
+            ("GET qemu/pending", 3),
+            // Memory below `low` may lead to a scale-down, which needs to know whether the
+            // figure comes from the guest: on PVE < 9 only `status/current` tells (once an
+            // hour per VM in a real run, where it is remembered; a dry run saves no state).
+            ("GET qemu/status/current", 1),
+        ]),
+        "{requests:#?}"
+    );
+    let touched: BTreeSet<u32> = requests.iter().filter_map(vmid_of).collect();
+    assert_eq!(touched, busy.into_iter().collect());
+    let status = requests
+        .iter()
+        .find(|r| r.path.ends_with("/status/current"))
+        .expect("status/current");
+    assert_eq!(vmid_of(status), Some(FIRST + 41));
+    assert_traffic_matches(&report, &requests);
+    assert_eq!(report["summary"]["planned"], 3);
+
+    // PVE 9 tells the memory source in cluster/resources (`memhost`): no status call.
+    let env = start(calm_cluster("9.1", Privs::pvescale()));
+    for vmid in busy {
+        env.sim
+            .update_vm(vmid, |vm| vm.cpu_load = Pattern::Constant(2.0));
+    }
+    env.sim
+        .update_vm(FIRST + 41, |vm| vm.mem_load = Pattern::Constant(800.0));
+    let (_, requests) = run(&env, &["run", "--dry-run"]);
+    assert_eq!(
+        by_endpoint(&requests),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1),
+            ("GET qemu/config?current=1", 3),
+            ("GET qemu/pending", 3),
+        ]),
+        "{requests:#?}"
+    );
+}
+
+#[test]
+fn a_run_with_k_changes_costs_the_floor_plus_a_write_cycle_per_changed_vm() {
+    for version in ["9.1", "8.4"] {
+        run_with_k_changes(version);
+    }
+}
+
+fn run_with_k_changes(version: &str) {
+    let env = start(calm_cluster(version, Privs::pvescale()));
+    // Two CPU-bound and two memory-bound VMs.
+    let cpu_busy = [FIRST + 4, FIRST + 17];
+    let mem_busy = [FIRST + 30, FIRST + 45];
+    for vmid in cpu_busy {
+        env.sim
+            .update_vm(vmid, |vm| vm.cpu_load = Pattern::Constant(2.0));
+    }
+    // 88 % of 4 GiB: over `high`, and below the simulator's host-side view of a guest
+    // (92 %), so that PVE 9 tells the figure is the guest's.
+    for vmid in mem_busy {
+        env.sim
+            .update_vm(vmid, |vm| vm.mem_load = Pattern::Constant(3600.0));
+    }
+    let changed: BTreeSet<u32> = cpu_busy.into_iter().chain(mem_busy).collect();
+    let k = changed.len();
+
+    let (report, requests) = run(&env, &["run"]);
+    assert_eq!(report["summary"]["changed"], k, "PVE {version}: {report:#}");
+    let counts = by_endpoint(&requests);
+    let polls = counts.get("GET tasks/status").copied().unwrap_or_default();
+    assert!(polls >= k, "at least one task poll per write: {counts:?}");
+    // PVE 9 tells in cluster/resources whether a memory figure is the guest's (`memhost`);
+    // before that, a VM whose memory is about to change may cost one `status/current` to
+    // learn it (remembered for an hour).
+    let status = counts
+        .get("GET qemu/status/current")
+        .copied()
+        .unwrap_or_default();
+    if version.starts_with('9') {
+        assert_eq!(status, 0, "PVE {version}: {counts:?}");
+    } else {
+        assert!(status <= mem_busy.len(), "PVE {version}: {counts:?}");
+        for r in requests
+            .iter()
+            .filter(|r| r.path.ends_with("/status/current"))
+        {
+            let vmid = vmid_of(r).expect("vmid");
+            assert!(mem_busy.contains(&vmid), "status/current of VM {vmid}");
+        }
+    }
+    assert_eq!(
+        counts,
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1),
+            ("GET qemu/config?current=1", k),
+            // Read before the write, re-read after it.
+            ("GET qemu/pending", 2 * k),
+            ("GET qemu/status/current", status),
+            ("POST qemu/config", k),
+            ("GET tasks/status", polls),
+        ]),
+        "PVE {version}: {requests:#?}"
+    );
+    // Per changed VM: exactly one read cycle and one write cycle, and nothing for the others.
+    for &vmid in &changed {
+        let kinds: Vec<String> = requests
+            .iter()
+            .filter(|r| vmid_of(r) == Some(vmid))
+            .map(endpoint)
+            .collect();
+        let n = |e: &str| kinds.iter().filter(|k| *k == e).count();
+        assert_eq!(n("GET qemu/config?current=1"), 1, "VM {vmid}: {kinds:?}");
+        assert_eq!(n("GET qemu/pending"), 2, "VM {vmid}: {kinds:?}");
+        assert_eq!(n("POST qemu/config"), 1, "VM {vmid}: {kinds:?}");
+        assert!(n("GET tasks/status") >= 1, "VM {vmid}: {kinds:?}");
+        // Read first, re-read last.
+        assert_eq!(
+            kinds.first().map(String::as_str),
+            Some("GET qemu/config?current=1")
+        );
+        assert_eq!(kinds.last().map(String::as_str), Some("GET qemu/pending"));
+    }
+    let touched: BTreeSet<u32> = requests.iter().filter_map(vmid_of).collect();
+    assert_eq!(touched, changed, "PVE {version}");
+    assert_traffic_matches(&report, &requests);
+    for vmid in cpu_busy {
+        assert_eq!(env.vcpus(vmid), 4, "PVE {version}: VM {vmid}");
+    }
+    for vmid in mem_busy {
+        assert!(env.memory(vmid) > 4096, "PVE {version}: VM {vmid}");
+    }
+
+    // The next minute: the changed VMs are inside their band again and in cooldown. Back to
+    // the floor.
+    env.sim.advance(Duration::from_secs(60));
+    let (report, requests) = run(&env, &["run"]);
+    assert_eq!(
+        by_endpoint(&requests),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1)
+        ]),
+        "PVE {version}: {requests:#?}"
+    );
+    assert_eq!(report["summary"]["changed"], 0);
+}
+
+#[test]
+fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_parallel() {
+    let no_sys_audit = Privs::new(&["VM.Audit", "VM.Config.CPU", "VM.Config.Memory"]);
+    for (version, privs, why) in [
+        ("8.0", Privs::pvescale(), "PVE older than 8.3"),
+        ("8.4", no_sys_audit, "Sys.Audit"),
+    ] {
+        let env = start(calm_cluster(version, privs));
+        let (report, requests) = run(&env, &["run", "--dry-run"]);
+        let m = MANAGED_RUNNING;
+        assert_eq!(
+            by_endpoint(&requests),
+            expect(&[
+                ("GET cluster/resources", 1),
+                // The probe that tells the export is missing (501) or refused (403). It is
+                // made on every run: remembering the answer in the state for a while would
+                // bring a run to 1 + M requests.
+                ("GET cluster/metrics/export", 1),
+                ("GET qemu/rrddata", m),
+            ]),
+            "PVE {version}: {requests:#?}"
+        );
+        let export = requests
+            .iter()
+            .find(|r| r.path == "/cluster/metrics/export")
+            .expect("probe");
+        assert_eq!(export.status, if version == "8.0" { 501 } else { 403 });
+        // Every managed running VM once, nothing for the others.
+        let rrd: Vec<&Recorded> = requests
+            .iter()
+            .filter(|r| r.path.ends_with("/rrddata"))
+            .collect();
+        let vms: BTreeSet<u32> = rrd.iter().filter_map(|r| vmid_of(r)).collect();
+        let mut want: BTreeSet<u32> = (FIRST..FIRST + VMS).collect();
+        want.insert(2002);
+        assert_eq!(vms, want, "PVE {version}");
+        for r in &rrd {
+            assert_eq!(r.param("timeframe"), Some("hour"));
+            assert_eq!(r.param("cf"), Some("AVERAGE"));
+        }
+        // In parallel, bounded: several connections, never more than 8 (one per worker).
+        let conns: BTreeSet<u64> = rrd.iter().map(|r| r.conn).collect();
+        assert!(
+            conns.len() > 1 && conns.len() <= 8,
+            "PVE {version}: rrddata over {} connections",
+            conns.len()
+        );
+        let all_conns: BTreeSet<u64> = requests.iter().map(|r| r.conn).collect();
+        assert!(
+            all_conns.len() <= 8,
+            "PVE {version}: {} connections",
+            all_conns.len()
+        );
+        assert_traffic_matches(&report, &requests);
+        let source = report["clusters"][0]["metrics_source"].as_str().unwrap();
+        assert!(
+            source.starts_with("rrddata") && source.contains(why),
+            "PVE {version}: {source}"
+        );
+    }
+}
