@@ -87,8 +87,19 @@ pub fn process_cluster(
     }
     let window = config.policy().window.as_secs();
     let start = now.saturating_sub(window);
-    let (usage, source) = read_usage(client, &managed, start, now);
+    let export_unavailable_since = state.metrics_export_unavailable.get(&name).copied();
+    let (usage, source, export) =
+        read_usage(client, &managed, start, now, export_unavailable_since);
     report.metrics_source = source;
+    match export {
+        ExportAvailability::Available => {
+            state.metrics_export_unavailable.remove(&name);
+        }
+        ExportAvailability::Unavailable(since) => {
+            state.metrics_export_unavailable.insert(name.clone(), since);
+        }
+        ExportAvailability::Unknown => {}
+    }
     let mut nodes: HashMap<String, NodeHeadroom> = resources
         .nodes
         .iter()
@@ -524,7 +535,10 @@ fn memory_source(vm: &VmResource, known: Option<&KnownConfig>) -> (MemorySource,
 fn is_fresh(known: &KnownConfig, vm: &VmResource, now: u64) -> bool {
     let age = now.saturating_sub(known.learned_at);
     let restarted = vm.uptime.is_some_and(|up| up < age);
-    age < KNOWN_CONFIG_TTL_SECS && !restarted
+    // Spread the expiry over 15 minutes by VMID, so that a large cluster does not re-read
+    // every config in the same run.
+    let ttl = KNOWN_CONFIG_TTL_SECS + u64::from(vm.vmid.wrapping_mul(2_654_435_761) % 900);
+    age < ttl && !restarted
 }
 
 fn facts_from_resource(vm: &VmResource, known: Option<&KnownConfig>) -> VmFacts {
@@ -591,14 +605,28 @@ fn node_of(nodes: &HashMap<String, NodeHeadroom>, name: &str) -> NodeHeadroom {
         .unwrap_or_else(|| NodeHeadroom::unknown(name))
 }
 
-/// Window usage of the managed VMs: one `metrics/export` call, else `rrddata` per VM.
-/// Returns the usage and a sentence saying which source was used and why.
+/// How long a cluster without `metrics/export` goes before the export is probed again.
+const EXPORT_REPROBE_SECS: u64 = 3600;
+
+/// What this run learned about the cluster's `metrics/export`.
+enum ExportAvailability {
+    Available,
+    /// Not there (501) or refused (403), since this time.
+    Unavailable(u64),
+    /// Not asked, or failed for a passing reason.
+    Unknown,
+}
+
+/// Window usage of the managed VMs: one `metrics/export` call, else `rrddata` per VM (and
+/// straight to `rrddata`, without asking, while the export is known to be unavailable).
+/// Returns the usage, a sentence saying which source was used and why, and what was learned.
 fn read_usage(
     client: &Client,
     managed: &[&VmResource],
     start: u64,
     now: u64,
-) -> (HashMap<u32, VmUsage>, String) {
+    export_unavailable_since: Option<u64>,
+) -> (HashMap<u32, VmUsage>, String, ExportAvailability) {
     let running: Vec<&VmResource> = managed
         .iter()
         .copied()
@@ -608,25 +636,41 @@ fn read_usage(
         return (
             HashMap::new(),
             "none needed (no managed VM running)".to_string(),
+            ExportAvailability::Unknown,
         );
     }
-    let mut aggregator = WindowAggregator::new(start, now, running.iter().map(|vm| vm.vmid));
-    let fallback_reason = match client.metrics_export(start, |sample| aggregator.add(&sample)) {
-        Ok(count) => {
-            return (
-                aggregator.finish(),
-                format!("metrics/export ({count} samples)"),
-            );
+    let skip_export =
+        export_unavailable_since.filter(|since| now.saturating_sub(*since) < EXPORT_REPROBE_SECS);
+    let (fallback_reason, availability) = if let Some(since) = skip_export {
+        (
+            "metrics/export unavailable on this cluster (checked again hourly)".to_string(),
+            ExportAvailability::Unavailable(since),
+        )
+    } else {
+        let mut aggregator = WindowAggregator::new(start, now, running.iter().map(|vm| vm.vmid));
+        match client.metrics_export(start, |sample| aggregator.add(&sample)) {
+            Ok(count) => {
+                return (
+                    aggregator.finish(),
+                    format!("metrics/export ({count} samples)"),
+                    ExportAvailability::Available,
+                );
+            }
+            Err(e) => match e.kind {
+                ApiErrorKind::NotImplemented => (
+                    "metrics/export not available (PVE older than 8.3)".to_string(),
+                    ExportAvailability::Unavailable(now),
+                ),
+                ApiErrorKind::Permission => (
+                    "metrics/export refused (the token lacks Sys.Audit on /)".to_string(),
+                    ExportAvailability::Unavailable(now),
+                ),
+                _ => (
+                    format!("metrics/export failed ({e})"),
+                    ExportAvailability::Unknown,
+                ),
+            },
         }
-        Err(e) => match e.kind {
-            ApiErrorKind::NotImplemented => {
-                "metrics/export not available (PVE older than 8.3)".to_string()
-            }
-            ApiErrorKind::Permission => {
-                "metrics/export refused (the token lacks Sys.Audit on /)".to_string()
-            }
-            _ => format!("metrics/export failed ({e})"),
-        },
     };
     log::info!(
         "cluster {}: {fallback_reason}: reading rrddata of {} VMs instead",
@@ -647,7 +691,11 @@ fn read_usage(
             Err(e) => log::warn!("VM {}: rrddata failed: {e}", vm.vmid),
         }
     }
-    (usage, format!("rrddata per VM ({fallback_reason})"))
+    (
+        usage,
+        format!("rrddata per VM ({fallback_reason})"),
+        availability,
+    )
 }
 
 /// The same decision with both resources skipped for `why`.

@@ -37,6 +37,11 @@ pub struct State {
     pub clusters: BTreeMap<String, BTreeMap<u32, VmState>>,
     #[serde(default)]
     pub notifications: Notifications,
+    /// Cluster name → since when `cluster/metrics/export` is known to be unavailable there
+    /// (older PVE, or no Sys.Audit), so that runs go straight to `rrddata` and only probe the
+    /// export again now and then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics_export_unavailable: BTreeMap<String, u64>,
 }
 
 /// What notifications last went out, for deduplication and rate limiting (see `notify`).
@@ -363,6 +368,7 @@ impl Default for State {
             version: STATE_VERSION,
             clusters: BTreeMap::new(),
             notifications: Notifications::default(),
+            metrics_export_unavailable: BTreeMap::new(),
         }
     }
 }

@@ -343,9 +343,8 @@ fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_paralle
             by_endpoint(&requests),
             expect(&[
                 ("GET cluster/resources", 1),
-                // The probe that tells the export is missing (501) or refused (403). It is
-                // made on every run: remembering the answer in the state for a while would
-                // bring a run to 1 + M requests.
+                // The probe that tells the export is missing (501) or refused (403). A dry
+                // run keeps no state, so it asks every time; a real run remembers (below).
                 ("GET cluster/metrics/export", 1),
                 ("GET qemu/rrddata", m),
             ]),
@@ -388,5 +387,26 @@ fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_paralle
             source.starts_with("rrddata") && source.contains(why),
             "PVE {version}: {source}"
         );
+
+        // A real run probes once and remembers: the runs after it make 1 + M requests.
+        let (_, first) = run(&env, &["run"]);
+        assert_eq!(count(&first, "/cluster/metrics/export"), 1, "PVE {version}");
+        env.sim.advance(Duration::from_secs(60));
+        let (report, next) = run(&env, &["run"]);
+        assert_eq!(
+            by_endpoint(&next),
+            expect(&[("GET cluster/resources", 1), ("GET qemu/rrddata", m)]),
+            "PVE {version}: the export is not asked again within the hour: {next:#?}"
+        );
+        let source = report["clusters"][0]["metrics_source"].as_str().unwrap();
+        assert!(source.contains("checked again hourly"), "{source}");
+        // After an hour it is asked again (the server may have been upgraded).
+        env.sim.advance(Duration::from_secs(3600));
+        let (_, later) = run(&env, &["run"]);
+        assert_eq!(count(&later, "/cluster/metrics/export"), 1, "PVE {version}");
     }
+}
+
+fn count(requests: &[Recorded], path: &str) -> usize {
+    requests.iter().filter(|r| r.path == path).count()
 }

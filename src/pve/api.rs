@@ -165,6 +165,8 @@ impl Client {
     ) -> ApiResult<TaskOutcome> {
         let started = Instant::now();
         let mut interval = poll;
+        // A task just started is still running: a first look at once only costs a request.
+        std::thread::sleep((poll / 2).min(limit));
         loop {
             let status = self.task_status(node, upid)?;
             if !status.is_running() {
