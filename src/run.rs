@@ -1,6 +1,6 @@
 //! The `run` and `status` commands: config → lock → state → each cluster → state → report.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::apply::ApplyTiming;
 use crate::cli::{GlobalArgs, OutputFormat, RunArgs, StatusArgs};
@@ -194,9 +194,4 @@ pub fn exit_of(report: &RunReport) -> Exit {
     } else {
         Exit::Ok
     }
-}
-
-/// Where the state lives for this config (for messages and tests).
-pub fn state_path(config: &Config) -> PathBuf {
-    config.resolved_state_dir(&SystemEnv).join(STATE_FILE)
 }
