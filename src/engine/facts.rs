@@ -1,0 +1,162 @@
+//! What a run knows about a VM: facts from `cluster/resources` or its config, the memory
+//! source, utilisation against the current size, the node's headroom.
+
+use super::*;
+
+/// How long what we learned from a VM's config is trusted without reading it again.
+const KNOWN_CONFIG_TTL_SECS: u64 = 3600;
+
+pub(super) const MIB: u64 = 1024 * 1024;
+
+pub(super) struct VmRead {
+    pub(super) config: VmConfig,
+    pub(super) pending: Vec<PendingItem>,
+    pub(super) memory_source: MemorySource,
+}
+
+pub(super) fn read_vm(
+    client: &Client,
+    vm: &VmResource,
+    need_memory_source: bool,
+    cached_source: Option<MemorySource>,
+) -> Result<VmRead, ApiError> {
+    let config = client.vm_config_current(&vm.node, vm.vmid)?;
+    let pending = client.vm_pending(&vm.node, vm.vmid)?;
+    let learned = match cached_source {
+        // A source learned earlier stays valid while the balloon device does.
+        Some(source) if source != MemorySource::Unknown && config.balloon != Some(0) => source,
+        _ => learn_memory_source(client, vm, &config, need_memory_source),
+    };
+    let memory_source = learned;
+    Ok(VmRead {
+        config,
+        pending,
+        memory_source,
+    })
+}
+
+/// Where the VM's memory figure comes from. No balloon device: host-side for sure. PVE 9
+/// tells by `memhost`. Otherwise ask the runtime status whether the guest reports balloon
+/// statistics, but only when it matters (a scale-down is considered, or `status`).
+fn learn_memory_source(
+    client: &Client,
+    vm: &VmResource,
+    config: &VmConfig,
+    ask: bool,
+) -> MemorySource {
+    if config.balloon == Some(0) {
+        return MemorySource::Host;
+    }
+    let (source, _) = memory_source(vm, None);
+    if source != MemorySource::Unknown || !ask {
+        return source;
+    }
+    match client.vm_status_current(&vm.node, vm.vmid) {
+        Ok(status) if status.has_guest_memory_stats() => MemorySource::Guest,
+        Ok(_) => MemorySource::Host,
+        Err(e) => {
+            log::debug!("VM {}: status/current failed: {e}", vm.vmid);
+            MemorySource::Unknown
+        }
+    }
+}
+
+/// The memory source as far as the cheap reads tell: PVE 9's `memhost` differs from `mem`
+/// exactly when `mem` comes from the guest; else what an earlier run learned.
+pub(super) fn memory_source(vm: &VmResource, known: Option<&KnownConfig>) -> (MemorySource, bool) {
+    if let (Some(mem), Some(memhost)) = (vm.mem, vm.memhost) {
+        let source = if mem != memhost {
+            MemorySource::Guest
+        } else {
+            MemorySource::Host
+        };
+        return (source, true);
+    }
+    match known {
+        Some(k) => (k.memory_source, true),
+        None => (MemorySource::Unknown, false),
+    }
+}
+
+/// A cached config is trusted for an hour, and not across a restart of the VM (hotplug and
+/// NUMA changes only take effect at a cold start).
+pub(super) fn is_fresh(known: &KnownConfig, vm: &VmResource, now: u64) -> bool {
+    let age = now.saturating_sub(known.learned_at);
+    let restarted = vm.uptime.is_some_and(|up| up < age);
+    // Spread the expiry over 15 minutes by VMID, so that a large cluster does not re-read
+    // every config in the same run.
+    let ttl = KNOWN_CONFIG_TTL_SECS + u64::from(vm.vmid.wrapping_mul(2_654_435_761) % 900);
+    age < ttl && !restarted
+}
+
+pub(super) fn facts_from_resource(vm: &VmResource, known: Option<&KnownConfig>) -> VmFacts {
+    let vcpus = vm.maxcpu.map(|c| c.round() as u32).unwrap_or(0);
+    let memory_mib = vm.maxmem.map(|b| b / MIB).unwrap_or(0);
+    let mut facts = VmFacts::new(vm.vmid, vm.node.clone(), vcpus, memory_mib);
+    facts.status = VmStatus::from_pve(vm.status.as_str());
+    facts.lock = vm.lock.clone();
+    facts.template = vm.template;
+    if let Some(known) = known {
+        facts.fill_from(known);
+    }
+    facts
+}
+
+pub(super) fn facts_from_config(
+    vm: &VmResource,
+    config: &VmConfig,
+    pending: &[PendingItem],
+) -> VmFacts {
+    let vcpus = u32::try_from(config.vcpus()).unwrap_or(u32::MAX);
+    let memory_mib = config
+        .memory
+        .unwrap_or_else(|| vm.maxmem.map(|b| b / MIB).unwrap_or(0));
+    let mut facts = VmFacts::new(vm.vmid, vm.node.clone(), vcpus, memory_mib);
+    facts.status = VmStatus::from_pve(vm.status.as_str());
+    facts.lock = config.lock.clone().or_else(|| vm.lock.clone());
+    facts.template = config.template || vm.template;
+    facts.max_vcpus = Some(u32::try_from(config.max_vcpus()).unwrap_or(u32::MAX));
+    facts.cpu_hotplug = Some(config.cpu_hotplug());
+    facts.memory_hotplug = Some(config.memory_hotplug());
+    facts.numa = Some(config.numa);
+    facts.balloon_mib = config.balloon;
+    facts.pending = Some(apply::foreign_pending(pending));
+    facts.digest = Some(config.digest.clone());
+    facts
+}
+
+pub(super) fn utilisation(
+    usage: Option<&VmUsage>,
+    facts: &VmFacts,
+    source: MemorySource,
+) -> Utilisation {
+    let Some(usage) = usage else {
+        return Utilisation {
+            memory_source: source,
+            ..Utilisation::unknown()
+        };
+    };
+    Utilisation {
+        cpu: usage.cpu_fraction(u64::from(facts.vcpus)),
+        memory: usage.memory_fraction(facts.memory_mib),
+        memory_source: source,
+        cpu_samples: usage.cpu_samples,
+        memory_samples: usage.mem_samples,
+    }
+}
+
+pub(super) fn headroom(node: &NodeResource) -> NodeHeadroom {
+    NodeHeadroom {
+        name: node.node.clone(),
+        mem_used_mib: node.mem.map(|b| b / MIB),
+        mem_total_mib: node.maxmem.map(|b| b / MIB),
+        cpu: node.cpu,
+    }
+}
+
+pub(super) fn node_of(nodes: &HashMap<String, NodeHeadroom>, name: &str) -> NodeHeadroom {
+    nodes
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| NodeHeadroom::unknown(name))
+}

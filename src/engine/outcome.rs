@@ -1,0 +1,193 @@
+//! Settling writes: what an interrupted earlier write left, and what this run's writes did.
+
+use super::*;
+
+/// An earlier run started a write and did not see it end (killed, or the task outlived
+/// its wait). What went live is recorded as a change; what was left pending is reverted,
+/// so that nothing of ours waits for the VM's next reboot.
+pub(super) fn settle_interrupted_write(
+    client: &Client,
+    plan: &mut VmPlan,
+    prev: &mut VmState,
+    read: &mut VmRead,
+    mode: Mode,
+    now: u64,
+) {
+    let Some(in_flight) = prev.in_flight.clone() else {
+        return;
+    };
+    let vmid = plan.resource.vmid;
+    let stuck: Vec<&str> = in_flight
+        .keys()
+        .into_iter()
+        .filter(|key| read.pending.iter().any(|p| p.key == *key && p.is_pending()))
+        .collect();
+    if !stuck.is_empty() {
+        if mode.writes() {
+            match client.vm_revert(&plan.resource.node, vmid, &stuck, None) {
+                Ok(()) => {
+                    plan.notes.push(format!(
+                        "reverted {} left pending by an interrupted earlier write",
+                        stuck.join(", ")
+                    ));
+                    read.pending.retain(|p| !stuck.contains(&p.key.as_str()));
+                    // The revert changed the digest: a write in this run needs the new one.
+                    match client.vm_config_current(&plan.resource.node, vmid) {
+                        Ok(config) => read.config = config,
+                        Err(e) => {
+                            plan.error = Some(format!("re-reading the config failed: {e}"));
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    plan.error = Some(format!(
+                        "could not revert {} left pending by an earlier write: {e}",
+                        stuck.join(", ")
+                    ));
+                    return;
+                }
+            }
+        } else {
+            plan.notes.push(format!(
+                "{} left pending by an interrupted earlier write: the next run reverts it",
+                stuck.join(", ")
+            ));
+            // Ours, not someone else's: don't let it block the plan.
+            read.pending.retain(|p| !stuck.contains(&p.key.as_str()));
+        }
+    }
+    let went_live = [
+        (
+            Resource::Cpu,
+            in_flight.vcpus,
+            in_flight.vcpus_before,
+            read.config.vcpus(),
+        ),
+        (
+            Resource::Memory,
+            in_flight.memory_mib,
+            in_flight.memory_mib_before,
+            read.config.memory.unwrap_or(in_flight.memory_mib_before),
+        ),
+    ];
+    for (resource, target, before, now_value) in went_live {
+        if target.is_some() && now_value != before {
+            let direction = if now_value > before {
+                Direction::Up
+            } else {
+                Direction::Down
+            };
+            prev.record_change(resource, direction, before, now_value, in_flight.at);
+            plan.notes.push(format!(
+                "an interrupted earlier write did go live: {resource} {before} → {now_value}"
+            ));
+        }
+    }
+    // A key that stayed pending was not taken live: back off as after any refusal.
+    for (resource, key, target, before) in [
+        (
+            Resource::Cpu,
+            "vcpus",
+            in_flight.vcpus,
+            in_flight.vcpus_before,
+        ),
+        (
+            Resource::Memory,
+            "memory",
+            in_flight.memory_mib,
+            in_flight.memory_mib_before,
+        ),
+    ] {
+        let Some(target) = target else { continue };
+        if stuck.contains(&key) && target != before {
+            let direction = if target > before {
+                Direction::Up
+            } else {
+                Direction::Down
+            };
+            let signature = ConfigSignature {
+                vcpus: u32::try_from(read.config.vcpus()).unwrap_or(u32::MAX),
+                memory_mib: read.config.memory.unwrap_or(before),
+                digest: None,
+            };
+            prev.record_refusal(
+                resource,
+                direction,
+                now,
+                plan.policy.backoff,
+                signature,
+                format!("{key} stayed pending after an interrupted write (not applied live)"),
+            );
+        }
+    }
+    if mode.writes() {
+        prev.in_flight = None;
+    }
+}
+
+fn key_of(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Cpu => "vcpus",
+        Resource::Memory => "memory",
+    }
+}
+
+/// Writes what happened into the VM's state and report.
+pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
+    // Settled one way or another, except a task still running: the next run settles that.
+    if !matches!(outcome, Outcome::Unsettled(_)) {
+        plan.state.in_flight = None;
+    }
+    let changes: Vec<(Resource, Direction, u64, u64)> = plan
+        .decision
+        .changes()
+        .filter_map(|d| {
+            let (from, to) = d.change()?;
+            Some((d.resource, d.direction()?, from, to))
+        })
+        .collect();
+    for (resource, direction, from, to) in changes {
+        let (text, failed) = match &outcome {
+            Outcome::Applied => {
+                plan.state.record_change(resource, direction, from, to, now);
+                ("applied".to_string(), false)
+            }
+            Outcome::Refused { keys, message } => {
+                let refused = keys.iter().any(|k| k == key_of(resource))
+                    || (resource == Resource::Memory && keys.iter().any(|k| k == "balloon"));
+                if refused {
+                    // The signature of the config after the revert: the sizes the VM has
+                    // now, no digest (the revert changed it).
+                    let signature = ConfigSignature {
+                        vcpus: plan.facts.vcpus,
+                        memory_mib: plan.facts.memory_mib,
+                        digest: None,
+                    };
+                    plan.state.record_refusal(
+                        resource,
+                        direction,
+                        now,
+                        plan.policy.backoff,
+                        signature,
+                        message.clone(),
+                    );
+                    (format!("refused by the VM: {message}"), true)
+                } else {
+                    plan.state.record_change(resource, direction, from, to, now);
+                    ("applied".to_string(), false)
+                }
+            }
+            Outcome::Skipped(why) => (format!("not applied: {why}"), false),
+            Outcome::Unsettled(why) => {
+                plan.state.record_error(resource, now, why.clone());
+                (format!("unsettled: {why}"), true)
+            }
+            Outcome::Failed(why) => {
+                plan.state.record_error(resource, now, why.clone());
+                (format!("failed: {why}"), true)
+            }
+        };
+        plan.outcome.push((resource, text, failed));
+    }
+}

@@ -1,0 +1,124 @@
+//! The report of one VM as a person or a program sees it.
+
+use super::*;
+
+pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> VmReport {
+    let resource_report = |resource: Resource| {
+        let decision = plan.decision.resource(resource);
+        let (from, to) = decision
+            .change()
+            .map_or((None, None), |(f, t)| (Some(f), Some(t)));
+        let outcome = plan
+            .outcome
+            .iter()
+            .find(|(r, _, _)| *r == resource)
+            .map(|(_, text, _)| text.clone());
+        ResourceReport {
+            action: action_word(&decision.action).to_string(),
+            from,
+            to,
+            reason: decision.reason.clone(),
+            outcome,
+            wait: wait_left(plan, resource, now),
+        }
+    };
+    let failed = plan.error.is_some() || plan.outcome.iter().any(|(_, _, failed)| *failed);
+    VmReport {
+        cluster: cluster.to_string(),
+        node: plan.resource.node.clone(),
+        vmid: plan.resource.vmid,
+        name: plan.resource.name.clone().unwrap_or_default(),
+        status: plan.resource.status.as_str().to_string(),
+        vcpus: u64::from(plan.facts.vcpus),
+        max_vcpus: plan.facts.max_vcpus.map(u64::from),
+        memory_mib: plan.facts.memory_mib,
+        cpu_percent: plan.util.cpu.map(|c| round1(c * 100.0)),
+        memory_percent: plan.util.memory.map(|m| round1(m * 100.0)),
+        memory_source: match plan.util.memory_source {
+            MemorySource::Guest if plan.config.is_some() || mode == Mode::Status => "guest",
+            MemorySource::Guest => "guest?",
+            MemorySource::Host => "host",
+            MemorySource::Unknown => "unknown",
+        }
+        .to_string(),
+        readiness: readiness(plan),
+        cpu: resource_report(Resource::Cpu),
+        memory: resource_report(Resource::Memory),
+        error: plan.error.clone(),
+        notes: plan.notes.clone(),
+        failed,
+    }
+}
+
+fn action_word(action: &Action) -> &'static str {
+    match action {
+        Action::Keep => "keep",
+        Action::Up { .. } => "up",
+        Action::Down { .. } => "down",
+        Action::Blocked(_) => "blocked",
+        Action::Skip => "skip",
+    }
+}
+
+/// Live-scaling readiness from the config, when it was read (or cached): `yes`, or what
+/// stands in the way.
+fn readiness(plan: &VmPlan) -> String {
+    let f = &plan.facts;
+    let mut problems = Vec::new();
+    match f.cpu_hotplug {
+        Some(false) => problems.push("cpu: no hotplug"),
+        None => problems.push("cpu: ?"),
+        Some(true) => {}
+    }
+    match (f.memory_hotplug, f.numa) {
+        (Some(false), _) => problems.push("memory: no hotplug"),
+        (_, Some(false)) => problems.push("memory: no numa"),
+        (None, _) | (_, None) => problems.push("memory: ?"),
+        _ => {}
+    }
+    if problems.is_empty() {
+        "yes".to_string()
+    } else {
+        problems.join("; ")
+    }
+}
+
+/// Cooldown or back-off still running for a resource, e.g. `cooldown: up 1m, down 9m`.
+fn wait_left(plan: &VmPlan, resource: Resource, now: u64) -> Option<String> {
+    let rs = plan.state.resource(resource);
+    let rp = plan.policy.resource(resource);
+    let mut parts = Vec::new();
+    if let Some(change) = &rs.last_change {
+        let left = |cooldown: std::time::Duration| {
+            (change.at + cooldown.as_secs())
+                .checked_sub(now)
+                .filter(|left| *left > 0)
+        };
+        let cooldowns: Vec<String> = [
+            ("up", left(rp.cooldown_up)),
+            ("down", left(rp.cooldown_down)),
+        ]
+        .into_iter()
+        .filter_map(|(dir, left)| left.map(|l| format!("{dir} {}", policy::fmt_duration(l))))
+        .collect();
+        if !cooldowns.is_empty() {
+            parts.push(format!("cooldown: {}", cooldowns.join(", ")));
+        }
+    }
+    for (direction, backoff) in [
+        (Direction::Up, rs.backoff_up.as_ref()),
+        (Direction::Down, rs.backoff_down.as_ref()),
+    ] {
+        if let Some(b) = backoff.filter(|b| b.until > now) {
+            parts.push(format!(
+                "back-off ({direction}) {}",
+                policy::fmt_duration(b.until - now)
+            ));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
