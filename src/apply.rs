@@ -65,7 +65,13 @@ pub enum Outcome {
     Applied,
     /// The VM did not take (all of) it live; what was left pending was reverted.
     /// `keys` are the refused keys.
-    Refused { keys: Vec<String>, message: String },
+    Refused {
+        keys: Vec<String>,
+        message: String,
+        /// What the VM runs with now (a refusal can leave part of the change done).
+        vcpus_now: Option<u64>,
+        memory_mib_now: Option<u64>,
+    },
     /// Not attempted or not applied for a reason that may pass (digest changed, VM locked,
     /// someone else's pending change): try again on a later run.
     Skipped(String),
@@ -206,6 +212,15 @@ fn settle(
             )),
         };
     }
+    // `value` of a pending row is what runs now: part of a refused unplug may have gone.
+    let running = |key: &str| {
+        pending
+            .iter()
+            .find(|p| p.key == key)
+            .and_then(|p| p.value.as_deref())
+            .and_then(crate::pve::types::parse_memory_property)
+    };
+    let (vcpus_now, memory_mib_now) = (running("vcpus"), running("memory"));
     let revert = client.vm_revert(node, vmid, &stuck, None);
     let mut message = if task_message.is_empty() {
         format!("{} left pending (not applied live)", stuck.join(", "))
@@ -219,6 +234,8 @@ fn settle(
     Outcome::Refused {
         keys: stuck.iter().map(|k| k.to_string()).collect(),
         message,
+        vcpus_now,
+        memory_mib_now,
     }
 }
 

@@ -431,3 +431,33 @@ fn memory_without_balloon_statistics_is_never_grown_or_shrunk() {
     );
     drop(last);
 }
+
+#[test]
+fn a_partly_refused_unplug_is_backed_off_too() {
+    // The guest gives one DIMM back, then refuses: the VM's size changed a little, but that
+    // is the refusal's own doing, not a config change that would end the back-off.
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .memory_mib(8192)
+            .mem_load(Pattern::Constant(1000.0))
+            .refuse_mem_unplug(1)),
+        "[policy.memory]\ndown_after = \"2m\"\ncooldown_down = \"1m\"\nmax_step_down = \"4GiB\"\n",
+    );
+    let mut refused = false;
+    for _ in 0..8 {
+        let run = minute(&env);
+        if run.stdout.contains("refused") {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a scale-down was attempted and partly refused");
+    let after_refusal = env.memory(101);
+    assert!(after_refusal < 8192, "one DIMM went: {after_refusal}");
+    let writes = env.writes();
+    for _ in 0..10 {
+        assert_ok(&minute(&env));
+    }
+    assert_eq!(env.writes(), writes, "no new attempt while backed off");
+    assert!(env.sim.vm(101).expect("vm").pending.is_empty());
+}

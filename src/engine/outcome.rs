@@ -147,29 +147,51 @@ pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
             Some((d.resource, d.direction()?, from, to))
         })
         .collect();
+    // The sizes the VM has after this write, which a back-off is tied to: what went live,
+    // what a refusal left (part of an unplug may be done), else what it had.
+    let refused = |resource: Resource| match &outcome {
+        Outcome::Refused { keys, .. } => {
+            keys.iter().any(|k| k == key_of(resource))
+                || (resource == Resource::Memory && keys.iter().any(|k| k == "balloon"))
+        }
+        _ => false,
+    };
+    let size_after = |resource: Resource, before: u64| {
+        let decided = plan.decision.resource(resource).change().map(|(_, to)| to);
+        match (&outcome, decided) {
+            (Outcome::Refused { vcpus_now, .. }, _)
+                if resource == Resource::Cpu && refused(resource) =>
+            {
+                vcpus_now.unwrap_or(before)
+            }
+            (Outcome::Refused { memory_mib_now, .. }, _) if refused(resource) => {
+                memory_mib_now.unwrap_or(before)
+            }
+            (Outcome::Applied | Outcome::Refused { .. }, Some(to)) => to,
+            _ => before,
+        }
+    };
+    let signature_after = ConfigSignature {
+        vcpus: u32::try_from(size_after(Resource::Cpu, u64::from(plan.facts.vcpus)))
+            .unwrap_or(u32::MAX),
+        memory_mib: size_after(Resource::Memory, plan.facts.memory_mib),
+        digest: None,
+    };
     for (resource, direction, from, to) in changes {
         let (text, failed) = match &outcome {
             Outcome::Applied => {
                 plan.state.record_change(resource, direction, from, to, now);
                 ("applied".to_string(), false)
             }
-            Outcome::Refused { keys, message } => {
-                let refused = keys.iter().any(|k| k == key_of(resource))
-                    || (resource == Resource::Memory && keys.iter().any(|k| k == "balloon"));
-                if refused {
-                    // The signature of the config after the revert: the sizes the VM has
-                    // now, no digest (the revert changed it).
-                    let signature = ConfigSignature {
-                        vcpus: plan.facts.vcpus,
-                        memory_mib: plan.facts.memory_mib,
-                        digest: None,
-                    };
+            Outcome::Refused { message, .. } => {
+                if refused(resource) {
+                    // No digest: the revert changed it.
                     plan.state.record_refusal(
                         resource,
                         direction,
                         now,
                         plan.policy.backoff,
-                        signature,
+                        signature_after.clone(),
                         message.clone(),
                     );
                     (format!("refused by the VM: {message}"), true)
