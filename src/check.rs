@@ -247,8 +247,13 @@ fn privilege_report(
     let mut out = String::new();
     let mut missing = Vec::new();
     for privilege in REQUIRED_PRIVILEGES {
+        // VM privileges may be granted on /, /vms, one VM or a pool (then they cover only
+        // those VMs); Sys.Audit is needed on / for the node figures and metrics/export.
         let ok = if privilege.starts_with("VM.") {
-            granted("/", privilege) || granted("/vms", privilege)
+            perms.keys().any(|path| {
+                (path == "/" || path.starts_with("/vms") || path.starts_with("/pool/"))
+                    && granted(path, privilege)
+            })
         } else {
             granted("/", privilege)
         };

@@ -431,3 +431,26 @@ fn locked_template_and_stopped_vms_are_skipped() {
     }
     assert!(env.vcpus(104) > 2);
 }
+
+#[test]
+fn check_accepts_vm_privileges_granted_on_a_pool() {
+    // VM.* on the pool only (Sys.Audit on /): that is enough for the VMs of that pool.
+    let privs = Privs::new(&["Sys.Audit"]).on(
+        "/pool/web",
+        &["VM.Audit", "VM.Config.CPU", "VM.Config.Memory"],
+    );
+    let env = TestEnv::start(
+        Sim::builder()
+            .node(NodeSpec::new("pve1"))
+            .token(TOKEN_ID, TOKEN_SECRET, privs)
+            .vm(ready_vm(101, "pve1").pool("web")),
+        "[select]\npools = [\"web\"]\n",
+    );
+    let run = env.run(&["check"]);
+    assert!(
+        run.stdout.contains("privileges: ok"),
+        "pool-level VM privileges count:\n{}",
+        run.all_output()
+    );
+    assert!(!run.stdout.contains("MISSING"), "{}", run.stdout);
+}
