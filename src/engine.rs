@@ -25,7 +25,7 @@ use crate::pve::types::{
 };
 use crate::pve::{ApiError, ApiErrorKind, Client};
 use crate::report::{ClusterReport, ResourceReport, VmReport};
-use crate::state::{ConfigSignature, InFlight, KnownConfig, State, VmState};
+use crate::state::{ConfigSignature, InFlight, KnownConfig, LearnedSource, State, VmState};
 
 use facts::*;
 use outcome::*;
@@ -200,10 +200,12 @@ impl Pass<'_> {
             .and_then(|s| s.known_config.as_ref())
             .filter(|k| is_fresh(k, vm, self.now));
         let facts = facts_from_resource(vm, known);
-        let (source, _) = memory_source(vm, known);
-        // Unknown source: assume the guest's figure so that a wanted change leads to reading
-        // the config, where the real source is learned (phase 2).
-        let assumed = if source == MemorySource::Unknown {
+        let learned = prev.and_then(|s| s.memory_source.as_ref());
+        let source = memory_source(vm, known, learned, self.now);
+        // Unknown source: assume the guest's figure so that a wanted change leads to phase 2,
+        // where the real source is learned.
+        let source_assumed = source == MemorySource::Unknown;
+        let assumed = if source_assumed {
             MemorySource::Guest
         } else {
             source
@@ -222,6 +224,7 @@ impl Pass<'_> {
             policy,
             facts,
             util,
+            source_assumed,
             decision,
             state,
             config: None,
@@ -234,19 +237,50 @@ impl Pass<'_> {
     /// Phase 2: read config + pending where a change is planned, where an earlier write is
     /// unsettled, and (for status) everywhere; then decide again with the full facts.
     fn refine(&mut self, plans: &mut [VmPlan]) {
-        let to_read: Vec<usize> = plans
+        let unsettled = |p: &VmPlan| {
+            self.previous
+                .get(&p.resource.vmid)
+                .is_some_and(|s| s.in_flight.is_some())
+        };
+        let mut to_read: Vec<usize> = plans
             .iter()
             .enumerate()
             .filter(|(_, p)| {
-                let unsettled = self
-                    .previous
-                    .get(&p.resource.vmid)
-                    .is_some_and(|s| s.in_flight.is_some());
                 p.facts.status == VmStatus::Running
-                    && (self.mode == Mode::Status || p.decision.has_change() || unsettled)
+                    && (self.mode == Mode::Status || p.decision.has_change() || unsettled(p))
             })
             .map(|(i, _)| i)
             .collect();
+        // Where only memory would change and the source of its figure is not known, one
+        // status call first tells whether the config is worth reading at all.
+        let probes: Vec<usize> = to_read
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let p = &plans[i];
+                self.mode != Mode::Status
+                    && p.source_assumed
+                    && p.decision.memory.is_change()
+                    && !p.decision.cpu.is_change()
+                    && !unsettled(p)
+            })
+            .collect();
+        let probed = map_bounded(&probes, DEFAULT_PARALLELISM, |&i| {
+            probe_memory_source(self.client, &plans[i].resource)
+        });
+        for (&i, source) in probes.iter().zip(probed) {
+            if source == MemorySource::Guest {
+                plans[i].state.memory_source = Some(LearnedSource {
+                    source,
+                    at: self.now,
+                });
+                continue;
+            }
+            // Not the guest's own figure (or not known): memory stays as it is, and there is
+            // nothing to read.
+            to_read.retain(|&j| j != i);
+            self.decide_with_source(&mut plans[i], source);
+        }
         let reads = map_bounded(&to_read, DEFAULT_PARALLELISM, |&i| {
             // The memory source matters only where memory may change: learn it there (an
             // extra status call, cached for an hour).
@@ -257,11 +291,12 @@ impl Pass<'_> {
             );
             let need_source =
                 self.mode == Mode::Status || plan.util.memory.is_some_and(|m| m < low || m > high);
-            let cached = self
-                .previous
-                .get(&plan.resource.vmid)
-                .and_then(|s| s.known_config.as_ref())
-                .map(|k| k.memory_source);
+            let cached = plan.state.memory_source.map(|l| l.source).or_else(|| {
+                self.previous
+                    .get(&plan.resource.vmid)
+                    .and_then(|s| s.known_config.as_ref())
+                    .map(|k| k.memory_source)
+            });
             read_vm(self.client, &plan.resource, need_source, cached)
         });
         for (&i, read) in to_read.iter().zip(reads) {
@@ -275,6 +310,28 @@ impl Pass<'_> {
                 }
             }
         }
+    }
+
+    /// Decides again with the memory source now known (the config was not read).
+    fn decide_with_source(&self, plan: &mut VmPlan, source: MemorySource) {
+        let util = Utilisation {
+            memory_source: source,
+            ..plan.util.clone()
+        };
+        let prev = self.previous.get(&plan.resource.vmid);
+        let node = node_of(&self.nodes, &plan.resource.node);
+        let (decision, mut state) =
+            policy::decide(&plan.policy, &plan.facts, &util, &node, prev, self.now);
+        if source != MemorySource::Unknown {
+            state.memory_source = Some(LearnedSource {
+                source,
+                at: self.now,
+            });
+        }
+        plan.util = util;
+        plan.source_assumed = false;
+        plan.decision = decision;
+        plan.state = state;
     }
 
     fn decide_with_config(&mut self, plan: &mut VmPlan, mut read: VmRead) {
@@ -396,6 +453,8 @@ struct VmPlan {
     policy: Policy,
     facts: VmFacts,
     util: Utilisation,
+    /// Phase 1 took the memory figure for the guest's own without knowing.
+    source_assumed: bool,
     decision: Decision,
     state: VmState,
     config: Option<VmConfig>,

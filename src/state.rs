@@ -104,6 +104,17 @@ pub struct VmState {
     /// whatever of it was left pending and records what did go live.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<InFlight>,
+    /// Where the VM's memory figure comes from, when learned without reading the config
+    /// (one `status/current` call), so that later runs need not ask again for a while.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_source: Option<LearnedSource>,
+}
+
+/// A memory source and when it was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedSource {
+    pub source: MemorySource,
+    pub at: u64,
 }
 
 /// The values of a config write in progress (MiB and vCPUs; `None` = not part of it).

@@ -297,9 +297,14 @@ fn run_with_k_changes(version: &str) {
         assert_eq!(n("GET qemu/pending"), 2, "VM {vmid}: {kinds:?}");
         assert_eq!(n("POST qemu/config"), 1, "VM {vmid}: {kinds:?}");
         assert!(n("GET tasks/status") >= 1, "VM {vmid}: {kinds:?}");
-        // Read first, re-read last.
+        // Read first (after the status probe that learns the memory source, where one was
+        // needed), re-read last.
+        let reads: Vec<&String> = kinds
+            .iter()
+            .filter(|k| *k != "GET qemu/status/current")
+            .collect();
         assert_eq!(
-            kinds.first().map(String::as_str),
+            reads.first().map(|k| k.as_str()),
             Some("GET qemu/config?current=1")
         );
         assert_eq!(kinds.last().map(String::as_str), Some("GET qemu/pending"));
@@ -409,4 +414,62 @@ fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_paralle
 
 fn count(requests: &[Recorded], path: &str) -> usize {
     requests.iter().filter(|r| r.path == path).count()
+}
+
+#[test]
+fn a_host_side_memory_figure_costs_one_status_call_an_hour_and_no_config_read() {
+    // Three VMs without balloon statistics: their host-side memory figure is above `high`,
+    // which pvescale does not act on. Learning that takes one status call per VM, not a
+    // config read, and is remembered.
+    let mut builder = calm_cluster("8.4", Privs::pvescale());
+    for vmid in [3001, 3002, 3003] {
+        builder = builder.vm(ready_vm(vmid, "pve1").balloon_stats(false));
+    }
+    let env = start(builder);
+    let (_, first) = run(&env, &["run"]);
+    assert_eq!(
+        by_endpoint(&first),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1),
+            ("GET qemu/status/current", 3),
+        ]),
+        "{first:#?}"
+    );
+    for minute in 0..10 {
+        env.sim.advance(Duration::from_secs(60));
+        let (report, next) = run(&env, &["run"]);
+        assert_eq!(
+            by_endpoint(&next),
+            expect(&[
+                ("GET cluster/resources", 1),
+                ("GET cluster/metrics/export", 1)
+            ]),
+            "minute {minute}: the source is remembered: {next:#?}"
+        );
+        let vm = vm_json(&report, 3001);
+        assert_eq!(vm["memory_source"], "host", "{vm:#}");
+        assert!(
+            vm["memory"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("host-side"),
+            "{vm:#}"
+        );
+    }
+    // PVE 9 tells by `memhost`: no status call at all.
+    let mut builder = calm_cluster("9.1", Privs::pvescale());
+    for vmid in [3001, 3002, 3003] {
+        builder = builder.vm(ready_vm(vmid, "pve1").balloon_stats(false));
+    }
+    let env = start(builder);
+    let (_, first) = run(&env, &["run"]);
+    assert_eq!(
+        by_endpoint(&first),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1)
+        ]),
+        "{first:#?}"
+    );
 }

@@ -47,10 +47,41 @@ fn learn_memory_source(
     if config.balloon == Some(0) {
         return MemorySource::Host;
     }
-    let (source, _) = memory_source(vm, None);
+    let source = memory_source(vm, None, None, 0);
     if source != MemorySource::Unknown || !ask {
         return source;
     }
+    probe_memory_source(client, vm)
+}
+
+/// The memory source as far as the cheap reads tell: PVE 9's `memhost` differs from `mem`
+/// exactly when `mem` comes from the guest; else what an earlier run learned (from the
+/// config, or from a status probe), while it is fresh.
+pub(super) fn memory_source(
+    vm: &VmResource,
+    known: Option<&KnownConfig>,
+    learned: Option<&LearnedSource>,
+    now: u64,
+) -> MemorySource {
+    if let (Some(mem), Some(memhost)) = (vm.mem, vm.memhost) {
+        return if mem != memhost {
+            MemorySource::Guest
+        } else {
+            MemorySource::Host
+        };
+    }
+    if let Some(k) = known.filter(|k| k.memory_source != MemorySource::Unknown) {
+        return k.memory_source;
+    }
+    match learned {
+        Some(l) if still_valid(l.at, vm, now) => l.source,
+        _ => MemorySource::Unknown,
+    }
+}
+
+/// Asks the runtime status alone whether the guest reports balloon statistics: the cheap way
+/// to learn that a memory change is based on a host-side figure, without reading the config.
+pub(super) fn probe_memory_source(client: &Client, vm: &VmResource) -> MemorySource {
     match client.vm_status_current(&vm.node, vm.vmid) {
         Ok(status) if status.has_guest_memory_stats() => MemorySource::Guest,
         Ok(_) => MemorySource::Host,
@@ -61,30 +92,18 @@ fn learn_memory_source(
     }
 }
 
-/// The memory source as far as the cheap reads tell: PVE 9's `memhost` differs from `mem`
-/// exactly when `mem` comes from the guest; else what an earlier run learned.
-pub(super) fn memory_source(vm: &VmResource, known: Option<&KnownConfig>) -> (MemorySource, bool) {
-    if let (Some(mem), Some(memhost)) = (vm.mem, vm.memhost) {
-        let source = if mem != memhost {
-            MemorySource::Guest
-        } else {
-            MemorySource::Host
-        };
-        return (source, true);
-    }
-    match known {
-        Some(k) => (k.memory_source, true),
-        None => (MemorySource::Unknown, false),
-    }
-}
-
 /// A cached config is trusted for an hour, and not across a restart of the VM (hotplug and
 /// NUMA changes only take effect at a cold start).
 pub(super) fn is_fresh(known: &KnownConfig, vm: &VmResource, now: u64) -> bool {
-    let age = now.saturating_sub(known.learned_at);
+    still_valid(known.learned_at, vm, now)
+}
+
+/// Something learned about a VM at `learned_at` is trusted for about an hour (spread over 15
+/// minutes by VMID, so that a large cluster does not re-read every VM in the same run), and
+/// not across a restart.
+fn still_valid(learned_at: u64, vm: &VmResource, now: u64) -> bool {
+    let age = now.saturating_sub(learned_at);
     let restarted = vm.uptime.is_some_and(|up| up < age);
-    // Spread the expiry over 15 minutes by VMID, so that a large cluster does not re-read
-    // every config in the same run.
     let ttl = KNOWN_CONFIG_TTL_SECS + u64::from(vm.vmid.wrapping_mul(2_654_435_761) % 900);
     age < ttl && !restarted
 }
