@@ -291,12 +291,15 @@ impl Pass<'_> {
             );
             let need_source =
                 self.mode == Mode::Status || plan.util.memory.is_some_and(|m| m < low || m > high);
-            let cached = plan.state.memory_source.map(|l| l.source).or_else(|| {
-                self.previous
-                    .get(&plan.resource.vmid)
-                    .and_then(|s| s.known_config.as_ref())
-                    .map(|k| k.memory_source)
-            });
+            // What phase 1 knew (still valid), or what the probe just learned.
+            let cached = if plan.source_assumed {
+                plan.state
+                    .memory_source
+                    .filter(|l| l.at == self.now)
+                    .map(|l| l.source)
+            } else {
+                Some(plan.util.memory_source)
+            };
             read_vm(self.client, &plan.resource, need_source, cached)
         });
         for (&i, read) in to_read.iter().zip(reads) {
