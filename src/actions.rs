@@ -13,13 +13,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{GlobalArgs, HistoryArgs, OutputFormat};
 use crate::config::{self, Config, Env, SystemEnv};
 use crate::error::{Exit, Failure};
-use crate::report::RunReport;
+use crate::report::{RunReport, new_table, to_json, vm_label};
+use crate::units::fmt_utc;
 
 /// The history file in the state directory.
 pub const HISTORY_FILE: &str = "history.jsonl";
@@ -295,12 +295,7 @@ pub fn show(dir: &Path, filter: &Filter, output: OutputFormat) -> Result<String,
     }
     let shown: Vec<&Entry> = entries.iter().filter(|e| filter.matches(e)).collect();
     match output {
-        OutputFormat::Json => {
-            let mut text = serde_json::to_string_pretty(&shown)
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot encode JSON: {e}")))?;
-            text.push('\n');
-            Ok(text)
-        }
+        OutputFormat::Json => to_json(&shown),
         OutputFormat::Table if shown.is_empty() => Ok(format!(
             "no history entries{} ({})\n",
             if entries.is_empty() { "" } else { " match" },
@@ -311,26 +306,16 @@ pub fn show(dir: &Path, filter: &Filter, output: OutputFormat) -> Result<String,
 }
 
 fn render(entries: &[&Entry]) -> String {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(180)
-        .set_header(vec![
-            "Time (UTC)",
-            "Cluster",
-            "VM",
-            "Resource",
-            "Change",
-            "Reason",
-            "Outcome",
-        ]);
+    let mut table = new_table(&[
+        "Time (UTC)",
+        "Cluster",
+        "VM",
+        "Resource",
+        "Change",
+        "Reason",
+        "Outcome",
+    ]);
     for e in entries {
-        let vm = if e.name.is_empty() {
-            e.vmid.to_string()
-        } else {
-            format!("{} ({})", e.vmid, e.name)
-        };
         let unit = match e.resource.as_str() {
             "cpu" => " vCPUs",
             "memory" => " MiB",
@@ -347,7 +332,7 @@ fn render(entries: &[&Entry]) -> String {
         table.add_row(vec![
             fmt_utc(e.time),
             e.cluster.clone(),
-            vm,
+            vm_label(e.vmid, &e.name),
             e.resource.clone(),
             change,
             e.reason.clone(),
@@ -357,33 +342,6 @@ fn render(entries: &[&Entry]) -> String {
     let mut out = table.to_string();
     out.push('\n');
     out
-}
-
-/// `2026-03-01 12:34:56` (UTC) from unix seconds.
-pub fn fmt_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
@@ -504,12 +462,5 @@ mod tests {
             .matches(&e)
         );
         assert_eq!(since(100, Duration::from_secs(3600)), 0);
-    }
-
-    #[test]
-    fn utc_times() {
-        assert_eq!(fmt_utc(0), "1970-01-01 00:00:00");
-        assert_eq!(fmt_utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(fmt_utc(1_767_225_599), "2025-12-31 23:59:59");
     }
 }

@@ -23,13 +23,15 @@ use serde::Serialize;
 
 use crate::cli::{GlobalArgs, SimulateArgs, SimulateFormat};
 use crate::error::{Exit, Failure};
-use crate::history_source::{self, HistoryInfo, Interval, Request, Series, VmHistory, iso8601};
+use crate::history_source::{self, HistoryInfo, Interval, Request, Series, VmHistory};
 use crate::policy::{
     self, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation, VmFacts,
 };
-use crate::recommend::{exit_of, new_table, to_json, vm_label};
+use crate::recommend::exit_of;
+use crate::report::{new_table, to_json, vm_label};
 use crate::run::{self, load_config};
 use crate::state::VmState;
+use crate::units::iso8601;
 
 /// The simulated timer: one decision a minute.
 pub const TICK_SECS: u64 = 60;

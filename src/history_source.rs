@@ -540,28 +540,6 @@ pub fn weighted_quantile(values: &[(f64, u64)], q: f64) -> Option<f64> {
     sorted.last().map(|(v, _)| *v)
 }
 
-/// Unix seconds as `2026-01-01T00:00:00Z`.
-pub fn iso8601(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,12 +641,5 @@ mod tests {
         assert_eq!(source_from_memhost(&s), Some(MemorySource::Host));
         let s = Series::merge(&[gap(60), gap(120)], &[], 0, 200);
         assert_eq!(source_from_memhost(&s), None);
-    }
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(1_767_225_600), "2026-01-01T00:00:00Z");
-        assert_eq!(iso8601(951_825_600 + 3661), "2000-02-29T13:01:01Z");
     }
 }

@@ -11,7 +11,6 @@
 //!   its confidence is low at best.
 //! - Confidence: how much of `--since` the history covered, and how finely.
 
-use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, OutputFormat, RecommendArgs};
@@ -22,6 +21,7 @@ use crate::history_source::{
 };
 use crate::policy::{MemorySource, Policy};
 use crate::pve::types::VmStatus;
+use crate::report::{new_table, to_json, vm_label};
 use crate::run::{self, load_config};
 
 const DAY: u64 = 86_400;
@@ -488,31 +488,6 @@ pub fn exit_of(cluster_failed: impl Iterator<Item = bool>, vm_failed: bool) -> E
         Exit::Partial
     } else {
         Exit::Ok
-    }
-}
-
-pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, Failure> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot encode JSON: {e}")))?;
-    text.push('\n');
-    Ok(text)
-}
-
-pub(crate) fn new_table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(180)
-        .set_header(header.to_vec());
-    table
-}
-
-pub(crate) fn vm_label(vmid: u32, name: &str) -> String {
-    if name.is_empty() {
-        vmid.to_string()
-    } else {
-        format!("{vmid} ({name})")
     }
 }
 

@@ -187,7 +187,7 @@ pub fn render_run(report: &RunReport) -> String {
                 rows += 1;
                 table.add_row(vec![
                     cluster.name.clone(),
-                    vm_label(vm),
+                    vm_label(vm.vmid, &vm.name),
                     vm.node.clone(),
                     name.to_string(),
                     action_label(r, name),
@@ -205,7 +205,7 @@ pub fn render_run(report: &RunReport) -> String {
                 rows += 1;
                 table.add_row(vec![
                     cluster.name.clone(),
-                    vm_label(vm),
+                    vm_label(vm.vmid, &vm.name),
                     vm.node.clone(),
                     "-".to_string(),
                     "note".to_string(),
@@ -217,7 +217,7 @@ pub fn render_run(report: &RunReport) -> String {
                 rows += 1;
                 table.add_row(vec![
                     cluster.name.clone(),
-                    vm_label(vm),
+                    vm_label(vm.vmid, &vm.name),
                     vm.node.clone(),
                     "-".to_string(),
                     "error".to_string(),
@@ -333,7 +333,8 @@ fn cluster_failures(report: &RunReport) -> String {
         .collect()
 }
 
-fn new_table(header: &[&str]) -> Table {
+/// The look of every table pvescale prints.
+pub(crate) fn new_table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
@@ -343,12 +344,21 @@ fn new_table(header: &[&str]) -> Table {
     table
 }
 
-fn vm_label(vm: &VmReport) -> String {
-    if vm.name.is_empty() {
-        vm.vmid.to_string()
+/// `101 (web1)`, or `101` for a VM without a name.
+pub(crate) fn vm_label(vmid: u32, name: &str) -> String {
+    if name.is_empty() {
+        vmid.to_string()
     } else {
-        format!("{} ({})", vm.vmid, vm.name)
+        format!("{vmid} ({name})")
     }
+}
+
+/// Pretty JSON with a final newline, for `--output json`.
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, crate::error::Failure> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| crate::error::Failure::Runtime(anyhow::anyhow!("cannot encode JSON: {e}")))?;
+    text.push('\n');
+    Ok(text)
 }
 
 fn action_label(r: &ResourceReport, resource: &str) -> String {

@@ -58,7 +58,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
         return Ok(exit_of(&report));
     }
     let text = match args.output {
-        OutputFormat::Json => json(&report)?,
+        OutputFormat::Json => report::to_json(&report)?,
         OutputFormat::Table if global.quiet && report.is_quiet() => String::new(),
         OutputFormat::Table => {
             let mut text = report::render_run(&report);
@@ -77,7 +77,7 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Exit, Failure> {
     let config = load_config(global)?;
     let report = pass(&config, Mode::Status, now())?;
     match args.output {
-        OutputFormat::Json => print!("{}", json(&report)?),
+        OutputFormat::Json => print!("{}", report::to_json(&report)?),
         OutputFormat::Table => print!("{}", report::render_status(&report)),
     }
     Ok(exit_of(&report))
@@ -175,13 +175,6 @@ fn save_state(state: &State, path: &Path) -> Result<(), Failure> {
     state.save(path).map_err(|e| {
         Failure::Runtime(e.context(format!("cannot write the state file {}", path.display())))
     })
-}
-
-fn json(report: &RunReport) -> Result<String, Failure> {
-    let mut text = serde_json::to_string_pretty(report)
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot encode JSON: {e}")))?;
-    text.push('\n');
-    Ok(text)
 }
 
 /// 0 when all went well, 3 when some VMs or clusters failed, 1 when no cluster could be read.

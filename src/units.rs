@@ -239,6 +239,37 @@ pub fn fmt_mib(mib: u64) -> String {
     format!("{mib} MiB")
 }
 
+/// Unix seconds as `2026-01-01T00:00:00Z`.
+pub fn iso8601(secs: u64) -> String {
+    let (date, [h, m, s]) = utc_parts(secs);
+    format!("{date}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Unix seconds as `2026-01-01 00:00:00` (UTC), for tables.
+pub fn fmt_utc(secs: u64) -> String {
+    let (date, [h, m, s]) = utc_parts(secs);
+    format!("{date} {h:02}:{m:02}:{s:02}")
+}
+
+/// `YYYY-MM-DD` and hour, minute, second of unix seconds, UTC (proleptic Gregorian, Howard
+/// Hinnant's civil_from_days).
+fn utc_parts(secs: u64) -> (String, [u64; 3]) {
+    let z = (secs / 86_400) as i64 + 719_468;
+    let rem = secs % 86_400;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        [rem / 3600, rem % 3600 / 60, rem % 60],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +415,15 @@ mod tests {
         ] {
             assert_eq!(parse_size(&fmt_mib(n)), Ok(n), "{n}");
         }
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(fmt_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(fmt_utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(fmt_utc(1_767_225_599), "2025-12-31 23:59:59");
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(1_767_225_600), "2026-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_825_600 + 3661), "2000-02-29T13:01:01Z");
     }
 }
