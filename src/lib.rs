@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod apply;
+pub mod atomic_file;
 pub mod backtest;
 pub mod check;
 pub mod cli;

@@ -8,13 +8,10 @@
 //! changes. Utilisation that is unknown is left out, never written as 0.
 
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::config::Config;
 use crate::report::{ResourceReport, RunReport, VmReport};
@@ -248,40 +245,7 @@ fn escape_help(v: &str) -> String {
 
 /// Writes `text` to `path` atomically, mode 0644 (node_exporter runs as another user).
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".tmp-{}", std::process::id()));
-    let temp: PathBuf = dir.join(temp_name);
-    let result = (|| -> Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&temp)
-            .with_context(|| format!("creating {}", temp.display()))?;
-        file.set_permissions(fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("setting permissions of {}", temp.display()))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", temp.display()))?;
-        fs::rename(&temp, path)
-            .with_context(|| format!("renaming {} to {}", temp.display(), path.display()))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing directory {}", dir.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    crate::atomic_file::replace(path, text.as_bytes(), 0o644)
 }
 
 /// After a run that wrote: the metrics file, if configured. A file that cannot be written is
@@ -298,6 +262,8 @@ pub fn record(config: &Config, report: &RunReport, duration: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn label_values_are_escaped() {

@@ -9,14 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file;
 use crate::policy::{Direction, MemorySource, Resource};
 
 /// Version of the state file's schema. A file with a higher version is set aside.
@@ -464,26 +465,9 @@ impl State {
     /// touching `path`. Dropping the result without [`PreparedSave::commit`] is what a crash
     /// before the rename looks like (the temporary file stays; the next save replaces it).
     pub fn write_temp(&self, path: &Path) -> Result<PreparedSave> {
-        let json = serde_json::to_vec_pretty(self).context("serialising the state")?;
-        let temp = temp_path(path);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .with_context(|| format!("creating {}", temp.display()))?;
-        // A temporary file left by a crash may have been created with other permissions.
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("setting permissions of {}", temp.display()))?;
-        file.write_all(&json)
-            .and_then(|()| file.write_all(b"\n"))
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", temp.display()))?;
-        Ok(PreparedSave {
-            temp,
-            target: path.to_path_buf(),
-        })
+        let mut json = serde_json::to_vec_pretty(self).context("serialising the state")?;
+        json.push(b'\n');
+        atomic_file::prepare(path, &json, 0o600)
     }
 
     /// The state of one VM.
@@ -525,51 +509,7 @@ impl State {
 }
 
 /// A state written to its temporary file, not yet renamed into place.
-#[derive(Debug)]
-#[must_use = "the state is not saved until commit()"]
-pub struct PreparedSave {
-    temp: PathBuf,
-    target: PathBuf,
-}
-
-impl PreparedSave {
-    /// The temporary file.
-    pub fn temp_path(&self) -> &Path {
-        &self.temp
-    }
-
-    /// Rename the temporary file over the state file and fsync the directory.
-    pub fn commit(self) -> Result<()> {
-        fs::rename(&self.temp, &self.target).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                self.temp.display(),
-                self.target.display()
-            )
-        })?;
-        let dir = parent_dir(&self.target);
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing directory {}", dir.display()))
-    }
-}
-
-/// The directory of `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// `dir/.state.json.tmp` for `dir/state.json`.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state.json".to_string());
-    parent_dir(path).join(format!(".{name}.tmp"))
-}
+pub type PreparedSave = atomic_file::Prepared;
 
 /// Rename `path` to `path.corrupt-<now>` (or `-<now>-N` if that exists).
 fn set_aside(path: &Path, now: u64) -> io::Result<PathBuf> {
@@ -650,6 +590,8 @@ impl StateLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::atomic_file::temp_path;
+    use std::os::unix::fs::PermissionsExt;
 
     fn sample_state() -> State {
         let mut state = State::default();
