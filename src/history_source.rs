@@ -12,12 +12,11 @@
 use serde::Serialize;
 
 use crate::config::{ClusterConfig, Config};
+use crate::metrics::{memory_source_from_resource, probe_memory_source};
 use crate::policy::{MemorySource, Policy};
 use crate::pve::Client;
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
-use crate::pve::types::{
-    Consolidation, RrdPoint, Timeframe, VmConfig, VmCurrentStatus, VmResource, VmStatus,
-};
+use crate::pve::types::{Consolidation, RrdPoint, Timeframe, VmConfig, VmResource, VmStatus};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -469,23 +468,13 @@ fn memory_source(
     if let Some(source) = source_from_memhost(series) {
         return source;
     }
-    if let (Some(mem), Some(host)) = (vm.mem, vm.memhost) {
-        return if mem != host {
-            MemorySource::Guest
-        } else {
-            MemorySource::Host
-        };
+    if let Some(source) = memory_source_from_resource(vm) {
+        return source;
     }
     if vm.status != VmStatus::Running {
         return MemorySource::Unknown;
     }
-    match client.vm_status_current(&vm.node, vm.vmid) {
-        Ok(status) => source_from_status(&status),
-        Err(e) => {
-            log::debug!("VM {}: status/current failed: {e}", vm.vmid);
-            MemorySource::Unknown
-        }
-    }
+    probe_memory_source(client, vm)
 }
 
 /// PVE 9 points carry both figures: any point where they differ by more than 1 MiB means `mem`
@@ -506,14 +495,6 @@ pub fn source_from_memhost(series: &Series) -> Option<MemorySource> {
             MemorySource::Host
         },
     )
-}
-
-fn source_from_status(status: &VmCurrentStatus) -> MemorySource {
-    if status.has_guest_memory_stats() {
-        MemorySource::Guest
-    } else {
-        MemorySource::Host
-    }
 }
 
 /// The `q`-quantile (0..1) of values weighted by seconds: the smallest value such that at

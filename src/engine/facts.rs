@@ -2,6 +2,7 @@
 //! source, utilisation against the current size, the node's headroom.
 
 use super::*;
+pub(super) use crate::metrics::{memory_source_from_resource, probe_memory_source};
 
 /// How long what we learned from a VM's config is trusted without reading it again.
 const KNOWN_CONFIG_TTL_SECS: u64 = 3600;
@@ -63,12 +64,8 @@ pub(super) fn memory_source(
     learned: Option<&LearnedSource>,
     now: u64,
 ) -> MemorySource {
-    if let (Some(mem), Some(memhost)) = (vm.mem, vm.memhost) {
-        return if mem != memhost {
-            MemorySource::Guest
-        } else {
-            MemorySource::Host
-        };
+    if let Some(source) = memory_source_from_resource(vm) {
+        return source;
     }
     if let Some(k) = known.filter(|k| k.memory_source != MemorySource::Unknown) {
         return k.memory_source;
@@ -76,19 +73,6 @@ pub(super) fn memory_source(
     match learned {
         Some(l) if still_valid(l.at, vm, now) => l.source,
         _ => MemorySource::Unknown,
-    }
-}
-
-/// Asks the runtime status alone whether the guest reports balloon statistics: the cheap way
-/// to learn that a memory change is based on a host-side figure, without reading the config.
-pub(super) fn probe_memory_source(client: &Client, vm: &VmResource) -> MemorySource {
-    match client.vm_status_current(&vm.node, vm.vmid) {
-        Ok(status) if status.has_guest_memory_stats() => MemorySource::Guest,
-        Ok(_) => MemorySource::Host,
-        Err(e) => {
-            log::debug!("VM {}: status/current failed: {e}", vm.vmid);
-            MemorySource::Unknown
-        }
     }
 }
 
