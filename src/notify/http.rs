@@ -7,12 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Connector, TcpConnector};
-
 use super::SendError;
 use crate::pve::TlsMode;
-use crate::pve::tls::{PveTlsConnector, TlsObservations, client_config};
+use crate::pve::tls::{self, TlsObservations, client_config};
 
 /// POSTs `body` (JSON) to `url` with `headers`. A 2xx answer is success.
 pub(super) fn post_json(
@@ -72,14 +69,7 @@ fn agent(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<ureq::A
     };
     let tls = client_config(&mode, Arc::new(TlsObservations::default()))
         .map_err(|e| SendError::fatal(format!("TLS setup: {e}")))?;
-    let connector = ()
-        .chain(TcpConnector::default())
-        .chain(PveTlsConnector::new(tls, Arc::new(AtomicU64::new(0))));
-    Ok(ureq::Agent::with_parts(
-        config,
-        connector,
-        DefaultResolver::default(),
-    ))
+    Ok(tls::agent(config, tls, Arc::new(AtomicU64::new(0))))
 }
 
 fn transport_error(e: ureq::Error) -> SendError {

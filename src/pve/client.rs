@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Connector, TcpConnector};
 
 use super::error::{ApiError, ApiErrorKind, ApiResult};
-use super::tls::{self, PveTlsConnector, TlsObservations};
+use super::tls::{self, TlsObservations};
 use super::{Auth, ClusterTarget, TlsMode};
 use crate::secret::Secret;
 
@@ -125,12 +123,6 @@ impl Client {
         let tls_config = tls::client_config(&target.tls, observations.clone())
             .map_err(|e| setup_error(format!("TLS setup: {e}")))?;
         let stats = TrafficStats::default();
-        let connector =
-            ().chain(TcpConnector::default())
-                .chain(PveTlsConnector::new(
-                    tls_config,
-                    stats.bytes_received.clone(),
-                ));
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(target.timeout))
@@ -139,7 +131,7 @@ impl Client {
             .max_idle_connections_per_host(16)
             .user_agent(concat!("pvescale/", env!("CARGO_PKG_VERSION")))
             .build();
-        let agent = ureq::Agent::with_parts(config, connector, DefaultResolver::default());
+        let agent = tls::agent(config, tls_config, stats.bytes_received.clone());
         let mut warnings = Vec::new();
         if target.tls == TlsMode::Insecure {
             warnings.push(format!(

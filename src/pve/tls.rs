@@ -251,6 +251,23 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
+/// A ureq agent whose HTTPS goes through our rustls configuration (`bytes_received` counts
+/// the plaintext read on its connections).
+pub fn agent(
+    config: ureq::config::Config,
+    tls: Arc<ClientConfig>,
+    bytes_received: Arc<AtomicU64>,
+) -> ureq::Agent {
+    let connector =
+        ().chain(ureq::unversioned::transport::TcpConnector::default())
+            .chain(PveTlsConnector::new(tls, bytes_received));
+    ureq::Agent::with_parts(
+        config,
+        connector,
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    )
+}
+
 /// ureq connector that wraps the TCP transport in rustls with our configuration.
 pub struct PveTlsConnector {
     config: Arc<ClientConfig>,
