@@ -454,3 +454,60 @@ fn check_accepts_vm_privileges_granted_on_a_pool() {
     );
     assert!(!run.stdout.contains("MISSING"), "{}", run.stdout);
 }
+
+#[test]
+fn dry_run_and_status_change_no_file_at_all() {
+    // A state directory as a real run leaves it, with a change due, a corrupt state file (a
+    // real run would set it aside) and a metrics file configured.
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+        "[policy.cpu]\nup_after = \"1m\"\n",
+    );
+    let config = std::fs::read_to_string(env.config_path()).expect("config");
+    let metrics = env.path("pvescale.prom");
+    write_private(
+        &env.config_path(),
+        &format!("metrics_file = \"{}\"\n{config}", metrics.display()),
+    );
+    assert_eq!(env.run(&["run"]).code, 0);
+    minute(&env);
+    std::fs::write(env.state_file(), b"{ not json").expect("corrupt");
+    let listing = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_file())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).expect("read"),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let state_before = listing(&env.state_dir());
+    let top_before = listing(env.dir.path());
+    env.sim.clear_requests();
+    for args in [
+        vec!["run", "--dry-run"],
+        vec!["run", "--dry-run", "--output", "json"],
+        vec!["status"],
+        vec!["status", "--output", "json"],
+    ] {
+        let run = env.run(&args);
+        assert_eq!(run.code, 0, "{args:?}\n{}", run.all_output());
+    }
+    assert!(api_writes(&env).is_empty(), "{:#?}", api_writes(&env));
+    assert_eq!(
+        listing(&env.state_dir()),
+        state_before,
+        "state directory untouched"
+    );
+    assert_eq!(
+        listing(env.dir.path()),
+        top_before,
+        "metrics file untouched"
+    );
+}
