@@ -461,3 +461,31 @@ fn a_partly_refused_unplug_is_backed_off_too() {
     assert_eq!(env.writes(), writes, "no new attempt while backed off");
     assert!(env.sim.vm(101).expect("vm").pending.is_empty());
 }
+
+#[test]
+fn quiet_prints_nothing_when_nothing_changed_and_the_summary_when_something_did() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.0))),
+        "[policy.cpu]\nup_after = \"1m\"\n",
+    );
+    for _ in 0..3 {
+        env.sim.advance(Duration::from_secs(60));
+        let run = env.run(&["run", "-q"]);
+        assert_eq!(run.code, 0, "{}", run.all_output());
+        assert_eq!(run.stdout, "", "nothing changed: nothing printed");
+    }
+    env.sim
+        .update_vm(101, |vm| vm.cpu_load = Pattern::Constant(1.95));
+    let mut changed = None;
+    for _ in 0..4 {
+        env.sim.advance(Duration::from_secs(60));
+        let run = env.run(&["run", "-q"]);
+        if env.vcpus(101) > 2 {
+            changed = Some(run);
+            break;
+        }
+        assert_eq!(run.stdout, "", "still nothing changed");
+    }
+    let changed = changed.expect("scaled up");
+    assert!(changed.stdout.contains("1 changed"), "{}", changed.stdout);
+}
