@@ -27,7 +27,7 @@ use crate::history_source::{self, HistoryInfo, Interval, Request, Series, VmHist
 use crate::policy::{
     self, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation, VmFacts,
 };
-use crate::recommend::exit_of;
+use crate::recommend::{exit_of, round3};
 use crate::report::{new_table, to_json, vm_label};
 use crate::run::{self, load_config};
 use crate::state::VmState;
@@ -185,10 +185,6 @@ impl Tally {
             simulated_end: end,
         }
     }
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
 
 /// The mean of `use / size` over the window's known minutes, each capped at 1, and how many.

@@ -317,7 +317,7 @@ pub fn size_memory(inp: &Inputs<'_>) -> MemoryRecommendation {
     }
 }
 
-fn round3(v: f64) -> f64 {
+pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
