@@ -272,7 +272,7 @@ pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> Result<Exit, Failure>
     let filter = Filter {
         vmid: args.vm,
         cluster: args.cluster.clone(),
-        since: args.since.map(|d| since(crate::run::now(), d)),
+        since: args.since.map(|d| since(crate::clock::now(), d)),
     };
     let text = show(&dir, &filter, args.output)?;
     print!("{text}");

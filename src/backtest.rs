@@ -29,7 +29,7 @@ use crate::policy::{
 };
 use crate::recommend::{exit_of, round3};
 use crate::report::{new_table, to_json, vm_label};
-use crate::run::{self, load_config};
+use crate::run::load_config;
 use crate::state::VmState;
 use crate::units::iso8601;
 
@@ -426,7 +426,7 @@ pub fn backtest_vm(
 /// `pvescale simulate`.
 pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit, Failure> {
     let config = load_config(global)?;
-    let now = run::now();
+    let now = crate::clock::now();
     let since = args.since.as_secs();
     let req = Request {
         from: now.saturating_sub(since),

@@ -72,7 +72,7 @@ fn notify_test(config: &Config) -> Exit {
         );
         return Exit::Runtime;
     }
-    let results = crate::notify::send_test(config.notify(), crate::run::now());
+    let results = crate::notify::send_test(config.notify(), crate::clock::now());
     let mut failed = 0;
     for r in &results {
         match &r.error {

@@ -7,6 +7,7 @@ pub mod atomic_file;
 pub mod backtest;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dimm;
 pub mod engine;

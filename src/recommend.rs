@@ -22,7 +22,7 @@ use crate::history_source::{
 use crate::policy::{MemorySource, Policy};
 use crate::pve::types::VmStatus;
 use crate::report::{new_table, to_json, vm_label};
-use crate::run::{self, load_config};
+use crate::run::load_config;
 
 const DAY: u64 = 86_400;
 /// Points coarser than this smooth short peaks away: medium confidence at best.
@@ -413,7 +413,7 @@ pub fn recommend_vm(
 /// `pvescale recommend`.
 pub fn recommend(global: &GlobalArgs, args: &RecommendArgs) -> Result<Exit, Failure> {
     let config = load_config(global)?;
-    let now = run::now();
+    let now = crate::clock::now();
     let since = args.since.as_secs();
     let req = Request {
         from: now.saturating_sub(since),

@@ -14,21 +14,6 @@ use crate::state::{LockError, State, StateLock};
 /// Name of the state file in the state directory.
 pub const STATE_FILE: &str = "state.json";
 
-/// The current time in unix seconds. `PVESCALE_NOW` overrides it, for tests, the demo and
-/// replays against a simulated cluster whose clock is not the system's.
-pub fn now() -> u64 {
-    if let Some(fake) = std::env::var("PVESCALE_NOW")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        return fake;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Loads and validates the config; any problem is a config failure (exit 78).
 pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
     let path = config::config_path(global.config.clone(), &SystemEnv);
@@ -47,7 +32,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
     } else {
         Mode::Apply
     };
-    let report = pass(&config, mode, now())?;
+    let report = pass(&config, mode, crate::clock::now())?;
     // Under systemd (stderr is the journal): a line per change, refusal or failure and one
     // summary line, with priorities, instead of a table.
     if mode == Mode::Apply
@@ -75,7 +60,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
 /// `pvescale status`.
 pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Exit, Failure> {
     let config = load_config(global)?;
-    let report = pass(&config, Mode::Status, now())?;
+    let report = pass(&config, Mode::Status, crate::clock::now())?;
     match args.output {
         OutputFormat::Json => print!("{}", report::to_json(&report)?),
         OutputFormat::Table => print!("{}", report::render_status(&report)),
@@ -100,7 +85,7 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         None
     };
     let (mut state, warnings) = if mode == Mode::Apply {
-        State::load(&state_path)
+        State::load(&state_path, now)
     } else {
         State::peek(&state_path)
     };

@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -385,25 +385,12 @@ impl Default for State {
     }
 }
 
-/// Seconds since the epoch by the system clock (0 if the clock is before 1970).
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl State {
     /// Read the state file. Never fails: a missing file gives a fresh state; an unreadable
     /// one gives a fresh state and a warning; a corrupt one, or one written by a newer
     /// pvescale, is renamed aside to `<name>.corrupt-<unix time>` with a warning, and the
-    /// state starts fresh.
-    pub fn load(path: &Path) -> (State, Vec<String>) {
-        Self::load_at(path, unix_now())
-    }
-
-    /// [`State::load`] with the time used to name a set-aside file.
-    pub fn load_at(path: &Path, now: u64) -> (State, Vec<String>) {
+    /// state starts fresh. `now` (from [`crate::clock::now`]) names a set-aside file.
+    pub fn load(path: &Path, now: u64) -> (State, Vec<String>) {
         Self::read(path, Some(now))
     }
 
@@ -646,7 +633,7 @@ mod tests {
         let path = dir.path().join("state.json");
         let state = sample_state();
         state.save(&path).unwrap();
-        let (loaded, warnings) = State::load(&path);
+        let (loaded, warnings) = State::load(&path, 1_000);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(loaded, state);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -657,7 +644,7 @@ mod tests {
     #[test]
     fn missing_file_is_a_fresh_state_without_warning() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, warnings) = State::load(&dir.path().join("state.json"));
+        let (state, warnings) = State::load(&dir.path().join("state.json"), 1_000);
         assert_eq!(state, State::default());
         assert!(warnings.is_empty());
     }
@@ -675,13 +662,13 @@ mod tests {
         assert!(prepared.temp_path().exists());
         drop(prepared); // the crash: never renamed
 
-        let (loaded, warnings) = State::load(&path);
+        let (loaded, warnings) = State::load(&path, 1_000);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(loaded, old);
 
         // The next save overwrites the leftover temporary file and succeeds.
         new.save(&path).unwrap();
-        assert_eq!(State::load(&path).0, new);
+        assert_eq!(State::load(&path, 1_000).0, new);
     }
 
     #[test]
@@ -692,7 +679,7 @@ mod tests {
         old.save(&path).unwrap();
         // A half-written temporary file, as a crash mid-write leaves it.
         fs::write(temp_path(&path), b"{\"version\": 1, \"clus").unwrap();
-        let (loaded, warnings) = State::load(&path);
+        let (loaded, warnings) = State::load(&path, 1_000);
         assert!(warnings.is_empty());
         assert_eq!(loaded, old);
     }
@@ -712,7 +699,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         fs::write(&path, b"{\"version\": 1, \"clusters\": {\"prod\": {\"1").unwrap();
-        let (state, warnings) = State::load_at(&path, 1_700_000_000);
+        let (state, warnings) = State::load(&path, 1_700_000_000);
         assert_eq!(state, State::default());
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("not valid JSON"), "{}", warnings[0]);
@@ -723,7 +710,7 @@ mod tests {
         assert!(!path.exists());
         // The same second again does not overwrite the first copy.
         fs::write(&path, b"garbage").unwrap();
-        let (_, warnings) = State::load_at(&path, 1_700_000_000);
+        let (_, warnings) = State::load(&path, 1_700_000_000);
         assert_eq!(warnings.len(), 1);
         assert_eq!(aside_files(dir.path()).len(), 2);
     }
@@ -737,12 +724,12 @@ mod tests {
             br#"{"version": 1, "clusters": {"prod": {"abc": 5}}}"#,
         )
         .unwrap();
-        let (state, warnings) = State::load(&path);
+        let (state, warnings) = State::load(&path, 1_000);
         assert_eq!(state, State::default());
         assert!(warnings[0].contains("does not match"), "{}", warnings[0]);
         assert_eq!(aside_files(dir.path()).len(), 1);
         fs::write(&path, br#"{"clusters": {}}"#).unwrap();
-        let (_, warnings) = State::load(&path);
+        let (_, warnings) = State::load(&path, 1_000);
         assert!(warnings[0].contains("no schema version"), "{}", warnings[0]);
     }
 
@@ -751,7 +738,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         fs::write(&path, br#"{"version": 2, "clusters": {}}"#).unwrap();
-        let (state, warnings) = State::load_at(&path, 42);
+        let (state, warnings) = State::load(&path, 42);
         assert_eq!(state, State::default());
         assert!(warnings[0].contains("newer pvescale"), "{}", warnings[0]);
         assert_eq!(aside_files(dir.path()), vec!["state.json.corrupt-42"]);
@@ -766,7 +753,7 @@ mod tests {
             br#"{"version": 1, "extra": true, "clusters": {"c": {"7": {"last_seen": 5, "future": 1}}}}"#,
         )
         .unwrap();
-        let (state, warnings) = State::load(&path);
+        let (state, warnings) = State::load(&path, 1_000);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(state.vm("c", 7).map(|v| v.last_seen), Some(5));
     }

@@ -480,6 +480,11 @@ fn a_corrupt_state_file_is_set_aside_with_a_warning_and_the_run_works() {
         .collect();
     assert_eq!(aside.len(), 1, "one copy kept aside");
     assert_eq!(
+        aside[0].file_name().to_string_lossy(),
+        format!("state.json.corrupt-{}", env.sim.now()),
+        "the copy is named by the run's one clock (PVESCALE_NOW), not the system clock"
+    );
+    assert_eq!(
         std::fs::read_to_string(aside[0].path()).unwrap(),
         GARBAGE,
         "the copy is the old file"
