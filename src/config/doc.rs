@@ -340,7 +340,7 @@ pub const SECTIONS: &[Section] = &[
                 "\"5s\"",
                 Some("\"5s\""),
                 "\"3s\"",
-                "Timeout of connecting (TCP and TLS) to a node; not longer than timeout.",
+                "Timeout of connecting (TCP and TLS) to a node; not longer than timeout (unset: 5s, or timeout if that is shorter).",
             ),
             key(
                 "task_timeout",

@@ -457,7 +457,23 @@ fn timeouts() {
         c.clusters()[0].target().connect_timeout,
         Duration::from_secs(3)
     );
-    let msg = err(&MINIMAL.replace("token =", "timeout = \"2s\"\ntoken ="));
+    // Only `timeout` set, shorter than the default connect timeout: the connect timeout
+    // follows it (the user never wrote the 5s).
+    let c = ok(&MINIMAL.replace("token =", "timeout = \"3s\"\ntoken ="));
+    assert_eq!(
+        c.clusters()[0].target().connect_timeout,
+        Duration::from_secs(3)
+    );
+    let c = ok(&MINIMAL.replace("token =", "timeout = \"30s\"\ntoken ="));
+    assert_eq!(
+        c.clusters()[0].target().connect_timeout,
+        Duration::from_secs(5)
+    );
+    // Both written, the connect timeout longer: that one is the user's mistake.
+    let msg = err(&MINIMAL.replace(
+        "token =",
+        "timeout = \"2s\"\nconnect_timeout = \"5s\"\ntoken =",
+    ));
     assert!(
         msg.contains("cluster[0].connect_timeout: 5s must not be longer than timeout (2s)"),
         "{msg}"

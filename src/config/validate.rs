@@ -266,7 +266,11 @@ impl Validator<'_> {
 
         let tls = self.tls(key, c);
         let timeout = c.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
-        let connect_timeout = c.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
+        // Unset, it follows a shorter `timeout`: a default the user never wrote must not
+        // make their config invalid.
+        let connect_timeout = c
+            .connect_timeout
+            .map_or(DEFAULT_CONNECT_TIMEOUT.min(timeout), |d| d.0);
         if timeout.is_zero() {
             self.problem(&key.key("timeout"), "must be more than 0s");
         }
