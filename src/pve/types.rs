@@ -460,14 +460,16 @@ impl VmConfig {
         self.vcpus.filter(|v| *v > 0).unwrap_or(self.max_vcpus())
     }
 
-    /// The hotplug list with Proxmox's rules: absent or `1` = `network,disk,usb`; `0` = none.
+    /// The hotplug list with Proxmox's rules (qemu-server `parse_hotplug_features`, items
+    /// split like pve-common's `split_list`: on `,`, `;` and whitespace): absent or `1` =
+    /// `network,disk,usb`; `0` = none.
     pub fn hotplug_features(&self) -> Vec<String> {
         match self.hotplug.as_deref().map(str::trim) {
             None | Some("1") => vec!["network".into(), "disk".into(), "usb".into()],
             Some("0") | Some("") => Vec::new(),
             Some(list) => list
-                .split(',')
-                .map(|f| f.trim().to_lowercase())
+                .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+                .map(|f| f.to_lowercase())
                 .filter(|f| !f.is_empty())
                 .collect(),
         }
@@ -654,6 +656,12 @@ mod tests {
         let full: VmConfig =
             serde_json::from_str(r#"{"hotplug": "network,disk,usb,cpu,memory"}"#).unwrap();
         assert!(full.cpu_hotplug() && full.memory_hotplug());
+        // Proxmox splits the list on `,`, `;` and whitespace alike.
+        for list in ["disk;cpu;memory", "disk  cpu memory", "disk, cpu ;memory"] {
+            let cfg: VmConfig =
+                serde_json::from_str(&format!(r#"{{"hotplug": "{list}"}}"#)).unwrap();
+            assert!(cfg.cpu_hotplug() && cfg.memory_hotplug(), "{list}");
+        }
     }
 
     #[test]

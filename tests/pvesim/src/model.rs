@@ -669,9 +669,10 @@ pub(crate) fn hotplug_features(v: Option<&str>) -> BTreeSet<String> {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        // qemu-server parse_hotplug_features with pve-common split_list: `,`, `;`, spaces.
         other => other
-            .split(',')
-            .map(|s| s.trim().to_string())
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .map(|s| s.to_string())
             .filter(|s| !s.is_empty())
             .collect(),
     }

@@ -123,6 +123,28 @@ fn vcpus_live_with_cpu_hotplug_pending_without() {
 }
 
 #[test]
+fn hotplug_list_is_split_on_commas_semicolons_and_spaces() {
+    // qemu-server parse_hotplug_features takes pve-common split_list items.
+    for list in ["disk;cpu", "disk cpu", "network, cpu"] {
+        let sim = sim_with(
+            "8.4",
+            vec![
+                VmSpec::new(101, "pve1")
+                    .cores(4)
+                    .vcpus(2)
+                    .memory_mib(4096)
+                    .hotplug(list),
+            ],
+        );
+        let mut api = Api::token(&sim);
+        let (_, exit) = api.post_config_wait("pve1", 101, "vcpus=3");
+        assert_eq!(exit, "OK", "{list}");
+        assert_eq!(api.config("pve1", 101, true)["vcpus"], 3, "{list}: live");
+        assert!(api.pending_keys("pve1", 101).is_empty(), "{list}");
+    }
+}
+
+#[test]
 fn stopped_vm_applies_everything() {
     let sim = sim_with("8.4", vec![live(101).running(false)]);
     let mut api = Api::token(&sim);
