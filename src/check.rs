@@ -238,24 +238,29 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
 fn privilege_report(
     perms: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 ) -> (String, usize) {
-    let granted = |path: &str, privilege: &str| {
-        perms
-            .get(path)
-            .and_then(|p| p.get(privilege))
-            .is_some_and(|v| v.as_u64().unwrap_or(1) != 0)
+    // The values are propagate flags (pve-access-control `get_effective_permissions`): a
+    // privilege listed with 0 is granted on that path only, not below it.
+    let flag = |path: &str, privilege: &str| -> Option<bool> {
+        let value = perms.get(path)?.get(privilege)?;
+        Some(value.as_u64() != Some(0) && value.as_bool() != Some(false) && value != "0")
     };
     let mut out = String::new();
     let mut missing = Vec::new();
     for privilege in REQUIRED_PRIVILEGES {
-        // VM privileges may be granted on /, /vms, one VM or a pool (then they cover only
-        // those VMs); Sys.Audit is needed on / for the node figures and metrics/export.
+        // VM privileges may be granted on /, /vms (both must propagate to reach a VM), one
+        // VM or a pool (then they cover only those VMs); Sys.Audit is needed on / itself for
+        // metrics/export.
         let ok = if privilege.starts_with("VM.") {
-            perms.keys().any(|path| {
-                (path == "/" || path.starts_with("/vms") || path.starts_with("/pool/"))
-                    && granted(path, privilege)
+            perms.keys().any(|path| match flag(path, privilege) {
+                None => false,
+                Some(propagates) => {
+                    path.starts_with("/vms/")
+                        || path.starts_with("/pool/")
+                        || ((path == "/" || path == "/vms") && propagates)
+                }
             })
         } else {
-            granted("/", privilege)
+            flag("/", privilege).is_some()
         };
         if !ok {
             missing.push(privilege);
@@ -263,6 +268,13 @@ fn privilege_report(
     }
     if missing.is_empty() {
         let _ = writeln!(out, "  privileges: ok ({})", REQUIRED_PRIVILEGES.join(", "));
+        if flag("/", "Sys.Audit") == Some(false) {
+            let _ = writeln!(
+                out,
+                "  privileges: note: Sys.Audit on / does not propagate: node figures are hidden \
+                 (no host guard); grant it on / with propagation to see them"
+            );
+        }
     } else {
         let _ = writeln!(
             out,

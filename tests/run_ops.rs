@@ -456,6 +456,50 @@ fn check_accepts_vm_privileges_granted_on_a_pool() {
 }
 
 #[test]
+fn check_reads_permission_values_as_propagate_flags() {
+    // `/access/permissions` lists a privilege granted without propagation with the value 0
+    // (pve-access-control): Sys.Audit on / itself is what metrics/export needs.
+    let privs = Privs::new(&["VM.Audit", "VM.Config.CPU", "VM.Config.Memory"])
+        .on_exact("/", &["Sys.Audit"]);
+    let env = TestEnv::start(
+        Sim::builder()
+            .node(NodeSpec::new("pve1"))
+            .token(TOKEN_ID, TOKEN_SECRET, privs)
+            .vm(ready_vm(101, "pve1")),
+        "",
+    );
+    let run = env.run(&["check"]);
+    assert!(
+        run.stdout.contains("privileges: ok") && !run.stdout.contains("MISSING"),
+        "Sys.Audit with propagate 0 is granted on /:\n{}",
+        run.all_output()
+    );
+    assert!(
+        run.stdout.contains("Sys.Audit on / does not propagate"),
+        "and the hidden node figures are mentioned:\n{}",
+        run.stdout
+    );
+
+    // VM privileges on / without propagation do not reach any VM.
+    let privs = Privs::new(&["Sys.Audit"])
+        .on_exact("/", &["VM.Audit", "VM.Config.CPU", "VM.Config.Memory"]);
+    let env = TestEnv::start(
+        Sim::builder()
+            .node(NodeSpec::new("pve1"))
+            .token(TOKEN_ID, TOKEN_SECRET, privs)
+            .vm(ready_vm(101, "pve1")),
+        "",
+    );
+    let run = env.run(&["check"]);
+    assert!(
+        run.stdout
+            .contains("MISSING VM.Audit, VM.Config.CPU, VM.Config.Memory"),
+        "{}",
+        run.all_output()
+    );
+}
+
+#[test]
 fn dry_run_and_status_change_no_file_at_all() {
     // A state directory as a real run leaves it, with a change due, a corrupt state file (a
     // real run would set it aside) and a metrics file configured.

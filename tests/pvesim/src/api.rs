@@ -846,13 +846,19 @@ fn route(
                 }
             };
             for path in paths {
-                let set = p.privs.effective(&path);
-                if set.is_empty() {
+                // Values are propagate flags (pve-access-control RPCEnvironment.pm).
+                let flags = p.privs.effective_flags(&path);
+                if flags.is_empty() {
                     continue;
                 }
                 out.insert(
                     path,
-                    Value::Object(set.into_iter().map(|k| (k, Value::from(1))).collect()),
+                    Value::Object(
+                        flags
+                            .into_iter()
+                            .map(|(k, propagate)| (k, Value::from(u8::from(propagate))))
+                            .collect(),
+                    ),
                 );
             }
             ok(Value::Object(out))

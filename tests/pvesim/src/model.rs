@@ -280,6 +280,8 @@ pub const ALL_PRIVS: &[&str] = &[
 pub struct Privs {
     root: BTreeSet<String>,
     paths: BTreeMap<String, BTreeSet<String>>,
+    /// Grants with `propagate=0`: valid on exactly that path, not below it.
+    exact: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Privs {
@@ -293,6 +295,7 @@ impl Privs {
         Privs {
             root: privs.iter().map(|p| p.to_string()).collect(),
             paths: BTreeMap::new(),
+            exact: BTreeMap::new(),
         }
     }
 
@@ -333,29 +336,55 @@ impl Privs {
         self
     }
 
-    /// Effective privileges on `path` (the root set plus every set on a prefix of `path`).
-    pub fn effective(&self, path: &str) -> BTreeSet<String> {
+    /// Adds privileges on one path without propagation (`pveum acl modify PATH
+    /// --propagate 0`): they hold on `path` itself, not below it.
+    pub fn on_exact(mut self, path: &str, privs: &[&str]) -> Self {
         let path = normalize_acl_path(path);
-        let mut out = self.root.clone();
+        self.exact
+            .entry(path)
+            .or_default()
+            .extend(privs.iter().map(|p| p.to_string()));
+        self
+    }
+
+    /// Effective privileges on `path` with their propagate flag, as pve-access-control's
+    /// `get_effective_permissions` reports them: the root set and every set on a prefix of
+    /// `path` propagate; a grant without propagation holds on its own path only (flag 0).
+    pub fn effective_flags(&self, path: &str) -> BTreeMap<String, bool> {
+        let path = normalize_acl_path(path);
+        let mut out: BTreeMap<String, bool> = self.root.iter().map(|p| (p.clone(), true)).collect();
         for (p, set) in &self.paths {
-            if p == &path || path.starts_with(&format!("{p}/")) {
-                out.extend(set.iter().cloned());
+            if p == &path || path.starts_with(&format!("{p}/")) || p == "/" {
+                for privilege in set {
+                    out.insert(privilege.clone(), true);
+                }
+            }
+        }
+        if let Some(set) = self.exact.get(&path) {
+            for privilege in set {
+                out.entry(privilege.clone()).or_insert(false);
             }
         }
         out
     }
 
+    /// Effective privileges on `path`.
+    pub fn effective(&self, path: &str) -> BTreeSet<String> {
+        self.effective_flags(path).into_keys().collect()
+    }
+
     pub fn has(&self, path: &str, privilege: &str) -> bool {
-        if self.root.contains(privilege) {
-            return true;
-        }
-        self.effective(path).contains(privilege)
+        self.effective_flags(path).contains_key(privilege)
     }
 
     /// Paths with an explicit ACL (always includes `/`).
     pub fn acl_paths(&self) -> Vec<String> {
         let mut v = vec!["/".to_string()];
-        v.extend(self.paths.keys().filter(|p| p.as_str() != "/").cloned());
+        for p in self.paths.keys().chain(self.exact.keys()) {
+            if !v.contains(p) {
+                v.push(p.clone());
+            }
+        }
         v
     }
 }
