@@ -52,10 +52,8 @@ impl Interval {
 
     fn from_point(time: u64, step: u64, p: &RrdPoint) -> Interval {
         let busy = match (p.cpu, p.maxcpu) {
-            (Some(cpu), Some(max))
-                if cpu.is_finite() && (0.0..=1.05).contains(&cpu) && valid_vcpus(max) =>
-            {
-                Some(cpu.min(1.0) * max)
+            (Some(cpu), Some(max)) if valid_vcpus(max) => {
+                crate::metrics::cpu_fraction_sample(cpu).map(|fraction| fraction * max)
             }
             _ => None,
         };
@@ -575,7 +573,7 @@ mod tests {
         let day = vec![
             point(60, 0.5, 2.0, 10.0),
             gap(120),
-            point(180, 2.0, 2.0, 10.0), // impossible CPU: unknown
+            point(180, -0.5, 2.0, 10.0), // impossible CPU: unknown
             point(240, 0.5, 2.0, 10.0),
         ];
         let s = Series::merge(&day, &[], 90, 240);
@@ -588,6 +586,15 @@ mod tests {
         assert_eq!(c.known_secs, 60);
         assert_eq!(s.coverage(|i| i.used_mib).points, 2);
         assert_eq!(s.peak(|i| i.busy), Some(1.0));
+    }
+
+    #[test]
+    fn a_saturated_point_above_one_counts_as_all_vcpus_busy() {
+        // QEMU's I/O threads push Proxmox's figure above 1 on a saturated VM.
+        let day = vec![point(60, 1.4, 2.0, 10.0), point(120, 0.5, 2.0, 10.0)];
+        let s = Series::merge(&day, &[], 0, 120);
+        assert_eq!(s.coverage(|i| i.busy).points, 2);
+        assert_eq!(s.peak(|i| i.busy), Some(2.0));
     }
 
     #[test]

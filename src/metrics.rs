@@ -13,6 +13,18 @@ use crate::pve::types::{MetricSample, RrdPoint, VmResource};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Above this a CPU figure is not a measurement. Proxmox's `cpu` (qemu-server `vmstatus`) is
+/// the CPU time of the whole QEMU process (vCPU threads, I/O threads, vhost workers) over
+/// elapsed time × vCPUs, with no cap: a VM saturated with I/O reads above 1, but 64 times its
+/// vCPUs is more than any host could give it.
+const ABSURD_CPU_FRACTION: f64 = 64.0;
+
+/// A CPU sample as a fraction of the VM's vCPUs, or `None` where it cannot be a measurement
+/// (negative, NaN, absurd). Plausible values above 1 are a saturated VM: 1.0, never dropped.
+pub fn cpu_fraction_sample(value: f64) -> Option<f64> {
+    (value.is_finite() && (0.0..=ABSURD_CPU_FRACTION).contains(&value)).then(|| value.min(1.0))
+}
+
 /// Average use of one VM over the window, in absolute units.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VmUsage {
@@ -106,9 +118,11 @@ impl WindowAggregator {
             return;
         }
         match sample.metric.as_str() {
-            // A fraction of cpu_max; a little over 1 happens with steal/rounding.
-            "cpu_current" if value <= 1.05 => {
-                acc.cpu_entry(sample.timestamp).1 = value.min(1.0);
+            // A fraction of cpu_max, above 1 when QEMU's I/O threads add to busy vCPUs.
+            "cpu_current" => {
+                if let Some(fraction) = cpu_fraction_sample(value) {
+                    acc.cpu_entry(sample.timestamp).1 = fraction;
+                }
             }
             "cpu_max" if value >= 1.0 => {
                 acc.cpu_entry(sample.timestamp).2 = value;
@@ -155,11 +169,10 @@ pub fn usage_from_rrd(points: &[RrdPoint], start: u64, end: u64) -> VmUsage {
     let mut used = Vec::new();
     for point in in_window {
         if let (Some(cpu), Some(max)) = (point.cpu, point.maxcpu)
-            && cpu.is_finite()
-            && (0.0..=1.05).contains(&cpu)
+            && let Some(fraction) = cpu_fraction_sample(cpu)
             && max >= 1.0
         {
-            busy.push(cpu.min(1.0) * max);
+            busy.push(fraction * max);
         }
         if let Some(mem) = point.mem.filter(|m| m.is_finite() && *m >= 0.0) {
             used.push(mem);
@@ -252,13 +265,47 @@ mod tests {
         let mut agg = WindowAggregator::new(100, 200, [101]);
         agg.add(&sample(50, "qemu/101", "mem_used", 1.0));
         agg.add(&sample(150, "qemu/101", "mem_used", f64::NAN));
-        agg.add(&sample(150, "qemu/101", "cpu_current", 7.0));
+        agg.add(&sample(150, "qemu/101", "cpu_current", 70.0));
         agg.add(&sample(150, "qemu/101", "cpu_max", 2.0));
         agg.add(&sample(150, "qemu/102", "mem_used", 1.0));
         agg.add(&sample(150, "lxc/101", "mem_used", 1.0));
         let usage = &agg.finish()[&101];
         assert_eq!(usage, &VmUsage::default());
         assert_eq!(usage.cpu_fraction(2), None, "no data is unknown, not 0");
+    }
+
+    #[test]
+    fn a_saturated_vm_above_one_is_saturated_not_missing() {
+        // 2 vCPUs, QEMU's I/O threads on top: Proxmox reads 1.15, 1.6, 1.02.
+        let mut agg = WindowAggregator::new(100, 200, [101]);
+        for (ts, frac) in [(110, 1.15), (120, 1.6), (130, 1.02)] {
+            agg.add(&sample(ts, "qemu/101", "cpu_current", frac));
+            agg.add(&sample(ts, "qemu/101", "cpu_max", 2.0));
+        }
+        let usage = &agg.finish()[&101];
+        assert_eq!(usage.cpu_samples, 3);
+        assert_eq!(usage.cpu_fraction(2), Some(1.0));
+        let point = |time, cpu| RrdPoint {
+            time: Some(time),
+            cpu: Some(cpu),
+            maxcpu: Some(2.0),
+            mem: None,
+            maxmem: None,
+            memhost: None,
+        };
+        let usage = usage_from_rrd(&[point(120, 1.3), point(180, 0.5)], 100, 200);
+        assert_eq!(usage.cpu_samples, 2);
+        assert_eq!(usage.busy_cpus, Some(1.5));
+    }
+
+    #[test]
+    fn only_impossible_cpu_figures_are_dropped() {
+        for bad in [-0.1, f64::NAN, f64::INFINITY, 65.0, 1e9] {
+            assert_eq!(cpu_fraction_sample(bad), None, "{bad}");
+        }
+        for (value, fraction) in [(0.0, 0.0), (0.4, 0.4), (1.0, 1.0), (1.05, 1.0), (3.5, 1.0)] {
+            assert_eq!(cpu_fraction_sample(value), Some(fraction), "{value}");
+        }
     }
 
     #[test]

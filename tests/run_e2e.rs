@@ -33,6 +33,30 @@ fn sustained_high_cpu_scales_up_after_up_after_not_before() {
     assert!(third.stdout.contains("applied"), "{}", third.stdout);
 }
 
+#[test]
+fn a_saturated_vm_reading_above_100_percent_is_scaled_up() {
+    // 4 cores of demand on 2 vCPUs, QEMU's I/O threads on top: Proxmox reads 1.15.
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .cpu_load(Pattern::Constant(4.0))
+            .io_overhead(0.15)),
+        "",
+    );
+    let status = env.run(&["status", "--output", "json"]);
+    assert_eq!(status.code, 0, "{}", status.all_output());
+    let vm = &status.json()["clusters"][0]["vms"][0];
+    assert_eq!(vm["cpu_percent"], 100.0, "saturated, not missing: {vm:#}");
+    env.run(&["run"]);
+    minute(&env);
+    let third = minute(&env);
+    assert_ok(&third);
+    assert!(
+        env.vcpus(101) > 2,
+        "a VM above 100 % is saturated and grows:\n{}",
+        third.all_output()
+    );
+}
+
 use std::time::Duration;
 
 fn minute(env: &TestEnv) -> Run {

@@ -35,7 +35,8 @@ pub(crate) struct Sample {
     pub status: VmStatus,
     pub vcpus: u32,
     pub mem_total: u64,
-    /// Fraction of `vcpus` busy (0 when not running).
+    /// CPU time of the whole QEMU process as a fraction of `vcpus` (0 when not running);
+    /// above 1 when I/O threads add to saturated vCPUs, as Proxmox reports it.
     pub cpu: f64,
     /// Demand beyond what the VM could serve, for pressure figures.
     pub cpu_pressure: f64,
@@ -103,7 +104,9 @@ pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample
     } else {
         demand.min(cap)
     };
-    s.cpu = (busy / vcpus as f64).clamp(0.0, 1.0);
+    // qemu-server vmstatus: utime + stime of the QEMU process (vCPU threads, I/O threads,
+    // vhost workers) over elapsed time × vCPUs, not capped at 1.
+    s.cpu = (busy * (1.0 + vm.io_overhead) / vcpus as f64).max(0.0);
     s.cpu_pressure = if demand > cap && demand > 0.0 {
         (demand - cap) / demand
     } else {
@@ -125,8 +128,8 @@ pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample
     };
     s.uptime = (t - e.booted).max(0) as u64;
     let base = 2000.0 + (vm.vmid % 97) as f64 * 300.0;
-    s.net_rate = base * (0.2 + s.cpu);
-    s.disk_rate = base * 4.0 * (0.1 + s.cpu);
+    s.net_rate = base * (0.2 + s.cpu.min(1.0));
+    s.disk_rate = base * 4.0 * (0.1 + s.cpu.min(1.0));
     s.netin = (s.net_rate * s.uptime as f64) as u64;
     s.netout = (s.net_rate * 0.6 * s.uptime as f64) as u64;
     s.diskread = (s.disk_rate * s.uptime as f64) as u64;
