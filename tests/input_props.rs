@@ -112,7 +112,7 @@ proptest! {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("state.json");
         std::fs::write(&path, &bytes).expect("write");
-        let (state, warnings) = State::load_at(&path, 1_000);
+        let (state, warnings) = State::load(&path, 1_000);
         let parsed_ok = serde_json::from_slice::<State>(&bytes).is_ok();
         if !parsed_ok && !bytes.is_empty() {
             prop_assert!(!warnings.is_empty(), "no warning for a bad file");
@@ -120,7 +120,7 @@ proptest! {
         }
         // Whatever happened, the state can be written and read back.
         state.save(&path).expect("save");
-        let (again, warnings) = State::load_at(&path, 2_000);
+        let (again, warnings) = State::load(&path, 2_000);
         prop_assert!(warnings.is_empty(), "{warnings:?}");
         prop_assert_eq!(again, state);
     }
@@ -138,7 +138,7 @@ proptest! {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("state.json");
         std::fs::write(&path, value.to_string()).expect("write");
-        let (_state, warnings) = State::load_at(&path, 1_000);
+        let (_state, warnings) = State::load(&path, 1_000);
         let ok = serde_json::from_value::<State>(value.clone())
             .is_ok_and(|s| s.version == pvescale::state::STATE_VERSION);
         if !ok {

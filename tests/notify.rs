@@ -643,7 +643,7 @@ fn dedup_and_min_interval_hold_across_runs_through_the_state_file() {
     );
     let path = dir.path().join("state.json");
     let run = |r: &RunReport, now: u64| {
-        let (mut state, _) = State::load(&path);
+        let (mut state, _) = State::load(&path, 0);
         let sent = send(&config, &mut state.notifications, r, now);
         state.save(&path).expect("save");
         sent
@@ -1375,7 +1375,7 @@ fn old_state_files_without_the_new_records_still_load() {
         r#"{"version": 1, "clusters": {}, "notifications": {"last_sent": {"scaled lab/101": 5}}}"#,
     )
     .expect("write");
-    let (state, warnings) = State::load(&path);
+    let (state, warnings) = State::load(&path, 0);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
         state.notifications.last_sent.get("scaled lab/101"),
