@@ -4,8 +4,13 @@
 
 use std::time::Duration;
 
-use crate::pve::types::{PendingItem, VmConfig};
+use crate::pve::error::{host_max_memory_mib, is_digest_conflict};
+use crate::pve::types::{PendingItem, VmConfig, parse_memory_property};
 use crate::pve::{ApiError, ApiErrorKind, Client, TaskOutcome};
+
+/// Why a write was not made: the config changed between our read and our write.
+const CHANGED_MEANWHILE: &str =
+    "changed meanwhile (the config was edited since it was read): retried next run";
 
 /// The config keys pvescale writes. Pending changes to them made by someone else make us
 /// leave the VM alone.
@@ -43,7 +48,17 @@ impl Change {
         params
     }
 
-    fn keys(&self) -> Vec<&'static str> {
+    /// The value this change writes to `key`.
+    pub fn value_of(&self, key: &str) -> Option<u64> {
+        match key {
+            "vcpus" => self.vcpus,
+            "memory" => self.memory_mib,
+            "balloon" => self.balloon_mib,
+            _ => None,
+        }
+    }
+
+    pub fn keys(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self.vcpus.is_some() {
             keys.push("vcpus");
@@ -71,6 +86,9 @@ pub enum Outcome {
         /// What the VM runs with now (a refusal can leave part of the change done).
         vcpus_now: Option<u64>,
         memory_mib_now: Option<u64>,
+        /// The host's memory maximum for this VM, when the refusal named it (qemu-server
+        /// `get_max_mem`): a ceiling to respect, not a refusal to retry.
+        host_max_memory_mib: Option<u64>,
     },
     /// Not attempted or not applied for a reason that may pass (digest changed, VM locked,
     /// someone else's pending change): try again on a later run.
@@ -129,14 +147,14 @@ pub fn apply(
     }
     let params = change.params(&config.digest);
     let keys = change.keys();
+    let undo = Undo {
+        change,
+        balloon_before: config.balloon,
+    };
     let write = client.vm_config_post(node, vmid, &params);
     let task = match write {
         Ok(upid) => client.wait_task(node, &upid, timing.task_timeout, timing.poll),
-        Err(e) if e.is_digest_mismatch() => {
-            return Outcome::Skipped(
-                "the config changed since it was read (digest mismatch): next run".to_string(),
-            );
-        }
+        Err(e) if e.is_digest_mismatch() => return Outcome::Skipped(CHANGED_MEANWHILE.into()),
         Err(e) if e.is_locked() => return Outcome::Skipped(e.message.clone()),
         Err(e) if e.is_missing_vm() => {
             return Outcome::Skipped(
@@ -150,7 +168,7 @@ pub fn apply(
                 client,
                 node,
                 vmid,
-                change,
+                &undo,
                 &keys,
                 &e.to_string(),
                 e.outcome_unknown,
@@ -159,29 +177,34 @@ pub fn apply(
         Err(e) => return Outcome::Failed(describe_write_error(&e)),
     };
     match task {
-        Ok(TaskOutcome::Ok(_)) => settle(client, node, vmid, change, &keys, "", false),
-        Ok(TaskOutcome::Failed(exit)) => settle(client, node, vmid, change, &keys, &exit, false),
+        Ok(TaskOutcome::Ok(_)) => settle(client, node, vmid, &undo, &keys, "", false),
+        // The worker checks the digest again under the config lock, before writing anything.
+        Ok(TaskOutcome::Failed(exit)) if is_digest_conflict(&exit) => {
+            Outcome::Skipped(CHANGED_MEANWHILE.into())
+        }
+        Ok(TaskOutcome::Failed(exit)) => settle(client, node, vmid, &undo, &keys, &exit, false),
         Ok(TaskOutcome::StillRunning) => Outcome::Unsettled(format!(
             "the config task did not finish within {}s; the next run checks the outcome",
             timing.task_timeout.as_secs()
         )),
         // The task's status could not be read: it may still be running.
-        Err(e) => settle(client, node, vmid, change, &keys, &e.to_string(), true),
+        Err(e) => settle(client, node, vmid, &undo, &keys, &e.to_string(), true),
     }
 }
 
-/// After a write: whatever of ours is still pending did not go live. Revert it.
+/// After a write: whatever of ours is still pending did not go live. Undo it.
 /// `outcome_unknown`: the write may still be in progress on the server (59x, timeout), so
 /// "not there yet" is not "not applied".
 fn settle(
     client: &Client,
     node: &str,
     vmid: u32,
-    change: &Change,
+    undo: &Undo<'_>,
     keys: &[&str],
     task_message: &str,
     outcome_unknown: bool,
 ) -> Outcome {
+    let change = undo.change;
     let pending = match client.vm_pending(node, vmid) {
         Ok(p) => p,
         Err(e) => {
@@ -218,24 +241,137 @@ fn settle(
             .iter()
             .find(|p| p.key == key)
             .and_then(|p| p.value.as_deref())
-            .and_then(crate::pve::types::parse_memory_property)
+            .and_then(parse_memory_property)
     };
     let (vcpus_now, memory_mib_now) = (running("vcpus"), running("memory"));
-    let revert = client.vm_revert(node, vmid, &stuck, None);
     let mut message = if task_message.is_empty() {
         format!("{} left pending (not applied live)", stuck.join(", "))
     } else {
         task_message.trim().to_string()
     };
-    match revert {
-        Ok(()) => message.push_str("; reverted the pending change"),
+    match undo.run(client, node, vmid, &pending) {
+        Ok(done) => message.push_str(&done.describe()),
         Err(e) => message.push_str(&format!("; REVERT FAILED, pending change remains: {e}")),
     }
     Outcome::Refused {
         keys: stuck.iter().map(|k| k.to_string()).collect(),
+        host_max_memory_mib: host_max_memory_mib(task_message),
         message,
         vcpus_now,
         memory_mib_now,
+    }
+}
+
+/// What undoing a write that did not (all) go live takes: the change that was written, and
+/// the balloon floor the VM had before it.
+pub struct Undo<'a> {
+    pub change: &'a Change,
+    pub balloon_before: Option<u64>,
+}
+
+/// What [`Undo::run`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Undone {
+    /// Our pending values, dropped with `revert`.
+    pub reverted: Vec<&'static str>,
+    /// Keys pending with a value that is not ours (an admin's, for the next reboot): left.
+    pub foreign: Vec<&'static str>,
+    /// The balloon floor written back, when it had been lowered for a memory change that
+    /// did not go live.
+    pub balloon_restored: Option<u64>,
+}
+
+impl Undone {
+    /// A clause to append to the outcome's message.
+    pub fn describe(&self) -> String {
+        let mut text = String::new();
+        if !self.reverted.is_empty() {
+            text.push_str("; reverted the pending change");
+        }
+        if let Some(balloon) = self.balloon_restored {
+            text.push_str(&format!("; balloon floor put back to {balloon} MiB"));
+        }
+        if !self.foreign.is_empty() {
+            text.push_str(&format!(
+                "; {} pending with a value that is not pvescale's: left as it is",
+                self.foreign.join(", ")
+            ));
+        }
+        text
+    }
+}
+
+impl Undo<'_> {
+    /// Reverts the pending values that are the ones this change wrote (never someone else's
+    /// value of the same key, e.g. one an admin set for the next reboot), and writes back a
+    /// balloon floor lowered together with a memory change that did not go live (qemu-server
+    /// applies the balloon at once, whatever happens to the unplug). One synchronous write,
+    /// with the digest that came with `pending`, so a concurrent edit is not overwritten.
+    pub fn run(
+        &self,
+        client: &Client,
+        node: &str,
+        vmid: u32,
+        pending: &[PendingItem],
+    ) -> Result<Undone, ApiError> {
+        let mut done = Undone::default();
+        let pending_value = |key: &str| {
+            pending
+                .iter()
+                .find(|p| p.key == key && p.is_pending())
+                .map(|p| p.pending.as_deref().and_then(parse_memory_property))
+        };
+        for key in self.change.keys() {
+            match pending_value(key) {
+                Some(value) if value == self.change.value_of(key) => done.reverted.push(key),
+                Some(_) => done.foreign.push(key),
+                None => {}
+            }
+        }
+        let memory_not_live = pending_value("memory").is_some();
+        let balloon_applied =
+            self.change.balloon_mib.is_some() && pending_value("balloon").is_none();
+        if memory_not_live
+            && balloon_applied
+            && let Some(before) = self.balloon_before.filter(|b| *b > 0)
+            && self.change.balloon_mib != Some(before)
+        {
+            // Never above what runs now (part of a refused unplug may be gone).
+            let running = pending
+                .iter()
+                .find(|p| p.key == "memory")
+                .and_then(|p| p.value.as_deref())
+                .and_then(parse_memory_property);
+            done.balloon_restored = Some(running.map_or(before, |m| before.min(m)));
+        }
+        if done.reverted.is_empty() && done.balloon_restored.is_none() {
+            return Ok(done);
+        }
+        // `pending` carries the digest as a row of its own; else read it.
+        let digest = match pending
+            .iter()
+            .find_map(|p| (p.key == "digest").then(|| p.value.clone()).flatten())
+        {
+            Some(digest) => digest,
+            None => client.vm_config_current(node, vmid)?.digest,
+        };
+        if digest.trim().is_empty() {
+            return Err(ApiError::new(
+                ApiErrorKind::Decode,
+                format!("GET /nodes/{node}/qemu/{vmid}/pending"),
+                "no config digest: nothing is written without one",
+            ));
+        }
+        let mut params = Vec::new();
+        if !done.reverted.is_empty() {
+            params.push(("revert", done.reverted.join(",")));
+        }
+        if let Some(balloon) = done.balloon_restored {
+            params.push(("balloon", balloon.to_string()));
+        }
+        params.push(("digest", digest));
+        client.vm_config_put(node, vmid, &params)?;
+        Ok(done)
     }
 }
 

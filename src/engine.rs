@@ -408,6 +408,7 @@ impl Pass<'_> {
                 balloon_mib: change.balloon_mib,
                 vcpus_before: u64::from(plan.facts.vcpus),
                 memory_mib_before: plan.facts.memory_mib,
+                balloon_mib_before: plan.config.as_ref().and_then(|c| c.balloon),
             });
         }
         store_states(state, cluster, plans);

@@ -133,6 +133,9 @@ pub struct InFlight {
     /// The sizes before the write, to tell what went live.
     pub vcpus_before: u64,
     pub memory_mib_before: u64,
+    /// The balloon floor before the write, to put back if memory did not go live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balloon_mib_before: Option<u64>,
 }
 
 impl InFlight {

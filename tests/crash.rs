@@ -112,6 +112,72 @@ fn killed_while_waiting_for_the_task_the_next_run_reverts_what_was_left_pending(
 }
 
 #[test]
+fn the_settling_run_reverts_only_its_own_value_and_sends_the_digest() {
+    let env = shrinking_env();
+    advance_until_a_change_is_due(&env);
+    env.sim
+        .add_fault(Fault::on_prefix("GET", "/nodes/pve1/tasks").hang(Duration::from_secs(60)));
+    let mut child = spawn_run(&env);
+    kill_when(&env, &mut child, |r| {
+        r.is("POST", "/nodes/pve1/qemu/101/config")
+    });
+    env.sim.clear_faults();
+    env.sim.wait_tasks(Duration::from_secs(10));
+    // Before the next run, an admin sets memory for the next reboot: a pending value of the
+    // same key that is not pvescale's.
+    assert!(env.sim.update_vm(101, |vm| {
+        vm.pending.insert("memory".into(), "16384".into());
+    }));
+    env.sim.clear_requests();
+    env.sim.advance(Duration::from_secs(60));
+    let next = env.run(&["run", "--output", "json"]);
+    assert_eq!(
+        env.sim.vm(101).unwrap().pending_value("memory"),
+        Some("16384"),
+        "the admin's pending value is left alone:\n{}",
+        next.all_output()
+    );
+    assert_eq!(
+        env.sim.count("PUT", "/nodes/pve1/qemu/101/config"),
+        0,
+        "nothing of ours to revert: no write"
+    );
+    let notes = next.json()["clusters"][0]["vms"][0]["notes"].to_string();
+    assert!(
+        notes.contains("memory pending with a value that is not pvescale's"),
+        "{}",
+        next.all_output()
+    );
+
+    // Where the pending value is ours, the revert carries the config's digest.
+    let env = shrinking_env();
+    advance_until_a_change_is_due(&env);
+    env.sim
+        .add_fault(Fault::on_prefix("GET", "/nodes/pve1/tasks").hang(Duration::from_secs(60)));
+    let mut child = spawn_run(&env);
+    kill_when(&env, &mut child, |r| {
+        r.is("POST", "/nodes/pve1/qemu/101/config")
+    });
+    env.sim.clear_faults();
+    env.sim.wait_tasks(Duration::from_secs(10));
+    env.sim.clear_requests();
+    env.sim.advance(Duration::from_secs(60));
+    env.run(&["run"]);
+    let reverts: Vec<_> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.param("revert").is_some())
+        .collect();
+    assert_eq!(reverts.len(), 1, "{reverts:#?}");
+    assert!(
+        reverts[0].param("digest").is_some_and(|d| d.len() == 40),
+        "a revert is a write too: it carries the digest: {:?}",
+        reverts[0].form
+    );
+}
+
+#[test]
 fn killed_after_a_write_that_went_live_the_next_run_records_the_change() {
     let env = TestEnv::start(
         cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.95))),

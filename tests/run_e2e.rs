@@ -222,6 +222,66 @@ fn vcpus_are_capped_by_sockets_times_cores() {
 }
 
 #[test]
+fn a_refused_memory_shrink_puts_the_balloon_floor_back() {
+    // The shrink lowers `balloon` in the same request; qemu-server applies that at once,
+    // whatever happens to the unplug. The guest refuses: the floor must be written back.
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .memory_mib(8192)
+            .balloon_mib(8192)
+            .mem_load(Pattern::Constant(1000.0))
+            .refuse_mem_unplug(0)),
+        "[policy.memory]\ndown_after = \"2m\"\ncooldown_down = \"1m\"\n",
+    );
+    let mut refused = None;
+    for _ in 0..6 {
+        let run = minute(&env);
+        if run.stdout.contains("refused") {
+            refused = Some(run);
+            break;
+        }
+    }
+    let refused = refused.expect("a scale-down was attempted and refused");
+    let shrink = env
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.param("memory").is_some())
+        .expect("the shrink");
+    assert!(
+        shrink.param("balloon").is_some_and(|b| b != "8192"),
+        "the shrink lowered the balloon: {:?}",
+        shrink.form
+    );
+    let vm = env.sim.vm(101).expect("vm");
+    assert_eq!(
+        vm.current("balloon"),
+        Some("8192"),
+        "the balloon floor is back where the admin set it:\n{}",
+        refused.all_output()
+    );
+    assert_eq!(vm.memory_mib, 8192);
+    assert!(vm.pending.is_empty(), "nothing pending: {:?}", vm.pending);
+    assert!(
+        refused
+            .stdout
+            .contains("balloon floor put back to 8192 MiB"),
+        "{}",
+        refused.stdout
+    );
+    // The undo was one write carrying the digest.
+    let undo = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect::<Vec<_>>();
+    assert_eq!(undo.len(), 1, "{undo:#?}");
+    assert!(undo[0].param("digest").is_some_and(|d| d.len() == 40));
+    assert_eq!(undo[0].param("revert"), Some("memory"));
+}
+
+#[test]
 fn a_refused_memory_unplug_is_reverted_backed_off_and_not_retried() {
     let env = TestEnv::start(
         cluster().vm(ready_vm(101, "pve1")

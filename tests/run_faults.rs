@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use pvesim::Recorded;
 
-const DIGEST_MISMATCH: &str =
-    "detected modified configuration - file changed by other user? Try again.";
+/// qemu-server's answer to a write with a stale digest (API2/Qemu.pm, update_vm_api).
+const DIGEST_MISMATCH: &str = "checksum mismatch (file change by other user?)";
 
 fn minute(env: &TestEnv) {
     env.sim.advance(Duration::from_secs(60));
@@ -97,7 +97,7 @@ fn digest_conflict_changes_nothing_and_the_next_run_applies() {
         writes[0].form
     );
     assert!(
-        conflict.stdout.contains("config changed"),
+        conflict.stdout.contains("changed meanwhile"),
         "the output says the config changed:\n{}",
         conflict.all_output()
     );
@@ -148,7 +148,7 @@ fn real_concurrent_edit_between_read_and_write_is_a_digest_conflict() {
     let vm = vm_json(&run.json(), 101);
     let outcome = vm["cpu"]["outcome"].as_str().unwrap_or_default();
     assert!(
-        outcome.contains("config changed"),
+        outcome.contains("changed meanwhile"),
         "outcome {outcome:?}:\n{}",
         run.stdout
     );
@@ -159,6 +159,66 @@ fn real_concurrent_edit_between_read_and_write_is_a_digest_conflict() {
     assert_eq!(next.code, 0, "{}", next.all_output());
     env.sim.wait_tasks(Duration::from_secs(5));
     assert!(env.vcpus(101) > 2, "{}", next.all_output());
+}
+
+#[test]
+fn a_concurrent_edit_seen_by_the_task_is_changed_meanwhile_not_a_failure() {
+    // The edit lands after the POST was accepted: qemu-server's worker checks the digest
+    // again under the config lock, and the task ends with the mismatch as its exitstatus.
+    // PVE 8.2 and older spell it "missmatch".
+    for version in ["8.4", "8.2"] {
+        let env = TestEnv::start(
+            cluster()
+                .version(version)
+                .vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+            "[policy.cpu]\nup_after = \"1m\"\n",
+        );
+        assert_eq!(env.run(&["run"]).code, 0);
+        minute(&env);
+        env.sim.add_fault(
+            Fault::on("POST", &config_path(101))
+                .concurrent_edit("description", "edited by an admin")
+                .after_apply(true)
+                .times(1),
+        );
+        let run = env.run(&["run", "--output", "json"]);
+        assert_eq!(
+            run.code,
+            0,
+            "{version}: not a failure\n{}",
+            run.all_output()
+        );
+        let task = env
+            .sim
+            .tasks()
+            .into_iter()
+            .find(|t| t.vmid == 101)
+            .expect("the config task");
+        assert!(
+            task.exitstatus
+                .as_deref()
+                .is_some_and(|e| e.contains("file change by other user")),
+            "{version}: the task ended with the digest conflict: {task:?}"
+        );
+        assert_eq!(env.vcpus(101), 2, "{version}: nothing written");
+        assert_eq!(
+            env.sim.vm(101).unwrap().current("description"),
+            Some("edited by an admin"),
+            "{version}: the admin's edit survives"
+        );
+        let vm = vm_json(&run.json(), 101);
+        assert_eq!(vm["failed"], false, "{version}: {vm:#}");
+        assert!(
+            vm["cpu"]["outcome"]
+                .as_str()
+                .is_some_and(|o| o.contains("changed meanwhile")),
+            "{version}: {vm:#}"
+        );
+        minute(&env);
+        assert_eq!(env.run(&["run"]).code, 0);
+        env.sim.wait_tasks(Duration::from_secs(5));
+        assert!(env.vcpus(101) > 2, "{version}: retried next run");
+    }
 }
 
 // --- 2. 596 on a write after the change was applied ---------------------------------------

@@ -24,14 +24,40 @@ pub(super) fn settle_interrupted_write(
         .collect();
     if !stuck.is_empty() {
         if mode.writes() {
-            match client.vm_revert(&plan.resource.node, vmid, &stuck, None) {
-                Ok(()) => {
-                    plan.notes.push(format!(
-                        "reverted {} left pending by an interrupted earlier write",
+            let change = Change {
+                vcpus: in_flight.vcpus,
+                memory_mib: in_flight.memory_mib,
+                balloon_mib: in_flight.balloon_mib,
+            };
+            let undo = apply::Undo {
+                change: &change,
+                balloon_before: in_flight.balloon_mib_before,
+            };
+            match undo.run(client, &plan.resource.node, vmid, &read.pending) {
+                Ok(done) => {
+                    let mut note = format!(
+                        "{} left pending by an interrupted earlier write",
                         stuck.join(", ")
-                    ));
-                    read.pending.retain(|p| !stuck.contains(&p.key.as_str()));
-                    // The revert changed the digest: a write in this run needs the new one.
+                    );
+                    if !done.reverted.is_empty() {
+                        note = format!(
+                            "reverted {} left pending by an interrupted earlier write",
+                            done.reverted.join(", ")
+                        );
+                    }
+                    if let Some(balloon) = done.balloon_restored {
+                        note.push_str(&format!("; balloon floor put back to {balloon} MiB"));
+                    }
+                    if !done.foreign.is_empty() {
+                        note.push_str(&format!(
+                            "; {} pending with a value that is not pvescale's: left as it is",
+                            done.foreign.join(", ")
+                        ));
+                    }
+                    plan.notes.push(note);
+                    read.pending
+                        .retain(|p| !done.reverted.contains(&p.key.as_str()));
+                    // The undo changed the digest: a write in this run needs the new one.
                     match client.vm_config_current(&plan.resource.node, vmid) {
                         Ok(config) => read.config = config,
                         Err(e) => {

@@ -91,15 +91,32 @@ impl ApiError {
 
     /// The write was refused because the config changed since we read its digest.
     pub fn is_digest_mismatch(&self) -> bool {
-        self.kind == ApiErrorKind::Server
-            && (self.message.contains("file changed by other user")
-                || self.message.contains("detected modified configuration"))
+        self.kind == ApiErrorKind::Server && is_digest_conflict(&self.message)
     }
 
     /// The VM is not (or no longer) on the node we asked.
     pub fn is_missing_vm(&self) -> bool {
         self.kind == ApiErrorKind::Server && self.message.contains("does not exist")
     }
+}
+
+/// Whether an error text (a 500's message or a config task's `exitstatus`) says that the
+/// config changed since its digest was read. qemu-server (API2/Qemu.pm) says `checksum
+/// mismatch (file change by other user?)`, spelled `missmatch` before October 2024;
+/// pve-container says `detected modified configuration - file changed by other user?`.
+pub fn is_digest_conflict(text: &str) -> bool {
+    text.contains("checksum mismatch (file change by other user")
+        || text.contains("checksum missmatch (file change by other user")
+        || text.contains("detected modified configuration")
+}
+
+/// The host's memory maximum for a VM, from qemu-server's refusal of a memory hotplug above
+/// it (`you cannot add more memory than max mem 131072 MB!`, Memory.pm `get_max_mem`), in MiB.
+pub fn host_max_memory_mib(text: &str) -> Option<u64> {
+    const MARK: &str = "cannot add more memory than max mem ";
+    let rest = &text[text.find(MARK)? + MARK.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|mib| *mib > 0)
 }
 
 impl fmt::Display for ApiError {

@@ -51,6 +51,10 @@ pub(crate) struct Task {
     pub log: Vec<String>,
     /// Ends with `WARNINGS: n` instead of `OK`.
     pub warnings: Option<u32>,
+    /// The digest the write was sent with; the worker checks it again under the lock.
+    pub digest: Option<String>,
+    /// Someone else's edit that lands before the worker runs (a fault).
+    pub edit_first: Option<(String, String)>,
 }
 
 pub(crate) struct World {
@@ -107,8 +111,25 @@ impl World {
             let upd = task.update.take().unwrap_or_default();
             let exit;
             let mut refused = false;
+            let version = self.version;
             match self.vms.get_mut(&task.vmid) {
                 Some(vm) if vm.node == task.node && vm.kind == Kind::Qemu => {
+                    if let Some((key, value)) = task.edit_first.take() {
+                        vm.conf.insert(key, value);
+                        vm.touch(now);
+                    }
+                    // qemu-server update_vm_api: the worker loads the config under its lock
+                    // and checks the digest again before anything is written.
+                    if task
+                        .digest
+                        .as_ref()
+                        .is_some_and(|d| !d.is_empty() && *d != vm.digest)
+                    {
+                        let text = digest_conflict(version);
+                        task.log.push(format!("TASK ERROR: {text}"));
+                        task.state = TaskState::Stopped(text);
+                        continue;
+                    }
                     let out = config::run_update(vm, &upd, now);
                     task.log.extend(out.log.iter().cloned());
                     refused = out.refused;
@@ -151,6 +172,18 @@ impl World {
     fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }
+}
+
+/// qemu-server's answer to a write whose digest is not the config's (API2/Qemu.pm,
+/// update_vm_api): spelled "missmatch" until the typo fix of October 2024 (qemu-server 8.2.5,
+/// first shipped with PVE 8.3).
+pub(crate) fn digest_conflict(v: Version) -> String {
+    let word = if v.at_least(8, 3) {
+        "mismatch"
+    } else {
+        "missmatch"
+    };
+    format!("checksum {word} (file change by other user?)")
 }
 
 pub(crate) struct FaultSlot {
@@ -498,6 +531,8 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
     let mut latency: Option<Duration> = None;
     let mut never_finish = false;
     let mut task_warnings = None;
+    let mut edit_before: Option<(String, String)> = None;
+    let mut edit_in_task: Option<(String, String)> = None;
     {
         let mut faults = lock(&shared.faults);
         for slot in faults.iter_mut() {
@@ -518,6 +553,12 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
                 (FaultKind::TaskNeverFinishes, _) => never_finish = true,
                 (FaultKind::TaskWarnings(n), _) => task_warnings = Some(*n),
                 (FaultKind::Latency(d), _) => latency = Some(*d),
+                (FaultKind::ConcurrentEdit { key, value }, false) => {
+                    edit_before = Some((key.clone(), value.clone()))
+                }
+                (FaultKind::ConcurrentEdit { key, value }, true) => {
+                    edit_in_task = Some((key.clone(), value.clone()))
+                }
                 (k @ FaultKind::Status { .. }, false)
                 | (k @ FaultKind::Hang(_), _)
                 | (k @ FaultKind::Close, _) => pre_fault = Some(k.clone()),
@@ -541,6 +582,15 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
     let result = (|| -> ApiResult {
         let mut world = lock(&shared.world);
         world.process_tasks(shared.refusal_delay);
+        if let Some((key, value)) = edit_before.take()
+            && let Some(vmid) = vm_of_path(&segs)
+        {
+            let now = world.now();
+            if let Some(vm) = world.vms.get_mut(&vmid) {
+                vm.conf.insert(key, value);
+                vm.touch(now);
+            }
+        }
         let is_ticket_call = segs.len() == 2 && segs[0] == "access" && segs[1] == "ticket";
         let principal = if is_ticket_call {
             None
@@ -578,6 +628,7 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
             params: &params,
             never_finish,
             task_warnings,
+            edit_in_task: edit_in_task.take(),
             apply_now: post_fault.is_some(),
             delay_after: &delay_after,
         };
@@ -705,12 +756,13 @@ fn finish_fault(
                 close: false,
             })
         }
-        FaultKind::Latency(_) | FaultKind::TaskNeverFinishes | FaultKind::TaskWarnings(_) => {
-            match real {
-                Some(r) => Reply::Send(r),
-                None => Reply::Close,
-            }
-        }
+        FaultKind::Latency(_)
+        | FaultKind::TaskNeverFinishes
+        | FaultKind::TaskWarnings(_)
+        | FaultKind::ConcurrentEdit { .. } => match real {
+            Some(r) => Reply::Send(r),
+            None => Reply::Close,
+        },
     };
     match &reply {
         Reply::Send(r) => {
@@ -721,6 +773,14 @@ fn finish_fault(
     }
     lock(&shared.log).push(rec);
     reply
+}
+
+/// The VM a `/nodes/{node}/qemu/{vmid}/...` path is about.
+fn vm_of_path(segs: &[String]) -> Option<u32> {
+    match segs {
+        [nodes, _, qemu, vmid, ..] if nodes == "nodes" && qemu == "qemu" => vmid.parse().ok(),
+        _ => None,
+    }
 }
 
 fn default_reason(code: u16) -> &'static str {
@@ -783,6 +843,8 @@ struct Ctx<'a> {
     params: &'a Params,
     never_finish: bool,
     task_warnings: Option<u32>,
+    /// Someone else's edit to land before the worker of this write runs.
+    edit_in_task: Option<(String, String)>,
     /// The answer will be replaced by a fault "after the change was applied": an asynchronous
     /// write is carried out before answering, so the change is visible by then.
     apply_now: bool,
@@ -1695,10 +1757,7 @@ fn update_config(
         && !d.is_empty()
         && *d != vm.digest
     {
-        return Err(ApiError::new(
-            500,
-            "detected modified configuration - file changed by other user? Try again.",
-        ));
+        return Err(ApiError::new(500, digest_conflict(v)));
     }
     if !skiplock && let Some(l) = vm.lock() {
         return Err(ApiError::new(500, format!("VM is locked ({l})")));
@@ -1778,6 +1837,8 @@ fn update_config(
                 state: TaskState::Running,
                 log: vec![logline],
                 warnings: ctx.task_warnings,
+                digest: digest.clone(),
+                edit_first: ctx.edit_in_task.clone(),
             },
         );
         if ctx.apply_now {

@@ -27,6 +27,11 @@ pub enum FaultKind {
     /// An asynchronous write is applied, but its task ends with `WARNINGS: n` instead of `OK`
     /// (still a success for PVE).
     TaskWarnings(u32),
+    /// Someone else (an admin) writes `key = value` into the config of the request's VM:
+    /// before the request is handled, or with `.after_apply(true)` after an asynchronous
+    /// write was accepted and before its worker runs (the digest check then fails in the task,
+    /// as qemu-server's worker re-checks it under the config lock).
+    ConcurrentEdit { key: String, value: String },
 }
 
 /// How the path of a fault is matched (paths without the `/api2/json` prefix).
@@ -65,6 +70,15 @@ fn strip_prefix(p: &str) -> String {
 }
 
 impl Fault {
+    /// An admin's edit of `key = value` on the request's VM (see [`FaultKind::ConcurrentEdit`]).
+    pub fn concurrent_edit(mut self, key: &str, value: &str) -> Self {
+        self.kind = FaultKind::ConcurrentEdit {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        self
+    }
+
     /// Requests with this method (`"*"` = any) and exactly this path.
     pub fn on(method: &str, path: &str) -> Self {
         Fault {
