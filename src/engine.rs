@@ -199,7 +199,8 @@ impl Pass<'_> {
         let known = prev
             .and_then(|s| s.known_config.as_ref())
             .filter(|k| is_fresh(k, vm, self.now));
-        let facts = facts_from_resource(vm, known);
+        let mut facts = facts_from_resource(vm, known);
+        facts.host_max_memory_mib = prev.and_then(|s| s.host_max_memory_mib);
         let learned = prev.and_then(|s| s.memory_source.as_ref());
         let source = memory_source(vm, known, learned, self.now);
         // Unknown source: assume the guest's figure so that a wanted change leads to phase 2,
@@ -344,6 +345,7 @@ impl Pass<'_> {
             settle_interrupted_write(self.client, plan, prev, &mut read, self.mode, now);
         }
         let mut facts = facts_from_config(&plan.resource, &read.config, &read.pending);
+        facts.host_max_memory_mib = prev.as_ref().and_then(|s| s.host_max_memory_mib);
         if facts.balloon_mib.is_none() {
             facts.balloon_mib = read.config.balloon;
         }

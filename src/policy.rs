@@ -255,6 +255,8 @@ pub struct VmFacts {
     pub pending: Option<Vec<String>>,
     /// The config's digest, when read.
     pub digest: Option<String>,
+    /// The host's memory maximum for this VM (MiB), where known: Proxmox refuses more.
+    pub host_max_memory_mib: Option<u64>,
 }
 
 impl VmFacts {
@@ -275,6 +277,7 @@ impl VmFacts {
             balloon_mib: None,
             pending: None,
             digest: None,
+            host_max_memory_mib: None,
         }
     }
 
@@ -964,11 +967,15 @@ fn size_cpu_down(ctx: &Ctx<'_>, frac: f64) -> Sized<String> {
 /// rounded up to the DIMM grid (down where rounding up would break a bound).
 fn size_memory_up(ctx: &Ctx<'_>, frac: f64) -> Sized<(BlockedBy, String)> {
     let c = ctx.current();
-    let grid_max = dimm::max_on_grid();
-    let (hard, by) = if ctx.rp.max < grid_max {
+    // The live envelope: the grid, within the host's maximum for this VM where known.
+    let envelope = match ctx.facts.host_max_memory_mib {
+        Some(host_max) => dimm::round_down(host_max).unwrap_or(dimm::STATIC_MIB),
+        None => dimm::max_on_grid(),
+    };
+    let (hard, by) = if ctx.rp.max < envelope {
         (dimm::round_down(ctx.rp.max), BlockedBy::Limit)
     } else {
-        (Some(grid_max), BlockedBy::Envelope)
+        (Some(envelope), BlockedBy::Envelope)
     };
     let Some(hard) = hard else {
         return Err((
@@ -982,7 +989,13 @@ fn size_memory_up(ctx: &Ctx<'_>, frac: f64) -> Sized<(BlockedBy, String)> {
     };
     if c >= hard {
         let why = match by {
-            BlockedBy::Envelope => format!("already at the largest hotpluggable size {hard} MiB"),
+            BlockedBy::Envelope => match ctx.facts.host_max_memory_mib {
+                Some(host_max) => format!(
+                    "already at the largest hotpluggable size {hard} MiB within the host's \
+                     maximum of {host_max} MiB for this VM"
+                ),
+                None => format!("already at the largest hotpluggable size {hard} MiB"),
+            },
             _ => format!("already at the maximum {hard} MiB (policy max)"),
         };
         return Err((by, why));

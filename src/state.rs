@@ -109,6 +109,10 @@ pub struct VmState {
     /// (one `status/current` call), so that later runs need not ask again for a while.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_source: Option<LearnedSource>,
+    /// The host's memory maximum for this VM (MiB), learned from Proxmox's refusal of a
+    /// larger size (qemu-server `get_max_mem`: 2^(physical address bits − 21)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_max_memory_mib: Option<u64>,
 }
 
 /// A memory source and when it was learned.

@@ -282,6 +282,69 @@ fn a_refused_memory_shrink_puts_the_balloon_floor_back() {
 }
 
 #[test]
+fn the_hosts_memory_maximum_is_learned_and_reported_as_blocked() {
+    // A 39-bit host: qemu-server allows 2^(38 − 21) = 131072 MiB with memory hotplug.
+    let env = TestEnv::start(
+        Sim::builder()
+            .node(
+                NodeSpec::new("pve1")
+                    .cpus(32)
+                    .memory_mib(1_048_576)
+                    .phys_bits(39),
+            )
+            .token(TOKEN_ID, TOKEN_SECRET, Privs::pvescale())
+            .vm(ready_vm(101, "pve1")
+                .memory_mib(128_000)
+                .mem_load(Pattern::Constant(125_000.0))),
+        "[policy.memory]\nup_after = \"1m\"\nmax = 262144\nmax_step_up = 65536\n",
+    );
+    let mut blocked = None;
+    for _ in 0..5 {
+        let run = minute(&env);
+        if run.stdout.contains("host allows at most") {
+            blocked = Some(run);
+            break;
+        }
+    }
+    let blocked = blocked.unwrap_or_else(|| {
+        panic!(
+            "the add above the host maximum was refused: {}",
+            env.run(&["status"]).all_output()
+        )
+    });
+    assert_eq!(
+        blocked.code,
+        0,
+        "a host limit, not a failure\n{}",
+        blocked.all_output()
+    );
+    assert!(blocked.stdout.contains("131072 MiB"), "{}", blocked.stdout);
+    let vm = env.sim.vm(101).expect("vm");
+    assert_eq!(vm.memory_mib, 128_000);
+    assert!(
+        vm.pending.is_empty(),
+        "nothing left pending: {:?}",
+        vm.pending
+    );
+    // From now on: blocked at the envelope, no write retried every back-off period.
+    let writes = env.writes();
+    for _ in 0..5 {
+        assert_ok(&minute(&env));
+    }
+    assert_eq!(
+        env.writes(),
+        writes,
+        "no new attempt above the host's maximum"
+    );
+    let status = env.run(&["status", "--output", "json"]);
+    let reason = status.json()["clusters"][0]["vms"][0]["memory"]["reason"].to_string();
+    assert!(
+        reason.contains("within the host's maximum of 131072 MiB"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn a_refused_memory_unplug_is_reverted_backed_off_and_not_retried() {
     let env = TestEnv::start(
         cluster().vm(ready_vm(101, "pve1")

@@ -209,6 +209,22 @@ pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
                 plan.state.record_change(resource, direction, from, to, now);
                 ("applied".to_string(), false)
             }
+            Outcome::Refused {
+                host_max_memory_mib: Some(host_max),
+                ..
+            } if resource == Resource::Memory && refused(resource) => {
+                // Not the guest's refusal but the host's limit: remember it and stay below
+                // it from now on, instead of a refusal retried every back-off period.
+                plan.state.host_max_memory_mib = Some(*host_max);
+                (
+                    format!(
+                        "blocked: the host allows at most {host_max} MiB for this VM \
+                         (qemu-server max mem: 2^(physical address bits − 21)); sizes stay \
+                         within it from now on"
+                    ),
+                    false,
+                )
+            }
             Outcome::Refused { message, .. } => {
                 if refused(resource) {
                     // No digest: the revert changed it.

@@ -135,3 +135,32 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_conflicts_in_every_spelling() {
+        for text in [
+            "checksum mismatch (file change by other user?)\n",
+            "checksum missmatch (file change by other user?)",
+            "detected modified configuration - file changed by other user? Try again.",
+        ] {
+            assert!(is_digest_conflict(text), "{text}");
+        }
+        assert!(!is_digest_conflict("VM is locked (backup)"));
+        assert!(!is_digest_conflict(
+            "checksum mismatch: got 'a' != expect 'b'"
+        ));
+    }
+
+    #[test]
+    fn the_hosts_memory_maximum_is_read_from_the_refusal() {
+        let exit = "400 Parameter verification failed. memory: hotplug problem - you cannot \
+                    add more memory than max mem 131072 MB! ";
+        assert_eq!(host_max_memory_mib(exit), Some(131072));
+        assert_eq!(host_max_memory_mib("error unplug memory module"), None);
+        assert_eq!(host_max_memory_mib("than max mem MB!"), None);
+    }
+}

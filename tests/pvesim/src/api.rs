@@ -112,6 +112,11 @@ impl World {
             let exit;
             let mut refused = false;
             let version = self.version;
+            let host_bits = self
+                .nodes
+                .iter()
+                .find(|n| n.name == task.node)
+                .map_or(46, |n| n.phys_bits);
             match self.vms.get_mut(&task.vmid) {
                 Some(vm) if vm.node == task.node && vm.kind == Kind::Qemu => {
                     if let Some((key, value)) = task.edit_first.take() {
@@ -130,7 +135,7 @@ impl World {
                         task.state = TaskState::Stopped(text);
                         continue;
                     }
-                    let out = config::run_update(vm, &upd, now);
+                    let out = config::run_update(vm, &upd, now, host_bits);
                     task.log.extend(out.log.iter().cloned());
                     refused = out.refused;
                     exit = match (out.task_error(), task.warnings) {
@@ -1846,10 +1851,11 @@ fn update_config(
         }
         ok(Value::from(upid))
     } else {
+        let host_bits = world.node(node).map_or(46, |n| n.phys_bits);
         let Some(vm) = world.vms.get_mut(&vmid) else {
             return Err(missing_conf(node, vmid_s));
         };
-        let out = config::run_update(vm, &upd, now);
+        let out = config::run_update(vm, &upd, now, host_bits);
         if out.refused {
             // The real server takes seconds here; wait after releasing the state lock.
             ctx.delay_after.set(ctx.shared.refusal_delay);

@@ -416,7 +416,30 @@ pub(crate) fn check_value(t: PType, value: &str, v: Version) -> Result<(), Strin
 /// Static memory below the hotpluggable DIMMs.
 pub const STATIC_MEM_MIB: u64 = 1024;
 /// Default maximum memory (40 physical address bits).
-pub const MAX_MEM_MIB: u64 = 524288;
+/// The most memory a VM may have with memory hotplug, in MiB (qemu-server Memory.pm
+/// `get_max_mem`): `phys-bits` of its `cpu` option if set, else the host's bits, capped at 40
+/// unless the CPU type is `host` or `max`; rounded down to even; 2^(bits − 21) MiB, at most
+/// 4 TiB. 524288 MiB for the default CPU type on any host of 40 bits or more.
+pub fn max_mem_mib(cpu_option: Option<&str>, host_bits: u32) -> u64 {
+    let mut cputype = None;
+    let mut phys_bits = None;
+    for (i, part) in cpu_option.unwrap_or("").split(',').enumerate() {
+        match part.split_once('=') {
+            Some(("cputype", v)) => cputype = Some(v),
+            Some(("phys-bits", v)) => phys_bits = Some(v),
+            None if i == 0 && !part.is_empty() => cputype = Some(part),
+            _ => {}
+        }
+    }
+    let bits = match phys_bits {
+        Some("host") => host_bits,
+        Some(n) if n.parse::<u32>().is_ok() => n.parse::<u32>().unwrap_or(host_bits),
+        _ if matches!(cputype, Some("host" | "max")) => host_bits,
+        _ => host_bits.min(40),
+    };
+    let bits = (bits & !1).clamp(22, 62);
+    (1u64 << (bits - 21)).min(4 * 1024 * 1024)
+}
 
 /// DIMM sizes in plug order: 32 × 512, 32 × 1024, 32 × 2048, ... (8 groups).
 fn dimm_sizes() -> impl Iterator<Item = u64> {
@@ -519,7 +542,7 @@ fn param_exc(key: &str, msg: &str) -> String {
 
 /// Runs the worker part of `update_vm_api`: write to pending, drop no-op changes, then apply
 /// (hotplug on a live VM, everything on a stopped one).
-pub(crate) fn run_update(vm: &mut Vm, upd: &Update, now: i64) -> Outcome {
+pub(crate) fn run_update(vm: &mut Vm, upd: &Update, now: i64, host_bits: u32) -> Outcome {
     let mut out = Outcome::default();
     // Deletions into the pending section.
     for key in &upd.delete {
@@ -542,7 +565,7 @@ pub(crate) fn run_update(vm: &mut Vm, upd: &Update, now: i64) -> Outcome {
         return out;
     }
     if vm.status.is_live() {
-        hotplug_pending(vm, now, &mut out);
+        hotplug_pending(vm, now, host_bits, &mut out);
     } else {
         apply_pending(vm);
     }
@@ -593,7 +616,7 @@ enum Plug {
     Fail(String),
 }
 
-fn hotplug_pending(vm: &mut Vm, now: i64, out: &mut Outcome) {
+fn hotplug_pending(vm: &mut Vm, now: i64, host_bits: u32, out: &mut Outcome) {
     let features = vm.hotplug();
     // Deletions first (sorted), as qemu-server does.
     let deletes: Vec<String> = vm.pending_delete.iter().cloned().collect();
@@ -625,7 +648,7 @@ fn hotplug_pending(vm: &mut Vm, now: i64, out: &mut Outcome) {
                 if !features.contains("memory") || !vm.numa() {
                     Plug::Skip
                 } else {
-                    mem_hotplug(vm, 512, out, now)
+                    mem_hotplug(vm, 512, host_bits, out, now)
                 }
             }
             "cpulimit" | "cpuunits" => Plug::Apply(None),
@@ -685,7 +708,7 @@ fn hotplug_pending(vm: &mut Vm, now: i64, out: &mut Outcome) {
                     Plug::Skip
                 } else {
                     match parse_memory(&value) {
-                        Some(target) => mem_hotplug(vm, target, out, now),
+                        Some(target) => mem_hotplug(vm, target, host_bits, out, now),
                         None => Plug::Skip,
                     }
                 }
@@ -746,7 +769,8 @@ fn cpu_hotplug(vm: &mut Vm, target: u32, out: &mut Outcome, now: i64) -> Plug {
     Plug::Apply(Some(target.to_string()))
 }
 
-fn mem_hotplug(vm: &mut Vm, target: u64, out: &mut Outcome, now: i64) -> Plug {
+fn mem_hotplug(vm: &mut Vm, target: u64, host_bits: u32, out: &mut Outcome, now: i64) -> Plug {
+    let max_mem = max_mem_mib(vm.conf.get("cpu").map(String::as_str), host_bits);
     let current = vm.mem_mib();
     if target == current {
         return Plug::Apply(Some(vm.conf.get("memory").cloned().unwrap_or_default()));
@@ -754,9 +778,9 @@ fn mem_hotplug(vm: &mut Vm, target: u64, out: &mut Outcome, now: i64) -> Plug {
     if target < STATIC_MEM_MIB {
         return Plug::Fail(format!("memory can't be lower than {STATIC_MEM_MIB} MB"));
     }
-    if target > MAX_MEM_MIB {
+    if target > max_mem {
         return Plug::Fail(format!(
-            "you cannot add more memory than max mem {MAX_MEM_MIB} MB!\n"
+            "you cannot add more memory than max mem {max_mem} MB!\n"
         ));
     }
     if target > current {
@@ -827,6 +851,17 @@ mod tests {
         assert_eq!(grid_round_down(18000), 17408);
         assert_eq!(grid_round_up(4096), 4096);
         assert_eq!(grid_round_down(4096), 4096);
+    }
+
+    #[test]
+    fn max_mem_follows_phys_bits() {
+        // 2^(even bits − 21) MiB, at most 4 TiB; default CPU types capped at 40 bits.
+        assert_eq!(max_mem_mib(None, 46), 524288);
+        assert_eq!(max_mem_mib(Some("x86-64-v2-AES"), 39), 131072);
+        assert_eq!(max_mem_mib(Some("host"), 46), 4 * 1024 * 1024);
+        assert_eq!(max_mem_mib(Some("cputype=max"), 44), 8 * 1024 * 1024 / 2);
+        assert_eq!(max_mem_mib(Some("host,phys-bits=36"), 46), 32768);
+        assert_eq!(max_mem_mib(Some("kvm64,phys-bits=host"), 43), 2097152);
     }
 
     #[test]

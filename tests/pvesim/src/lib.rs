@@ -83,7 +83,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use config::{MAX_MEM_MIB, STATIC_MEM_MIB, dimm_grid, grid_round_down, grid_round_up};
+pub use config::{STATIC_MEM_MIB, dimm_grid, grid_round_down, grid_round_up, max_mem_mib};
 pub use fault::{Fault, FaultKind, PathMatch};
 pub use model::{ALL_PRIVS, Kind, Node, NodeSpec, Pattern, Privs, Version, VmSpec, VmStatus};
 
@@ -467,40 +467,14 @@ impl SimBuilder {
     /// Starts the HTTPS server on 127.0.0.1 (random port). Nodes that VMs name but that were
     /// not declared are created with default sizes.
     pub fn start(self) -> std::io::Result<Sim> {
-        let mut nodes: Vec<Node> = self
-            .nodes
-            .iter()
-            .map(|n| Node {
-                name: n.name.clone(),
-                cpus: n.cpus,
-                memory_mib: n.memory_mib,
-                online: n.online,
-                base_cpu: 0.2,
-                base_mem_mib: 3072,
-            })
-            .collect();
+        let mut nodes: Vec<Node> = self.nodes.iter().map(Node::from).collect();
         for v in &self.vms {
             if !nodes.iter().any(|n| n.name == v.node) {
-                let d = NodeSpec::new(&v.node);
-                nodes.push(Node {
-                    name: d.name,
-                    cpus: d.cpus,
-                    memory_mib: d.memory_mib,
-                    online: true,
-                    base_cpu: 0.2,
-                    base_mem_mib: 3072,
-                });
+                nodes.push(Node::from(&NodeSpec::new(&v.node)));
             }
         }
         if nodes.is_empty() {
-            nodes.push(Node {
-                name: "pve1".into(),
-                cpus: 16,
-                memory_mib: 65536,
-                online: true,
-                base_cpu: 0.2,
-                base_mem_mib: 3072,
-            });
+            nodes.push(Node::from(&NodeSpec::new("pve1")));
         }
         let vms: BTreeMap<u32, Vm> = self
             .vms
@@ -766,15 +740,7 @@ impl Sim {
         let mut w = lock(&self.shared.world);
         let now = w.now();
         if !w.nodes.iter().any(|n| n.name == spec.node) {
-            let d = NodeSpec::new(&spec.node);
-            w.nodes.push(Node {
-                name: d.name,
-                cpus: d.cpus,
-                memory_mib: d.memory_mib,
-                online: true,
-                base_cpu: 0.2,
-                base_mem_mib: 3072,
-            });
+            w.nodes.push(Node::from(&NodeSpec::new(&spec.node)));
         }
         let mut vm = Vm::from_spec(&spec, now);
         // Pattern times stay relative to the simulation start.

@@ -407,6 +407,7 @@ pub struct NodeSpec {
     pub(crate) cpus: u32,
     pub(crate) memory_mib: u64,
     pub(crate) online: bool,
+    pub(crate) phys_bits: u32,
 }
 
 impl NodeSpec {
@@ -417,7 +418,14 @@ impl NodeSpec {
             cpus: 16,
             memory_mib: 65536,
             online: true,
+            phys_bits: 46,
         }
+    }
+    /// The host CPU's physical address bits (default 46, a common server CPU); with
+    /// memory hotplug they bound a VM's memory (qemu-server Memory.pm `get_max_mem`).
+    pub fn phys_bits(mut self, bits: u32) -> Self {
+        self.phys_bits = bits.clamp(32, 52);
+        self
     }
     pub fn cpus(mut self, n: u32) -> Self {
         self.cpus = n.max(1);
@@ -445,6 +453,22 @@ pub struct Node {
     pub base_cpu: f64,
     /// Host memory used by the host itself, MiB.
     pub base_mem_mib: u64,
+    /// Physical address bits of the host CPU.
+    pub phys_bits: u32,
+}
+
+impl From<&NodeSpec> for Node {
+    fn from(spec: &NodeSpec) -> Node {
+        Node {
+            name: spec.name.clone(),
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+            online: spec.online,
+            base_cpu: 0.2,
+            base_mem_mib: 3072,
+            phys_bits: spec.phys_bits,
+        }
+    }
 }
 
 /// A guest to create.
