@@ -7,14 +7,19 @@
 //! when adding and down when removing, and a stopped VM with an off-grid value fails to start,
 //! so pvescale only ever sends sizes on this grid.
 //!
-//! The maximum is Proxmox's default of 524288 MiB; the largest grid size not above it is
-//! [`max_on_grid`] (508928 MiB). VMs with 1 GiB hugepages use a different grid and are not
-//! covered here.
+//! The maximum depends on the host (qemu-server Memory.pm `get_max_mem`): 2^(bits − 21) MiB
+//! for the host's physical address bits rounded down to even, capped at 40 bits unless the
+//! CPU type is `host` or `max`, at most 4 TiB. pvescale stays within 524288 MiB (the value
+//! for the default CPU types on hosts of 40 bits or more; the largest grid size not above it
+//! is [`max_on_grid`], 508928 MiB), and within a smaller maximum once Proxmox has named it
+//! in a refusal (`VmFacts::host_max_memory_mib`). VMs with 1 GiB hugepages use a different
+//! grid and are not covered here.
 
 /// Memory that is not in DIMMs (MiB): the smallest size with memory hotplug.
 pub const STATIC_MIB: u64 = 1024;
 
-/// The largest memory Proxmox VE allows with memory hotplug by default (MiB).
+/// The largest memory pvescale sets (MiB): Proxmox's maximum for the default CPU types on a
+/// host of 40 physical address bits or more.
 pub const MAX_MIB: u64 = 524_288;
 
 /// Size of the DIMMs of the first group (MiB).

@@ -565,7 +565,15 @@ pub(crate) fn run_update(vm: &mut Vm, upd: &Update, now: i64, host_bits: u32) ->
         return out;
     }
     if vm.status.is_live() {
-        hotplug_pending(vm, now, host_bits, &mut out);
+        // qemu-server passes the keys of this request (`$modified`) as the selection:
+        // pending values of other keys wait, they are not tried again.
+        let selection: BTreeSet<String> = upd
+            .set
+            .keys()
+            .cloned()
+            .chain(upd.delete.iter().cloned())
+            .collect();
+        hotplug_pending(vm, now, host_bits, &selection, &mut out);
     } else {
         apply_pending(vm);
     }
@@ -616,10 +624,21 @@ enum Plug {
     Fail(String),
 }
 
-fn hotplug_pending(vm: &mut Vm, now: i64, host_bits: u32, out: &mut Outcome) {
+fn hotplug_pending(
+    vm: &mut Vm,
+    now: i64,
+    host_bits: u32,
+    selection: &BTreeSet<String>,
+    out: &mut Outcome,
+) {
     let features = vm.hotplug();
     // Deletions first (sorted), as qemu-server does.
-    let deletes: Vec<String> = vm.pending_delete.iter().cloned().collect();
+    let deletes: Vec<String> = vm
+        .pending_delete
+        .iter()
+        .filter(|k| selection.contains(*k))
+        .cloned()
+        .collect();
     for key in deletes {
         let r = match key.as_str() {
             "hotplug" => {
@@ -671,6 +690,8 @@ fn hotplug_pending(vm: &mut Vm, now: i64, host_bits: u32, out: &mut Outcome) {
     let sets: Vec<(String, String)> = vm
         .pending
         .iter()
+        // Fast-plug keys are committed whatever the selection, as in qemu-server.
+        .filter(|(k, _)| selection.contains(*k) || fast_plug(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (key, value) in sets {

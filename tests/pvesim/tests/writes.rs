@@ -145,6 +145,52 @@ fn hotplug_list_is_split_on_commas_semicolons_and_spaces() {
 }
 
 #[test]
+fn digest_conflict_is_spelled_by_version_and_checked_again_in_the_task() {
+    for (version, text) in [
+        ("8.2", "checksum missmatch (file change by other user?)"),
+        ("8.3", "checksum mismatch (file change by other user?)"),
+    ] {
+        let sim = sim_with(version, vec![live(101)]);
+        let mut api = Api::token(&sim);
+        let d = digest(&mut api, 101);
+        sim.update_vm(101, |v| {
+            v.config.insert("description".into(), "edited".into());
+        });
+        let r = api.post(
+            "/nodes/pve1/qemu/101/config",
+            &format!("vcpus=3&digest={d}"),
+        );
+        assert_eq!((r.status, r.reason.as_str()), (500, text), "{version}");
+        // An edit between the accepted POST and its worker: the task fails the same way.
+        let d = digest(&mut api, 101);
+        sim.add_fault(
+            pvesim::Fault::on("POST", "/nodes/pve1/qemu/101/config")
+                .concurrent_edit("description", "edited again")
+                .after_apply(true)
+                .times(1),
+        );
+        let (_, exit) = api.post_config_wait("pve1", 101, &format!("vcpus=3&digest={d}"));
+        assert_eq!(exit, text, "{version}");
+        assert_eq!(sim.vm(101).unwrap().vcpus, 2, "{version}: nothing written");
+    }
+}
+
+#[test]
+fn hotplug_tries_only_the_keys_of_the_request() {
+    // qemu-server passes `$modified` as the selection: an earlier refused value waits.
+    let sim = sim_with("8.4", vec![live(101).refuse_mem_unplug(0)]);
+    let mut api = Api::token(&sim);
+    let (_, exit) = api.post_config_wait("pve1", 101, "memory=2048");
+    assert!(exit.contains("error unplug memory module"), "{exit}");
+    assert_eq!(api.pending_keys("pve1", 101), vec!["memory"]);
+    sim.update_vm(101, |v| v.refuse_mem_unplug = None);
+    let (_, exit) = api.post_config_wait("pve1", 101, "vcpus=3");
+    assert_eq!(exit, "OK");
+    assert_eq!(api.pending_keys("pve1", 101), vec!["memory"], "not retried");
+    assert_eq!(sim.vm(101).unwrap().memory_mib, 4096);
+}
+
+#[test]
 fn stopped_vm_applies_everything() {
     let sim = sim_with("8.4", vec![live(101).running(false)]);
     let mut api = Api::token(&sim);
@@ -300,10 +346,8 @@ fn digest_lock_missing_and_template() {
         &format!("vcpus=3&digest={d}"),
     );
     assert_eq!(r.status, 500);
-    assert_eq!(
-        r.reason,
-        "detected modified configuration - file changed by other user? Try again."
-    );
+    // qemu-server API2/Qemu.pm update_vm_api (the early check, before the worker forks).
+    assert_eq!(r.reason, "checksum mismatch (file change by other user?)");
     assert_eq!(sim.vm(101).unwrap().vcpus, 2);
 
     let r = api.post("/nodes/pve1/qemu/102/config", "vcpus=3");
