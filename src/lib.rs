@@ -24,4 +24,5 @@ pub mod report;
 pub mod run;
 pub mod secret;
 pub mod state;
+pub mod tls;
 pub mod units;

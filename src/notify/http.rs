@@ -8,8 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use super::SendError;
-use crate::pve::TlsMode;
-use crate::pve::tls::{self, TlsObservations, client_config};
+use crate::tls::{self, TlsMode, TlsObservations, client_config};
 
 /// POSTs `body` (JSON) to `url` with `headers`. A 2xx answer is success.
 pub(super) fn post_json(

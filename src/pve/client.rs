@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ApiErrorKind, ApiResult};
-use super::tls::{self, TlsObservations};
 use super::{Auth, ClusterTarget, TlsMode};
 use crate::secret::Secret;
+use crate::tls::{self, TlsObservations};
 
 /// Largest body read by default. Bigger answers (metrics of thousands of VMs) pass their
 /// own limit; anything over a limit is an error, never an unbounded allocation.

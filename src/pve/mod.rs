@@ -1,9 +1,9 @@
 //! Proxmox VE API client: transport (TLS, auth, retries, errors) and typed endpoints.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::secret::Secret;
+pub use crate::tls::TlsMode;
 
 /// Everything needed to reach and authenticate to one Proxmox VE cluster.
 #[derive(Debug, Clone)]
@@ -28,24 +28,10 @@ pub enum Auth {
     Password { user: String, password: Secret },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Verify against the system's root certificates.
-    SystemRoots,
-    /// Verify against the CA certificates in this PEM file (e.g. `/etc/pve/pve-root-ca.pem`).
-    CaFile(PathBuf),
-    /// Accept only a server certificate with this SHA-256 fingerprint
-    /// (64 hex digits, any case, colons optional, as the Proxmox GUI shows it).
-    Fingerprint(String),
-    /// No verification at all (warned about on every run).
-    Insecure,
-}
-
 pub mod api;
 pub mod client;
 pub mod error;
 pub mod parallel;
-pub mod tls;
 pub mod types;
 
 pub use api::TaskOutcome;

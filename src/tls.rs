@@ -1,5 +1,7 @@
-//! TLS for the Proxmox API: system roots, a CA file, a pinned certificate fingerprint, or
-//! (warned about) no verification at all.
+//! TLS for every HTTPS connection pvescale makes (the Proxmox API and the notification
+//! channels): system roots, a CA file, a pinned certificate fingerprint, or (warned about)
+//! no verification at all. Shared infrastructure: it knows nothing of Proxmox or of
+//! notifications.
 //!
 //! ureq's built-in rustls connector cannot take a custom certificate verifier, so we plug
 //! our own connector into ureq's connector chain. It records the fingerprint of every
@@ -23,7 +25,19 @@ use ureq::unversioned::transport::{
     TransportAdapter,
 };
 
-use super::TlsMode;
+/// How a server's certificate is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Verify against the system's root certificates.
+    SystemRoots,
+    /// Verify against the CA certificates in this PEM file (e.g. `/etc/pve/pve-root-ca.pem`).
+    CaFile(std::path::PathBuf),
+    /// Accept only a server certificate with this SHA-256 fingerprint
+    /// (64 hex digits, any case, colons optional, as the Proxmox GUI shows it).
+    Fingerprint(String),
+    /// No verification at all (warned about on every run).
+    Insecure,
+}
 
 /// Formats a SHA-256 digest the way the Proxmox GUI shows certificate fingerprints.
 pub fn format_fingerprint(digest: &[u8]) -> String {
