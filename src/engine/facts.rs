@@ -100,7 +100,7 @@ pub(super) fn facts_from_resource(vm: &VmResource, known: Option<&KnownConfig>) 
     facts.lock = vm.lock.clone();
     facts.template = vm.template;
     if let Some(known) = known {
-        facts.fill_from(known);
+        fill_from(&mut facts, known);
     }
     facts
 }
@@ -162,4 +162,16 @@ pub(super) fn node_of(nodes: &HashMap<String, NodeHeadroom>, name: &str) -> Node
         .get(name)
         .cloned()
         .unwrap_or_else(|| NodeHeadroom::unknown(name))
+}
+
+/// Fills the unknown envelope fields from what an earlier run learned (not the digest, which
+/// is only valid for the config it came with).
+fn fill_from(facts: &mut VmFacts, known: &KnownConfig) {
+    facts.max_vcpus.get_or_insert(known.max_vcpus);
+    facts.cpu_hotplug.get_or_insert(known.cpu_hotplug);
+    facts.memory_hotplug.get_or_insert(known.memory_hotplug);
+    facts.numa.get_or_insert(known.numa);
+    if facts.balloon_mib.is_none() {
+        facts.balloon_mib = known.balloon_mib;
+    }
 }

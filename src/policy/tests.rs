@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::state::VmState;
+use crate::state::model::VmState;
 
 const T0: u64 = 1_700_000_000;
 const MIN: u64 = 60;

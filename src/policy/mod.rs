@@ -1,0 +1,459 @@
+//! The scaling decision: a pure function of policy, VM facts, utilisation, state and time.
+//!
+//! The parameter types below are shared with `config.rs` (which fills them from TOML);
+//! their field names and meanings are a contract.
+
+mod format;
+mod sizing;
+mod types;
+
+use std::time::Duration;
+
+use crate::state::model::{ResourceState, VmState};
+
+pub use format::fmt_duration;
+use format::*;
+use sizing::*;
+pub use types::*;
+
+// ---------------------------------------------------------------------------------------------
+// The decision.
+//
+// `decide` is called once per VM and run with what `/cluster/resources` and the metrics tell
+// (the envelope fields of `VmFacts` are then `None`: unknown, so neither blocking nor bounding),
+// and once more, for the VMs about to change, with the facts read from the VM's config; the
+// second decision is the one applied. Both calls with the same previous state and `now` give
+// the same new state.
+// ---------------------------------------------------------------------------------------------
+
+/// Utilisation figures above this are out of range (unknown). Between 1 and this they count as
+/// 1 (100 %): accounting jitter makes CPU slightly exceed 1, and a host-side memory estimate
+/// includes QEMU's own overhead.
+pub const MAX_PLAUSIBLE_UTILISATION: f64 = 1.5;
+
+/// A breach (above `high` / below `low`) survives a gap between two known figures of at most
+/// the policy window, and at least this long (a run every minute, with some jitter). After a
+/// longer gap nobody watched, so the breach starts again.
+pub const MIN_BREACH_GAP_SECS: u64 = 120;
+
+/// Decide what to do with one VM, and the VM's new state.
+///
+/// Pure: the same inputs give the same outputs. `prev` is `None` for a VM never seen before.
+/// The new state always has `last_seen = now`; for skipped VMs (and disabled resources) the
+/// rest of the state is kept as it was. The apply step then calls
+/// [`VmState::record_change`] or [`VmState::record_refusal`] on the new state.
+pub fn decide(
+    policy: &Policy,
+    facts: &VmFacts,
+    util: &Utilisation,
+    node: &NodeHeadroom,
+    prev: Option<&VmState>,
+    now: u64,
+) -> (Decision, VmState) {
+    let mut state = prev.cloned().unwrap_or_default();
+    state.last_seen = now;
+    if let Some(why) = skip_reason(facts) {
+        let reason = format!("{why}: skipped");
+        let decision = Decision {
+            cpu: ResourceDecision::new(Resource::Cpu, Action::Skip, reason.clone()),
+            memory: ResourceDecision::new(Resource::Memory, Action::Skip, reason),
+        };
+        return (decision, state);
+    }
+    let mut decide_one = |res: Resource| {
+        let ctx = Ctx {
+            policy,
+            rp: policy.resource(res),
+            res,
+            facts,
+            util,
+            node,
+            now,
+        };
+        decide_resource(&ctx, state.resource_mut(res))
+    };
+    let cpu = decide_one(Resource::Cpu);
+    let memory = decide_one(Resource::Memory);
+    (Decision { cpu, memory }, state)
+}
+
+/// Why a VM gets no decision at all.
+fn skip_reason(facts: &VmFacts) -> Option<String> {
+    if facts.template {
+        return Some("VM is a template".into());
+    }
+    match facts.status {
+        VmStatus::Running => {}
+        VmStatus::Stopped => return Some("VM is stopped".into()),
+        VmStatus::Paused => return Some("VM is paused".into()),
+        VmStatus::Unknown => return Some("VM status is unknown".into()),
+    }
+    if let Some(lock) = &facts.lock {
+        return Some(format!("VM is locked ({lock})"));
+    }
+    match &facts.pending {
+        Some(keys) if !keys.is_empty() => Some(format!(
+            "VM config has pending changes ({}) that are not pvescale's; apply or revert them",
+            keys.join(", ")
+        )),
+        _ => None,
+    }
+}
+
+/// Everything one resource's decision looks at.
+struct Ctx<'a> {
+    policy: &'a Policy,
+    rp: &'a ResourcePolicy,
+    res: Resource,
+    facts: &'a VmFacts,
+    util: &'a Utilisation,
+    node: &'a NodeHeadroom,
+    now: u64,
+}
+
+impl Ctx<'_> {
+    fn name(&self) -> &'static str {
+        self.res.name()
+    }
+
+    /// Current size (vCPUs or MiB).
+    fn current(&self) -> u64 {
+        match self.res {
+            Resource::Cpu => u64::from(self.facts.vcpus),
+            Resource::Memory => self.facts.memory_mib,
+        }
+    }
+
+    /// The utilisation fraction (clamped to 1), or why it is unknown.
+    fn reading(&self) -> Result<f64, String> {
+        let (figure, samples) = match self.res {
+            Resource::Cpu => (self.util.cpu, self.util.cpu_samples),
+            Resource::Memory => (self.util.memory, self.util.memory_samples),
+        };
+        let Some(v) = figure else {
+            return Err("no data".into());
+        };
+        if samples < self.policy.min_samples {
+            return Err(format!(
+                "no data ({samples} sample{}, need {})",
+                if samples == 1 { "" } else { "s" },
+                self.policy.min_samples
+            ));
+        }
+        if !v.is_finite() || !(0.0..=MAX_PLAUSIBLE_UTILISATION).contains(&v) {
+            return Err(format!("figure out of range ({v})"));
+        }
+        Ok(v.min(1.0))
+    }
+
+    /// The utilisation to size toward, as a fraction.
+    fn target(&self) -> f64 {
+        let pct = self.rp.target.unwrap_or((self.rp.low + self.rp.high) / 2.0);
+        (pct / 100.0).clamp(0.01, 1.0)
+    }
+
+    fn make(&self, action: Action, reason: String) -> ResourceDecision {
+        ResourceDecision::new(self.res, action, reason)
+    }
+}
+
+fn decide_resource(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
+    let name = ctx.name();
+    if !ctx.rp.enabled {
+        return ctx.make(
+            Action::Skip,
+            format!("{name}: not managed (enabled = false): skipped"),
+        );
+    }
+
+    // A back-off ends at its time, or as soon as the config is no longer the one refused.
+    let signature = ctx.facts.signature();
+    for direction in [Direction::Up, Direction::Down] {
+        let slot = rs.backoff_mut(direction);
+        if slot
+            .as_ref()
+            .is_some_and(|b| b.until <= ctx.now || !b.signature.same_config(&signature))
+        {
+            *slot = None;
+        }
+    }
+
+    let frac = match ctx.reading() {
+        Ok(frac) => frac,
+        Err(why) => {
+            // Unknown data: no action, and the breach starts again once data is back.
+            rs.reset_breach();
+            rs.observed_at = None;
+            return ctx.make(Action::Keep, format!("{name}: {why}: keep"));
+        }
+    };
+    let gap_limit = ctx.policy.window.as_secs().max(MIN_BREACH_GAP_SECS);
+    if rs
+        .observed_at
+        .is_some_and(|t| ctx.now.saturating_sub(t) > gap_limit)
+    {
+        rs.reset_breach();
+    }
+    rs.observed_at = Some(ctx.now);
+
+    let pct = frac * 100.0;
+    let (low, high) = (ctx.rp.low, ctx.rp.high);
+    if pct > high {
+        scale_up(ctx, rs, frac)
+    } else if pct < low {
+        scale_down(ctx, rs, frac)
+    } else {
+        rs.reset_breach();
+        ctx.make(
+            Action::Keep,
+            format!(
+                "{name} {}% within {}-{}%: keep",
+                round_pct(pct),
+                num(low),
+                num(high)
+            ),
+        )
+    }
+}
+
+/// The checks between "the breach held long enough" and sizing, the same for both
+/// directions: switched off, still waiting, cooldown, back-off, not live-scalable. `Ok` is
+/// the reason's head (with what the breach needs) to go on with.
+fn gate(
+    ctx: &Ctx<'_>,
+    rs: &ResourceState,
+    direction: Direction,
+    head: String,
+    held: u64,
+) -> Result<String, ResourceDecision> {
+    let (name, rp, now) = (ctx.name(), ctx.rp, ctx.now);
+    let (allowed, switch, needs, cooldown, what) = match direction {
+        Direction::Up => (
+            rp.scale_up,
+            "scaling up is off (scale_up = false)",
+            rp.up_after,
+            rp.cooldown_up,
+            "scale-up",
+        ),
+        Direction::Down => (
+            rp.scale_down,
+            "scaling down is off (scale_down = false)",
+            rp.down_after,
+            rp.cooldown_down,
+            "scale-down",
+        ),
+    };
+    let needs = needs.as_secs();
+    if !allowed {
+        return Err(ctx.make(Action::Keep, format!("{head}, but {switch}: keep")));
+    }
+    if held < needs {
+        return Err(ctx.make(
+            Action::Keep,
+            format!("{head} (needs {}): waiting", fmt_duration(needs)),
+        ));
+    }
+    let head = format!("{head} (needs {})", fmt_duration(needs));
+    if let Some(left) = cooldown_left(rs, cooldown, now) {
+        return Err(ctx.make(
+            Action::Keep,
+            format!(
+                "{head}, but {name} cooldown: {} left after the last change: waiting",
+                fmt_left(left)
+            ),
+        ));
+    }
+    if let Some(b) = backoff_in_force(ctx, rs, direction) {
+        return Err(ctx.make(
+            Action::Blocked(BlockedBy::Backoff),
+            backoff_reason(&head, what, b, now),
+        ));
+    }
+    if let Some(fix) = not_live_scalable(ctx) {
+        return Err(ctx.make(
+            Action::Blocked(BlockedBy::NotLiveScalable),
+            format!("{head}, but {fix}"),
+        ));
+    }
+    Ok(head)
+}
+
+fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecision {
+    let (name, rp, now) = (ctx.name(), ctx.rp, ctx.now);
+    rs.below_since = None;
+    if ctx.res == Resource::Memory && ctx.util.memory_source != MemorySource::Guest {
+        // A host-side figure counts what the guest ever touched (page cache included): it
+        // sits near the allocation and follows every increase, so growing on it never ends.
+        rs.above_since = None;
+        return ctx.make(
+            Action::Keep,
+            format!(
+                "{name} {} > {}%, but {}: not scaling up",
+                pct_against(frac * 100.0, rp.high),
+                num(rp.high),
+                untrusted_memory_source(ctx.util.memory_source)
+            ),
+        );
+    }
+    let since = *rs.above_since.get_or_insert(now);
+    let held = now.saturating_sub(since);
+    let head = format!(
+        "{name} {} > {}% for {}",
+        pct_against(frac * 100.0, rp.high),
+        num(rp.high),
+        fmt_duration(held)
+    );
+    let head = match gate(ctx, rs, Direction::Up, head, held) {
+        Ok(head) => head,
+        Err(decision) => return decision,
+    };
+    let from = ctx.current();
+    let sized = match ctx.res {
+        Resource::Cpu => size_cpu_up(ctx, frac),
+        Resource::Memory => size_memory_up(ctx, frac),
+    };
+    let to = match sized {
+        Ok(to) => to,
+        Err((by, why)) => {
+            return ctx.make(Action::Blocked(by), format!("{head}, but {why}: blocked"));
+        }
+    };
+    if let Some(why) = host_guard(ctx, from, to) {
+        return ctx.make(
+            Action::Blocked(BlockedBy::HostGuard),
+            format!("{head}, but {why}: blocked"),
+        );
+    }
+    ctx.make(
+        Action::Up { from, to },
+        format!("{head}: {}", fmt_change(ctx.res, from, to)),
+    )
+}
+
+/// Why a memory figure that is not the guest's own is not acted on.
+fn untrusted_memory_source(source: MemorySource) -> &'static str {
+    match source {
+        MemorySource::Host => "the memory figure is a host-side estimate (no balloon statistics)",
+        _ => "the source of the memory figure is unknown (no balloon statistics known)",
+    }
+}
+
+fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecision {
+    let (name, rp, now) = (ctx.name(), ctx.rp, ctx.now);
+    rs.above_since = None;
+    let pct = pct_against(frac * 100.0, rp.low);
+    if ctx.res == Resource::Memory && ctx.util.memory_source != MemorySource::Guest {
+        // An untrusted figure must not start (or continue) a shrink.
+        rs.below_since = None;
+        return ctx.make(
+            Action::Keep,
+            format!(
+                "{name} {pct} < {}%, but {}: not scaling down",
+                num(rp.low),
+                untrusted_memory_source(ctx.util.memory_source)
+            ),
+        );
+    }
+    let since = *rs.below_since.get_or_insert(now);
+    let held = now.saturating_sub(since);
+    let head = format!("{name} {pct} < {}% for {}", num(rp.low), fmt_duration(held));
+    let head = match gate(ctx, rs, Direction::Down, head, held) {
+        Ok(head) => head,
+        Err(decision) => return decision,
+    };
+    let from = ctx.current();
+    let sized = match ctx.res {
+        Resource::Cpu => size_cpu_down(ctx, frac),
+        Resource::Memory => size_memory_down(ctx, frac),
+    };
+    let to = match sized {
+        Ok(to) => to,
+        // Nothing to shrink is not a problem: keep.
+        Err(why) => return ctx.make(Action::Keep, format!("{head}, but {why}: keep")),
+    };
+    let mut reason = format!("{head}: {}", fmt_change(ctx.res, from, to));
+    let mut balloon_mib = None;
+    if ctx.res == Resource::Memory
+        && let Some(balloon) = ctx.facts.balloon_mib
+        && balloon > to
+    {
+        // `balloon` must stay <= `memory`; 0 (no balloon device) is never above.
+        balloon_mib = Some(to);
+        reason.push_str(&format!(", balloon {balloon} → {to} MiB"));
+    }
+    ResourceDecision {
+        resource: ctx.res,
+        action: Action::Down { from, to },
+        reason,
+        balloon_mib,
+    }
+}
+
+/// The back-off that blocks a change in `direction`, if any. Expired back-offs and those of
+/// another config were already dropped. One recorded with a digest cannot be confirmed
+/// before the config (and its digest) is read: like any unknown, that does not block, and the
+/// second call, with the digest, decides.
+fn backoff_in_force<'a>(
+    ctx: &Ctx<'_>,
+    rs: &'a ResourceState,
+    direction: Direction,
+) -> Option<&'a crate::state::Backoff> {
+    rs.backoff(direction)
+        .filter(|b| b.signature.digest.is_none() || ctx.facts.digest.is_some())
+}
+
+/// Seconds of cooldown left after the resource's last change, if any.
+fn cooldown_left(rs: &ResourceState, cooldown: Duration, now: u64) -> Option<u64> {
+    let change = rs.last_change.as_ref()?;
+    let ends = change.at.saturating_add(cooldown.as_secs());
+    (now < ends).then(|| ends - now)
+}
+
+fn backoff_reason(head: &str, what: &str, b: &crate::state::Backoff, now: u64) -> String {
+    let message = b.message.lines().next().unwrap_or("").trim();
+    format!(
+        "{head}, but the last {what} was refused ({message}): backing off, {} left or until the config changes",
+        fmt_left(b.until.saturating_sub(now))
+    )
+}
+
+/// What keeps the resource from being changed live, with the fix; `None` when fine or unknown.
+fn not_live_scalable(ctx: &Ctx<'_>) -> Option<String> {
+    let f = ctx.facts;
+    let hotplug_with = |add: Resource| {
+        let mut list = vec!["network", "disk", "usb"];
+        if f.cpu_hotplug == Some(true) || add == Resource::Cpu {
+            list.push("cpu");
+        }
+        if f.memory_hotplug == Some(true) || add == Resource::Memory {
+            list.push("memory");
+        }
+        list.join(",")
+    };
+    match ctx.res {
+        Resource::Cpu if f.cpu_hotplug == Some(false) => Some(format!(
+            "cpu hotplug is off: qm set {} --hotplug {}",
+            f.vmid,
+            hotplug_with(Resource::Cpu)
+        )),
+        Resource::Cpu => None,
+        Resource::Memory if f.memory_hotplug == Some(false) => Some(format!(
+            "memory hotplug is off: qm set {} --hotplug {}{} (then a cold restart)",
+            f.vmid,
+            hotplug_with(Resource::Memory),
+            if f.numa == Some(true) {
+                ""
+            } else {
+                " --numa 1"
+            }
+        )),
+        Resource::Memory if f.numa == Some(false) => Some(format!(
+            "memory hotplug needs numa: qm set {} --numa 1 (then a cold restart)",
+            f.vmid
+        )),
+        Resource::Memory => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,397 @@
+//! The state's model: what pvescale carries from one run to the next, and what the policy
+//! reads and returns. Pure data (no file, no lock: see `store`).
+//!
+//! Per cluster and VMID it holds, per resource, since when utilisation has been above or below
+//! the thresholds, the last change, the back-off after a refused change and the last error;
+//! plus what a run learned from the VM's config, and the last notification times.
+//!
+//! Times are unix seconds (`u64`) everywhere.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::policy::ConfigSignature;
+use crate::policy::{Direction, MemorySource, Resource};
+
+/// Version of the state file's schema. A file with a higher version is set aside.
+pub const STATE_VERSION: u32 = 1;
+
+/// Entries of VMs not seen for this long are pruned (7 days).
+pub const PRUNE_AFTER_SECS: u64 = 7 * 24 * 3600;
+
+/// The whole state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Cluster name (from the config) → VMID → state of that VM.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, BTreeMap<u32, VmState>>,
+    #[serde(default)]
+    pub notifications: Notifications,
+    /// Cluster name → since when `cluster/metrics/export` is known to be unavailable there
+    /// (older PVE, or no Sys.Audit), so that runs go straight to `rrddata` and only probe the
+    /// export again now and then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics_export_unavailable: BTreeMap<String, u64>,
+}
+
+/// What notifications last went out, for deduplication and rate limiting (see `notify`).
+/// Every field has a default, so state files from before a field existed still load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Notifications {
+    /// Deduplication key (chosen by the notifier) → when it was last sent.
+    pub last_sent: BTreeMap<String, u64>,
+    /// Conditions that hold (a VM blocked, a VM or cluster failing), by key chosen by the
+    /// notifier: told once, until they change; a failure that clears is told as recovered.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditions: BTreeMap<String, NotifyCondition>,
+    /// When messages went out in the last hour (for the hourly cap).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sent_at: Vec<u64>,
+    /// Events dropped by the hourly cap since the last message; the next message says so.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held_back: u64,
+}
+
+/// A condition the notifier tracks between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotifyCondition {
+    /// Since when it holds.
+    pub since: u64,
+    pub cluster: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<u32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// What identifies it: a different one is a new condition.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub identity: String,
+    /// The last message about it (an error, a reason).
+    pub text: String,
+    /// Whether a message about it went out.
+    pub notified: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Everything remembered about one VM.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VmState {
+    /// Last run that saw this VM in `/cluster/resources` (whatever its status).
+    pub last_seen: u64,
+    pub cpu: ResourceState,
+    pub memory: ResourceState,
+    /// What a run learned from the VM's config, so that later runs need not read it again.
+    /// The run decides when it is stale (see `learned_at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_config: Option<KnownConfig>,
+    /// A config write that was started and whose outcome is not settled yet (the run was
+    /// killed, or its task did not finish in time). The next run reads the VM, reverts
+    /// whatever of it was left pending and records what did go live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlight>,
+    /// Where the VM's memory figure comes from, when learned without reading the config
+    /// (one `status/current` call), so that later runs need not ask again for a while.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_source: Option<LearnedSource>,
+    /// The host's memory maximum for this VM (MiB), learned from Proxmox's refusal of a
+    /// larger size (qemu-server `get_max_mem`: 2^(physical address bits − 21)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_max_memory_mib: Option<u64>,
+}
+
+/// A memory source and when it was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedSource {
+    pub source: MemorySource,
+    pub at: u64,
+}
+
+/// The values of a config write in progress (MiB and vCPUs; `None` = not part of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InFlight {
+    /// When the write was started.
+    pub at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balloon_mib: Option<u64>,
+    /// The sizes before the write, to tell what went live.
+    pub vcpus_before: u64,
+    pub memory_mib_before: u64,
+    /// The balloon floor before the write, to put back if memory did not go live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balloon_mib_before: Option<u64>,
+}
+
+impl InFlight {
+    /// The config keys of the write.
+    pub fn keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.vcpus.is_some() {
+            keys.push("vcpus");
+        }
+        if self.memory_mib.is_some() {
+            keys.push("memory");
+        }
+        if self.balloon_mib.is_some() {
+            keys.push("balloon");
+        }
+        keys
+    }
+}
+
+/// The state of one resource of one VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceState {
+    /// Since when utilisation has been above `high` without a break.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub above_since: Option<u64>,
+    /// Since when utilisation has been below `low` without a break.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub below_since: Option<u64>,
+    /// Last time a known utilisation figure was evaluated; a longer gap restarts the breach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<u64>,
+    /// The last change pvescale made to this resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<Change>,
+    /// No scale-up attempt until then (the VM refused one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_up: Option<Backoff>,
+    /// No scale-down attempt until then (the VM refused one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_down: Option<Backoff>,
+    /// The last failure about this resource (kept for `status`, even after a later success).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorRecord>,
+}
+
+/// A change that was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub at: u64,
+    pub direction: Direction,
+    /// Size before (vCPUs or MiB).
+    pub from: u64,
+    /// Size after (vCPUs or MiB).
+    pub to: u64,
+}
+
+/// A back-off after the VM refused a change in one direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// When the refusal happened.
+    pub since: u64,
+    /// No new attempt before this time...
+    pub until: u64,
+    /// ...unless the VM's config differs from this one.
+    pub signature: ConfigSignature,
+    /// What the VM or the server said.
+    pub message: String,
+}
+
+/// A failure, with its time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub at: u64,
+    pub message: String,
+}
+
+/// What a run learned from the VM's config (`config?current=1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownConfig {
+    /// sockets × cores: the most vCPUs the VM can have live.
+    pub max_vcpus: u32,
+    /// `cpu` is in `hotplug`.
+    pub cpu_hotplug: bool,
+    /// `memory` is in `hotplug`.
+    pub memory_hotplug: bool,
+    /// `numa: 1`.
+    pub numa: bool,
+    /// `balloon` (MiB; 0 = no balloon device); `None` when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon_mib: Option<u64>,
+    /// Where the VM's memory figure comes from.
+    pub memory_source: MemorySource,
+    /// The config's digest when it was read.
+    pub digest: String,
+    /// When it was read.
+    pub learned_at: u64,
+}
+
+impl ResourceState {
+    /// The back-off of one direction.
+    pub fn backoff(&self, direction: Direction) -> Option<&Backoff> {
+        match direction {
+            Direction::Up => self.backoff_up.as_ref(),
+            Direction::Down => self.backoff_down.as_ref(),
+        }
+    }
+
+    /// The back-off slot of one direction.
+    pub fn backoff_mut(&mut self, direction: Direction) -> &mut Option<Backoff> {
+        match direction {
+            Direction::Up => &mut self.backoff_up,
+            Direction::Down => &mut self.backoff_down,
+        }
+    }
+
+    /// Forget both breach timers.
+    pub fn reset_breach(&mut self) {
+        self.above_since = None;
+        self.below_since = None;
+    }
+}
+
+impl VmState {
+    /// The state of one resource.
+    pub fn resource(&self, resource: Resource) -> &ResourceState {
+        match resource {
+            Resource::Cpu => &self.cpu,
+            Resource::Memory => &self.memory,
+        }
+    }
+
+    /// The state of one resource, to change it.
+    pub fn resource_mut(&mut self, resource: Resource) -> &mut ResourceState {
+        match resource {
+            Resource::Cpu => &mut self.cpu,
+            Resource::Memory => &mut self.memory,
+        }
+    }
+
+    /// Record a change the apply step made (also a partial one: then `to` is what the VM has
+    /// now). Starts the cooldowns and restarts the breach timers, since the old breach was
+    /// measured against the old size. Ends a back-off in the same direction; the other
+    /// back-offs go on, their signatures updated to the new size (a change of ours is not the
+    /// config change that ends a back-off), without digest (our write changed it).
+    pub fn record_change(
+        &mut self,
+        resource: Resource,
+        direction: Direction,
+        from: u64,
+        to: u64,
+        now: u64,
+    ) {
+        for rs in [&mut self.cpu, &mut self.memory] {
+            for backoff in [&mut rs.backoff_up, &mut rs.backoff_down]
+                .into_iter()
+                .flatten()
+            {
+                match resource {
+                    Resource::Cpu => {
+                        backoff.signature.vcpus = u32::try_from(to).unwrap_or(u32::MAX);
+                    }
+                    Resource::Memory => backoff.signature.memory_mib = to,
+                }
+                backoff.signature.digest = None;
+            }
+        }
+        let rs = self.resource_mut(resource);
+        rs.last_change = Some(Change {
+            at: now,
+            direction,
+            from,
+            to,
+        });
+        rs.reset_breach();
+        *rs.backoff_mut(direction) = None;
+    }
+
+    /// Record that the VM refused a change (left pending, unplug failed): no new attempt in
+    /// that direction before `now + backoff`, unless the config's signature changes. The
+    /// signature is that of the config after the revert (see [`ConfigSignature`]).
+    pub fn record_refusal(
+        &mut self,
+        resource: Resource,
+        direction: Direction,
+        now: u64,
+        backoff: Duration,
+        signature: ConfigSignature,
+        message: impl Into<String>,
+    ) {
+        let message = message.into();
+        let rs = self.resource_mut(resource);
+        rs.last_error = Some(ErrorRecord {
+            at: now,
+            message: message.clone(),
+        });
+        *rs.backoff_mut(direction) = Some(Backoff {
+            since: now,
+            until: now.saturating_add(backoff.as_secs()),
+            signature,
+            message,
+        });
+    }
+
+    /// Record a failure that calls for no back-off (the server was unreachable, a concurrent
+    /// edit, ...): it is only shown.
+    pub fn record_error(&mut self, resource: Resource, now: u64, message: impl Into<String>) {
+        self.resource_mut(resource).last_error = Some(ErrorRecord {
+            at: now,
+            message: message.into(),
+        });
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: STATE_VERSION,
+            clusters: BTreeMap::new(),
+            notifications: Notifications::default(),
+            metrics_export_unavailable: BTreeMap::new(),
+        }
+    }
+}
+
+impl State {
+    /// The state of one VM.
+    pub fn vm(&self, cluster: &str, vmid: u32) -> Option<&VmState> {
+        self.clusters.get(cluster).and_then(|vms| vms.get(&vmid))
+    }
+
+    /// The state of one VM, to change it.
+    pub fn vm_mut(&mut self, cluster: &str, vmid: u32) -> Option<&mut VmState> {
+        self.clusters
+            .get_mut(cluster)
+            .and_then(|vms| vms.get_mut(&vmid))
+    }
+
+    /// Store the state of one VM (typically the one `policy::decide` returned).
+    pub fn set_vm(&mut self, cluster: &str, vmid: u32, vm: VmState) {
+        self.clusters
+            .entry(cluster.to_string())
+            .or_default()
+            .insert(vmid, vm);
+    }
+
+    /// Drop VMs not seen for [`PRUNE_AFTER_SECS`], clusters left empty, and notification
+    /// records as old. Returns how many VMs were dropped.
+    pub fn prune(&mut self, now: u64) -> usize {
+        let cutoff = now.saturating_sub(PRUNE_AFTER_SECS);
+        let mut dropped = 0;
+        for vms in self.clusters.values_mut() {
+            let before = vms.len();
+            vms.retain(|_, vm| vm.last_seen >= cutoff);
+            dropped += before - vms.len();
+        }
+        self.clusters.retain(|_, vms| !vms.is_empty());
+        self.notifications
+            .last_sent
+            .retain(|_, &mut at| at >= cutoff);
+        dropped
+    }
+}
