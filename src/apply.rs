@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::pve::error::{host_max_memory_mib, is_digest_conflict};
-use crate::pve::types::{PendingItem, VmConfig, parse_memory_property};
+use crate::pve::types::{ConfigDigest, PendingItem, VmConfig, parse_memory_property};
 use crate::pve::{ApiError, ApiErrorKind, Client, TaskOutcome};
 
 /// Why a write was not made: the config changed between our read and our write.
@@ -29,7 +29,7 @@ impl Change {
         self.vcpus.is_none() && self.memory_mib.is_none() && self.balloon_mib.is_none()
     }
 
-    fn params(&self, digest: &str) -> Vec<(&'static str, String)> {
+    fn params(&self) -> Vec<(&'static str, String)> {
         let mut params = Vec::new();
         // Balloon first in the list; Proxmox applies the request as a whole, and a lower
         // balloon must not exceed the new memory.
@@ -41,9 +41,6 @@ impl Change {
         }
         if let Some(vcpus) = self.vcpus {
             params.push(("vcpus", vcpus.to_string()));
-        }
-        if !digest.is_empty() {
-            params.push(("digest", digest.to_string()));
         }
         params
     }
@@ -145,13 +142,13 @@ pub fn apply(
     if change.is_empty() {
         return Outcome::Applied;
     }
-    let params = change.params(&config.digest);
+    let params = change.params();
     let keys = change.keys();
     let undo = Undo {
         change,
         balloon_before: config.balloon,
     };
-    let write = client.vm_config_post(node, vmid, &params);
+    let write = client.vm_config_post(node, vmid, &params, &config.digest);
     let task = match write {
         Ok(upid) => client.wait_task(node, &upid, timing.task_timeout, timing.poll),
         Err(e) if e.is_digest_mismatch() => return Outcome::Skipped(CHANGED_MEANWHILE.into()),
@@ -348,20 +345,14 @@ impl Undo<'_> {
             return Ok(done);
         }
         // `pending` carries the digest as a row of its own; else read it.
-        let digest = match pending
+        let from_pending = pending
             .iter()
-            .find_map(|p| (p.key == "digest").then(|| p.value.clone()).flatten())
-        {
+            .filter(|p| p.key == "digest")
+            .find_map(|p| p.value.as_deref().and_then(ConfigDigest::from_server));
+        let digest = match from_pending {
             Some(digest) => digest,
             None => client.vm_config_current(node, vmid)?.digest,
         };
-        if digest.trim().is_empty() {
-            return Err(ApiError::new(
-                ApiErrorKind::Decode,
-                format!("GET /nodes/{node}/qemu/{vmid}/pending"),
-                "no config digest: nothing is written without one",
-            ));
-        }
         let mut params = Vec::new();
         if !done.reverted.is_empty() {
             params.push(("revert", done.reverted.join(",")));
@@ -369,8 +360,7 @@ impl Undo<'_> {
         if let Some(balloon) = done.balloon_restored {
             params.push(("balloon", balloon.to_string()));
         }
-        params.push(("digest", digest));
-        client.vm_config_put(node, vmid, &params)?;
+        client.vm_config_put(node, vmid, &params, &digest)?;
         Ok(done)
     }
 }
@@ -394,15 +384,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_carry_digest_and_balloon_before_memory() {
+    fn params_put_balloon_before_memory() {
         let change = Change {
             vcpus: Some(4),
             memory_mib: Some(2048),
             balloon_mib: Some(1024),
         };
-        let params = change.params("abc");
+        let params = change.params();
         let names: Vec<&str> = params.iter().map(|(k, _)| *k).collect();
-        assert_eq!(names, vec!["balloon", "memory", "vcpus", "digest"]);
+        assert_eq!(names, vec!["balloon", "memory", "vcpus"]);
     }
 
     #[test]

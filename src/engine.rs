@@ -356,7 +356,7 @@ impl Pass<'_> {
             numa: facts.numa.unwrap_or(false),
             balloon_mib: facts.balloon_mib,
             memory_source: read.memory_source,
-            digest: read.config.digest.clone(),
+            digest: read.config.digest.to_string(),
             learned_at: now,
         };
         let util = utilisation(
@@ -427,12 +427,15 @@ impl Pass<'_> {
         }
         let outcomes = map_bounded(&to_apply, DEFAULT_PARALLELISM, |&i| {
             let plan = &plans[i];
-            let config = plan.config.clone().unwrap_or_default();
+            // Only plans whose config was read get here (`to_apply`).
+            let Some(config) = plan.config.as_ref() else {
+                return Outcome::Skipped("the VM's config was not read: next run".into());
+            };
             apply::apply(
                 self.client,
                 &plan.resource.node,
                 plan.resource.vmid,
-                &config,
+                config,
                 &change_of(&plan.decision),
                 timing,
             )

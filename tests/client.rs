@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use common::{TOKEN_ID, TOKEN_SECRET, cluster, ready_vm};
 use pvescale::pve::parallel::map_bounded;
-use pvescale::pve::types::{Consolidation, MetricSample, PendingItem, Timeframe, VmStatus};
+use pvescale::pve::types::{
+    ConfigDigest, Consolidation, MetricSample, PendingItem, Timeframe, VmStatus,
+};
 use pvescale::pve::{
     ApiError, ApiErrorKind, Auth, Client, ClusterTarget, RetryPolicy, TaskOutcome, TlsMode,
 };
@@ -109,6 +111,11 @@ fn assert_kind(e: &ApiError, kind: ApiErrorKind) {
 
 // ---- authentication ----------------------------------------------------------------------
 
+/// The VM's current config digest, straight from the simulator (no request).
+fn sim_digest(sim: &pvesim::Sim, vmid: u32) -> ConfigDigest {
+    ConfigDigest::from_server(&sim.vm(vmid).expect("vm").digest).expect("a digest")
+}
+
 #[test]
 fn token_auth_reads_version_and_resources() {
     let lab = Lab::start(
@@ -152,17 +159,18 @@ fn ticket_auth_uses_cookie_and_sends_csrf_on_every_write() {
     assert_eq!(client.version().expect("version").release, "8.4");
     let cfg = client.vm_config_current(NODE, 101).expect("config");
     let upid = client
-        .vm_config_post(
-            NODE,
-            101,
-            &[("vcpus", "3".to_string()), ("digest", cfg.digest.clone())],
-        )
+        .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())], &cfg.digest)
         .expect("POST config");
     assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
     let cfg = client.vm_config_current(NODE, 101).expect("config");
     assert_eq!(cfg.vcpus, Some(3));
     client
-        .vm_config_put(NODE, 101, &[("vcpus", "2".to_string())])
+        .vm_config_put(
+            NODE,
+            101,
+            &[("vcpus", "2".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("PUT config");
 
     let requests = lab.sim.requests();
@@ -411,11 +419,7 @@ fn post_answered_596_after_apply_is_not_retried_and_outcome_unknown() {
             .times(1),
     );
     let err = client
-        .vm_config_post(
-            NODE,
-            101,
-            &[("vcpus", "4".to_string()), ("digest", cfg.digest.clone())],
-        )
+        .vm_config_post(NODE, 101, &[("vcpus", "4".to_string())], &cfg.digest)
         .unwrap_err();
     assert_kind(&err, ApiErrorKind::Unreachable);
     assert!(err.outcome_unknown, "{err:?}");
@@ -468,7 +472,12 @@ fn post_timeout_is_outcome_unknown_and_not_retried() {
     target.timeout = Duration::from_secs(1);
     let client = Client::with_retry(&target, quick_retry(3)).expect("client");
     let err = client
-        .vm_config_post(NODE, 101, &[("vcpus", "4".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("vcpus", "4".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .unwrap_err();
     assert_kind(&err, ApiErrorKind::Timeout);
     assert!(err.outcome_unknown, "{err:?}");
@@ -530,7 +539,12 @@ fn missing_privilege_is_403_with_proxmox_message() {
         );
         let client = lab.client();
         let err = client
-            .vm_config_post(NODE, 101, &[("memory", "8192".to_string())])
+            .vm_config_post(
+                NODE,
+                101,
+                &[("memory", "8192".to_string())],
+                &sim_digest(&lab.sim, 101),
+            )
             .unwrap_err();
         assert_kind(&err, ApiErrorKind::Permission);
         assert_eq!(err.status(), Some(403));
@@ -543,7 +557,12 @@ fn missing_privilege_is_403_with_proxmox_message() {
         // CPU is still allowed.
         assert!(
             client
-                .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())])
+                .vm_config_post(
+                    NODE,
+                    101,
+                    &[("vcpus", "3".to_string())],
+                    &sim_digest(&lab.sim, 101)
+                )
                 .is_ok()
         );
     }
@@ -559,6 +578,7 @@ fn unknown_parameter_is_400_with_param_errors() {
                 NODE,
                 101,
                 &[("vcpus", "3".to_string()), ("bogus", "1".to_string())],
+                &sim_digest(&lab.sim, 101),
             )
             .unwrap_err();
         assert_kind(&err, ApiErrorKind::BadRequest);
@@ -588,7 +608,12 @@ fn locked_vm_is_reported_in_every_version() {
         );
         let err = lab
             .client()
-            .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())])
+            .vm_config_post(
+                NODE,
+                101,
+                &[("vcpus", "3".to_string())],
+                &sim_digest(&lab.sim, 101),
+            )
             .unwrap_err();
         assert_kind(&err, ApiErrorKind::Server);
         assert!(err.is_locked(), "PVE {version}: {err}");
@@ -607,7 +632,7 @@ fn stale_digest_is_a_digest_mismatch() {
         let lab = Lab::start(cluster().version(version).vm(ready_vm(101, NODE)));
         let client = lab.client();
         let cfg = client.vm_config_current(NODE, 101).expect("config");
-        assert!(!cfg.digest.is_empty());
+        assert!(!cfg.digest.as_str().is_empty());
         assert!(lab.sim.update_vm(101, |vm| {
             vm.config.insert(
                 "description".to_string(),
@@ -615,11 +640,7 @@ fn stale_digest_is_a_digest_mismatch() {
             );
         }));
         let err = client
-            .vm_config_post(
-                NODE,
-                101,
-                &[("vcpus", "3".to_string()), ("digest", cfg.digest.clone())],
-            )
+            .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())], &cfg.digest)
             .unwrap_err();
         assert_kind(&err, ApiErrorKind::Server);
         assert!(err.is_digest_mismatch(), "PVE {version}: {err}");
@@ -628,11 +649,7 @@ fn stale_digest_is_a_digest_mismatch() {
         let fresh = client.vm_config_current(NODE, 101).expect("config");
         assert_ne!(fresh.digest, cfg.digest);
         let upid = client
-            .vm_config_post(
-                NODE,
-                101,
-                &[("vcpus", "3".to_string()), ("digest", fresh.digest)],
-            )
+            .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())], &fresh.digest)
             .expect("write with fresh digest");
         assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
     }
@@ -701,7 +718,7 @@ fn configs_of_pve_8_0_and_9_1_parse_alike() {
         assert!(cfg.numa && cfg.cpu_hotplug() && cfg.memory_hotplug());
         assert_eq!(cfg.name.as_deref(), Some("vm101"));
         assert_eq!(cfg.tags.as_deref(), Some("autoscale"));
-        assert_eq!(cfg.digest, lab.sim.vm(101).expect("vm").digest);
+        assert_eq!(cfg.digest.as_str(), lab.sim.vm(101).expect("vm").digest);
         let pending = client.vm_pending(NODE, 101).expect("pending");
         assert!(pending.iter().any(|p| p.key == "memory"));
         assert!(pending.iter().all(|p| !p.is_pending()));
@@ -915,11 +932,7 @@ fn vcpus_apply_live_with_cpu_hotplug() {
     let client = lab.client();
     let cfg = client.vm_config_current(NODE, 101).expect("config");
     let upid = client
-        .vm_config_post(
-            NODE,
-            101,
-            &[("vcpus", "6".to_string()), ("digest", cfg.digest.clone())],
-        )
+        .vm_config_post(NODE, 101, &[("vcpus", "6".to_string())], &cfg.digest)
         .expect("POST");
     assert!(upid.starts_with("UPID:pve1:"), "{upid}");
     assert_eq!(wait(&client, &upid), TaskOutcome::Ok("OK".to_string()));
@@ -930,7 +943,12 @@ fn vcpus_apply_live_with_cpu_hotplug() {
     assert!(pending_of(&pending, "vcpus").is_none(), "{pending:?}");
     // More than sockets × cores: the task fails, the value stays pending.
     let upid = client
-        .vm_config_post(NODE, 101, &[("vcpus", "9".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("vcpus", "9".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("POST");
     assert!(matches!(wait(&client, &upid), TaskOutcome::Failed(_)));
     assert_eq!(
@@ -951,7 +969,12 @@ fn vcpus_without_cpu_hotplug_stay_pending() {
     let cfg = client.vm_config_current(NODE, 101).expect("config");
     assert!(!cfg.cpu_hotplug());
     let upid = client
-        .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("vcpus", "3".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("POST");
     assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
     assert_eq!(
@@ -970,7 +993,12 @@ fn cores_change_stays_pending_on_a_running_vm() {
     let lab = Lab::start(cluster().vm(ready_vm(101, NODE)));
     let client = lab.client();
     let upid = client
-        .vm_config_post(NODE, 101, &[("cores", "4".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("cores", "4".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("POST");
     assert_eq!(wait(&client, &upid), TaskOutcome::Ok("OK".to_string()));
     let cfg = client.vm_config_current(NODE, 101).expect("config");
@@ -992,7 +1020,12 @@ fn memory_hotplug_rounds_to_the_dimm_grid() {
     let client = lab.client();
     // Adding rounds up: 5000 → 5120 (1024 + 8 × 512).
     let upid = client
-        .vm_config_post(NODE, 101, &[("memory", "5000".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("memory", "5000".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("POST");
     assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
     assert_eq!(
@@ -1001,7 +1034,12 @@ fn memory_hotplug_rounds_to_the_dimm_grid() {
     );
     // Removing rounds down: 3000 → 2560.
     let upid = client
-        .vm_config_post(NODE, 101, &[("memory", "3000".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("memory", "3000".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("POST");
     assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
     assert_eq!(
@@ -1017,7 +1055,12 @@ fn memory_without_hotplug_stays_pending_and_revert_drops_it() {
     let lab = Lab::start(cluster().vm(VmSpec::new(101, NODE).memory_mib(2048)));
     let client = lab.client();
     let upid = client
-        .vm_config_post(NODE, 101, &[("memory", "4096".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("memory", "4096".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("POST");
     assert_eq!(wait(&client, &upid), TaskOutcome::Ok("OK".to_string()));
     let cfg = client.vm_config_current(NODE, 101).expect("config");
@@ -1027,7 +1070,7 @@ fn memory_without_hotplug_stays_pending_and_revert_drops_it() {
     assert_eq!(row.pending.as_deref(), Some("4096"));
 
     client
-        .vm_revert(NODE, 101, &["memory"], Some(&cfg.digest))
+        .vm_revert(NODE, 101, &["memory"], &cfg.digest)
         .expect("revert");
     let pending = client.vm_pending(NODE, 101).expect("pending");
     assert!(pending_of(&pending, "memory").is_none(), "{pending:?}");
@@ -1051,7 +1094,12 @@ fn refused_memory_unplug_fails_the_task_and_leaves_the_target_pending() {
     let lab = Lab::start(cluster().vm(ready_vm(101, NODE).memory_mib(8192).refuse_mem_unplug(1)));
     let client = lab.client();
     let upid = client
-        .vm_config_post(NODE, 101, &[("memory", "4096".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("memory", "4096".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("POST");
     match wait(&client, &upid) {
         TaskOutcome::Failed(text) => {
@@ -1073,7 +1121,12 @@ fn refused_unplug_set_later_through_update_vm() {
     assert!(lab.sim.update_vm(101, |vm| vm.refuse_mem_unplug = Some(0)));
     let client = lab.client();
     let upid = client
-        .vm_config_post(NODE, 101, &[("memory", "4096".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("memory", "4096".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("POST");
     assert!(matches!(wait(&client, &upid), TaskOutcome::Failed(_)));
     assert_eq!(
@@ -1097,6 +1150,7 @@ fn stopped_vm_applies_everything_at_once() {
                 ("memory", "3000".to_string()),
                 ("balloon", "1024".to_string()),
             ],
+            &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
     assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
@@ -1114,7 +1168,12 @@ fn balloon_above_memory_is_refused() {
     let lab = Lab::start(cluster().vm(ready_vm(101, NODE)));
     let err = lab
         .client()
-        .vm_config_post(NODE, 101, &[("balloon", "8192".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("balloon", "8192".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .unwrap_err();
     assert_kind(&err, ApiErrorKind::Server);
     assert!(err.message.contains("balloon"), "{err}");
@@ -1163,7 +1222,12 @@ fn fallback_url_is_used_for_a_first_write() {
     ];
     let client = client_for(&target);
     let upid = client
-        .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())])
+        .vm_config_post(
+            NODE,
+            101,
+            &[("vcpus", "3".to_string())],
+            &sim_digest(&lab.sim, 101),
+        )
         .expect("a refused connection proves the write was never sent: try the next URL");
     assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
     assert_eq!(lab.sim.count("POST", "/nodes/pve1/qemu/101/config"), 1);

@@ -348,19 +348,15 @@ fn drive(sim: &Sim, ca: &Path) {
                 ("vcpus", "4".to_string()),
                 ("memory", "6144".to_string()),
                 ("balloon", "2048".to_string()),
-                ("digest", cfg.digest.clone()),
             ],
+            &cfg.digest,
         )
         .expect("POST config");
     assert!(matches!(wait(&upid), TaskOutcome::Ok(_)));
     // A change that stays pending, then dropped again.
     let cfg = client.vm_config_current(NODE, 102).expect("config");
     let upid = client
-        .vm_config_post(
-            NODE,
-            102,
-            &[("memory", "4096".to_string()), ("digest", cfg.digest)],
-        )
+        .vm_config_post(NODE, 102, &[("memory", "4096".to_string())], &cfg.digest)
         .expect("POST config");
     assert!(matches!(wait(&upid), TaskOutcome::Ok(_)));
     let cfg = client.vm_config_current(NODE, 102).expect("config");
@@ -372,10 +368,11 @@ fn drive(sim: &Sim, ca: &Path) {
             .any(|p| p.key == "memory" && p.is_pending())
     );
     client
-        .vm_revert(NODE, 102, &["memory"], Some(&cfg.digest))
+        .vm_revert(NODE, 102, &["memory"], &cfg.digest)
         .expect("revert");
+    let cfg = client.vm_config_current(NODE, 101).expect("config");
     client
-        .vm_config_put(NODE, 101, &[("vcpus", "3".to_string())])
+        .vm_config_put(NODE, 101, &[("vcpus", "3".to_string())], &cfg.digest)
         .expect("PUT config");
 
     // Ticket login.

@@ -124,7 +124,7 @@ pub(super) fn facts_from_config(
     facts.numa = Some(config.numa);
     facts.balloon_mib = config.balloon;
     facts.pending = Some(apply::foreign_pending(pending));
-    facts.digest = Some(config.digest.clone());
+    facts.digest = Some(config.digest.to_string());
     facts
 }
 

@@ -11,8 +11,8 @@ use serde::{Deserialize, Deserializer};
 use super::client::Client;
 use super::error::{ApiError, ApiErrorKind, ApiResult};
 use super::types::{
-    Consolidation, MetricSample, NodeStatus, PendingItem, ResourceRow, Resources, RrdPoint,
-    ShortStr, TaskStatus, Timeframe, Version, VmConfig, VmCurrentStatus,
+    ConfigDigest, Consolidation, MetricSample, NodeStatus, PendingItem, ResourceRow, Resources,
+    RrdPoint, ShortStr, TaskStatus, Timeframe, Version, VmConfig, VmCurrentStatus,
 };
 
 /// Largest `metrics/export` answer we accept. At 5000 VMs a 5-minute window is about
@@ -108,15 +108,18 @@ impl Client {
         self.get(&format!("/nodes/{node}/qemu/{vmid}/pending"), &[])
     }
 
-    /// Asynchronous config write; returns the task's UPID. Never retried.
+    /// Asynchronous config write; returns the task's UPID. Never retried. It carries the
+    /// digest of the config it was computed from: a concurrent edit makes it fail.
     pub fn vm_config_post(
         &self,
         node: &str,
         vmid: u32,
         params: &[(&str, String)],
+        digest: &ConfigDigest,
     ) -> ApiResult<String> {
+        let params = with_digest(params, digest);
         let upid: Option<String> =
-            self.post(&format!("/nodes/{node}/qemu/{vmid}/config"), params)?;
+            self.post(&format!("/nodes/{node}/qemu/{vmid}/config"), &params)?;
         upid.filter(|u| u.starts_with("UPID:")).ok_or_else(|| {
             ApiError::new(
                 ApiErrorKind::Decode,
@@ -126,10 +129,18 @@ impl Client {
         })
     }
 
-    /// Synchronous config write. Never retried.
-    pub fn vm_config_put(&self, node: &str, vmid: u32, params: &[(&str, String)]) -> ApiResult<()> {
+    /// Synchronous config write, with the digest of the config it was computed from. Never
+    /// retried.
+    pub fn vm_config_put(
+        &self,
+        node: &str,
+        vmid: u32,
+        params: &[(&str, String)],
+        digest: &ConfigDigest,
+    ) -> ApiResult<()> {
+        let params = with_digest(params, digest);
         let _: serde_json::Value =
-            self.put(&format!("/nodes/{node}/qemu/{vmid}/config"), params)?;
+            self.put(&format!("/nodes/{node}/qemu/{vmid}/config"), &params)?;
         Ok(())
     }
 
@@ -139,13 +150,9 @@ impl Client {
         node: &str,
         vmid: u32,
         keys: &[&str],
-        digest: Option<&str>,
+        digest: &ConfigDigest,
     ) -> ApiResult<()> {
-        let mut params = vec![("revert", keys.join(","))];
-        if let Some(digest) = digest {
-            params.push(("digest", digest.to_string()));
-        }
-        self.vm_config_put(node, vmid, &params)
+        self.vm_config_put(node, vmid, &[("revert", keys.join(","))], digest)
     }
 
     pub fn task_status(&self, node: &str, upid: &str) -> ApiResult<TaskStatus> {
@@ -773,6 +780,16 @@ impl<'r> JsonStream<'r> {
             )),
         }
     }
+}
+
+/// The parameters of a config write with its digest last.
+fn with_digest<'a>(params: &[(&'a str, String)], digest: &ConfigDigest) -> Vec<(&'a str, String)> {
+    params
+        .iter()
+        .filter(|(name, _)| *name != "digest")
+        .cloned()
+        .chain(std::iter::once(("digest", digest.to_string())))
+        .collect()
 }
 
 #[cfg(test)]

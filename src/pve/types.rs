@@ -2,6 +2,8 @@
 //! differ (numbers sent as strings, `memory` as `"[current=]N"` since 8.1), unknown fields
 //! are ignored, and a missing figure is `None`, never 0.
 
+use std::fmt;
+
 use serde::{Deserialize, Deserializer};
 
 /// `GET /version`.
@@ -409,11 +411,43 @@ pub struct NodeMemory {
     pub free: Option<u64>,
 }
 
-/// The keys of a VM config that pvescale reads (`config?current=1`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// A config's digest as Proxmox gives it (never empty). Every config write needs one, so
+/// that a concurrent edit makes the write fail instead of being overwritten: a write cannot
+/// be built without a digest read from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigDigest(String);
+
+impl ConfigDigest {
+    /// A digest from the server's text; `None` when it is empty.
+    pub fn from_server(text: &str) -> Option<ConfigDigest> {
+        let text = text.trim();
+        (!text.is_empty()).then(|| ConfigDigest(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConfigDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ConfigDigest::from_server(&text)
+            .ok_or_else(|| serde::de::Error::custom("the config's digest is empty"))
+    }
+}
+
+/// The keys of a VM config that pvescale reads (`config?current=1`). A config without a
+/// digest does not parse: nothing is ever written on a config that was not read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct VmConfig {
-    #[serde(default)]
-    pub digest: String,
+    pub digest: ConfigDigest,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "de_opt_u64")]
@@ -634,12 +668,27 @@ pub fn parse_memory_property(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// A config as the server sends it: always with a digest.
+    fn config(json: &str) -> serde_json::Result<VmConfig> {
+        let mut value: serde_json::Value = serde_json::from_str(json)?;
+        value["digest"] = "0123abcd".into();
+        serde_json::from_value(value)
+    }
+
+    #[test]
+    fn a_config_without_a_digest_does_not_parse() {
+        assert!(serde_json::from_str::<VmConfig>(r#"{"memory": 4096}"#).is_err());
+        assert!(serde_json::from_str::<VmConfig>(r#"{"digest": " "}"#).is_err());
+        let cfg: VmConfig = serde_json::from_str(r#"{"digest": "ab12"}"#).unwrap();
+        assert_eq!(cfg.digest.as_str(), "ab12");
+    }
+
     #[test]
     fn memory_is_parsed_in_every_version_format() {
-        let v80: VmConfig = serde_json::from_str(r#"{"memory": 4096, "digest": "a"}"#).unwrap();
-        let v81: VmConfig = serde_json::from_str(r#"{"memory": "4096"}"#).unwrap();
-        let v84: VmConfig = serde_json::from_str(r#"{"memory": "current=4096"}"#).unwrap();
-        let v91: VmConfig = serde_json::from_str(r#"{"memory": "current=4096,extra=1"}"#).unwrap();
+        let v80: VmConfig = config(r#"{"memory": 4096}"#).unwrap();
+        let v81: VmConfig = config(r#"{"memory": "4096"}"#).unwrap();
+        let v84: VmConfig = config(r#"{"memory": "current=4096"}"#).unwrap();
+        let v91: VmConfig = config(r#"{"memory": "current=4096,extra=1"}"#).unwrap();
         for cfg in [v80, v81, v84, v91] {
             assert_eq!(cfg.memory, Some(4096));
         }
@@ -647,29 +696,26 @@ mod tests {
 
     #[test]
     fn hotplug_defaults_follow_proxmox() {
-        let absent: VmConfig = serde_json::from_str("{}").unwrap();
+        let absent: VmConfig = config("{}").unwrap();
         assert!(!absent.cpu_hotplug());
-        let one: VmConfig = serde_json::from_str(r#"{"hotplug": "1"}"#).unwrap();
+        let one: VmConfig = config(r#"{"hotplug": "1"}"#).unwrap();
         assert_eq!(one.hotplug_features(), vec!["network", "disk", "usb"]);
-        let zero: VmConfig = serde_json::from_str(r#"{"hotplug": 0}"#).unwrap();
+        let zero: VmConfig = config(r#"{"hotplug": 0}"#).unwrap();
         assert!(zero.hotplug_features().is_empty());
-        let full: VmConfig =
-            serde_json::from_str(r#"{"hotplug": "network,disk,usb,cpu,memory"}"#).unwrap();
+        let full: VmConfig = config(r#"{"hotplug": "network,disk,usb,cpu,memory"}"#).unwrap();
         assert!(full.cpu_hotplug() && full.memory_hotplug());
         // Proxmox splits the list on `,`, `;` and whitespace alike.
         for list in ["disk;cpu;memory", "disk  cpu memory", "disk, cpu ;memory"] {
-            let cfg: VmConfig =
-                serde_json::from_str(&format!(r#"{{"hotplug": "{list}"}}"#)).unwrap();
+            let cfg: VmConfig = config(&format!(r#"{{"hotplug": "{list}"}}"#)).unwrap();
             assert!(cfg.cpu_hotplug() && cfg.memory_hotplug(), "{list}");
         }
     }
 
     #[test]
     fn vcpus_default_to_sockets_times_cores() {
-        let cfg: VmConfig = serde_json::from_str(r#"{"sockets": 2, "cores": 4}"#).unwrap();
+        let cfg: VmConfig = config(r#"{"sockets": 2, "cores": 4}"#).unwrap();
         assert_eq!((cfg.vcpus(), cfg.max_vcpus()), (8, 8));
-        let cfg: VmConfig =
-            serde_json::from_str(r#"{"sockets": "2", "cores": 4, "vcpus": 3}"#).unwrap();
+        let cfg: VmConfig = config(r#"{"sockets": "2", "cores": 4, "vcpus": 3}"#).unwrap();
         assert_eq!((cfg.vcpus(), cfg.max_vcpus()), (3, 8));
     }
 
