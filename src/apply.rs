@@ -7,68 +7,11 @@ use std::time::Duration;
 use crate::pve::error::{host_max_memory_mib, is_digest_conflict};
 use crate::pve::types::{ConfigDigest, PendingItem, VmConfig, parse_memory_property};
 use crate::pve::{ApiError, ApiErrorKind, Client, TaskOutcome};
+pub use crate::state::{ConfigWrite, MANAGED_KEYS};
 
 /// Why a write was not made: the config changed between our read and our write.
 const CHANGED_MEANWHILE: &str =
     "changed meanwhile (the config was edited since it was read): retried next run";
-
-/// The config keys pvescale writes. Pending changes to them made by someone else make us
-/// leave the VM alone.
-pub const MANAGED_KEYS: [&str; 3] = ["vcpus", "memory", "balloon"];
-
-/// New values to write; `None` = unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Change {
-    pub vcpus: Option<u64>,
-    pub memory_mib: Option<u64>,
-    pub balloon_mib: Option<u64>,
-}
-
-impl Change {
-    pub fn is_empty(&self) -> bool {
-        self.vcpus.is_none() && self.memory_mib.is_none() && self.balloon_mib.is_none()
-    }
-
-    fn params(&self) -> Vec<(&'static str, String)> {
-        let mut params = Vec::new();
-        // Balloon first in the list; Proxmox applies the request as a whole, and a lower
-        // balloon must not exceed the new memory.
-        if let Some(balloon) = self.balloon_mib {
-            params.push(("balloon", balloon.to_string()));
-        }
-        if let Some(memory) = self.memory_mib {
-            params.push(("memory", memory.to_string()));
-        }
-        if let Some(vcpus) = self.vcpus {
-            params.push(("vcpus", vcpus.to_string()));
-        }
-        params
-    }
-
-    /// The value this change writes to `key`.
-    pub fn value_of(&self, key: &str) -> Option<u64> {
-        match key {
-            "vcpus" => self.vcpus,
-            "memory" => self.memory_mib,
-            "balloon" => self.balloon_mib,
-            _ => None,
-        }
-    }
-
-    pub fn keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        if self.vcpus.is_some() {
-            keys.push("vcpus");
-        }
-        if self.memory_mib.is_some() {
-            keys.push("memory");
-        }
-        if self.balloon_mib.is_some() {
-            keys.push("balloon");
-        }
-        keys
-    }
-}
 
 /// What happened to a change.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +79,7 @@ pub fn apply(
     node: &str,
     vmid: u32,
     config: &VmConfig,
-    change: &Change,
+    change: &ConfigWrite,
     timing: ApplyTiming,
 ) -> Outcome {
     if change.is_empty() {
@@ -262,7 +205,7 @@ fn settle(
 /// What undoing a write that did not (all) go live takes: the change that was written, and
 /// the balloon floor the VM had before it.
 pub struct Undo<'a> {
-    pub change: &'a Change,
+    pub change: &'a ConfigWrite,
     pub balloon_before: Option<u64>,
 }
 
@@ -365,7 +308,7 @@ impl Undo<'_> {
     }
 }
 
-fn reached(config: &VmConfig, change: &Change) -> bool {
+fn reached(config: &VmConfig, change: &ConfigWrite) -> bool {
     change.vcpus.is_none_or(|v| config.vcpus() == v)
         && change.memory_mib.is_none_or(|m| config.memory == Some(m))
 }
@@ -382,18 +325,6 @@ fn describe_write_error(error: &ApiError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn params_put_balloon_before_memory() {
-        let change = Change {
-            vcpus: Some(4),
-            memory_mib: Some(2048),
-            balloon_mib: Some(1024),
-        };
-        let params = change.params();
-        let names: Vec<&str> = params.iter().map(|(k, _)| *k).collect();
-        assert_eq!(names, vec!["balloon", "memory", "vcpus"]);
-    }
 
     #[test]
     fn foreign_pending_lists_only_our_keys() {

@@ -12,7 +12,7 @@ mod view;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::apply::{self, ApplyTiming, Change, Outcome};
+use crate::apply::{self, ApplyTiming, ConfigWrite, Outcome};
 use crate::config::{ClusterConfig, Config};
 use crate::metrics::{VmUsage, WindowAggregator, usage_from_rrd};
 use crate::policy::{
@@ -405,9 +405,7 @@ impl Pass<'_> {
             let change = change_of(&plan.decision);
             plan.state.in_flight = Some(InFlight {
                 at: self.now,
-                vcpus: change.vcpus,
-                memory_mib: change.memory_mib,
-                balloon_mib: change.balloon_mib,
+                write: change,
                 vcpus_before: u64::from(plan.facts.vcpus),
                 memory_mib_before: plan.facts.memory_mib,
                 balloon_mib_before: plan.config.as_ref().and_then(|c| c.balloon),
@@ -498,8 +496,8 @@ fn no_change(decision: &Decision, why: &str) -> Decision {
     decision
 }
 
-fn change_of(decision: &Decision) -> Change {
-    Change {
+fn change_of(decision: &Decision) -> ConfigWrite {
+    ConfigWrite {
         vcpus: decision.cpu.change().map(|(_, to)| to),
         memory_mib: decision.memory.change().map(|(_, to)| to),
         balloon_mib: decision.memory.change().and(decision.memory.balloon_mib),

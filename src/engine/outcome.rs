@@ -1,6 +1,7 @@
 //! Settling writes: what an interrupted earlier write left, and what this run's writes did.
 
 use super::*;
+use crate::state::key_of;
 
 /// An earlier run started a write and did not see it end (killed, or the task outlived
 /// its wait). What went live is recorded as a change; what was left pending is reverted,
@@ -18,19 +19,15 @@ pub(super) fn settle_interrupted_write(
     };
     let vmid = plan.resource.vmid;
     let stuck: Vec<&str> = in_flight
+        .write
         .keys()
         .into_iter()
         .filter(|key| read.pending.iter().any(|p| p.key == *key && p.is_pending()))
         .collect();
     if !stuck.is_empty() {
         if mode.writes() {
-            let change = Change {
-                vcpus: in_flight.vcpus,
-                memory_mib: in_flight.memory_mib,
-                balloon_mib: in_flight.balloon_mib,
-            };
             let undo = apply::Undo {
-                change: &change,
+                change: &in_flight.write,
                 balloon_before: in_flight.balloon_mib_before,
             };
             match undo.run(client, &plan.resource.node, vmid, &read.pending) {
@@ -86,13 +83,13 @@ pub(super) fn settle_interrupted_write(
     let went_live = [
         (
             Resource::Cpu,
-            in_flight.vcpus,
+            in_flight.write.vcpus,
             in_flight.vcpus_before,
             read.config.vcpus(),
         ),
         (
             Resource::Memory,
-            in_flight.memory_mib,
+            in_flight.write.memory_mib,
             in_flight.memory_mib_before,
             read.config.memory.unwrap_or(in_flight.memory_mib_before),
         ),
@@ -111,20 +108,15 @@ pub(super) fn settle_interrupted_write(
         }
     }
     // A key that stayed pending was not taken live: back off as after any refusal.
-    for (resource, key, target, before) in [
-        (
-            Resource::Cpu,
-            "vcpus",
-            in_flight.vcpus,
-            in_flight.vcpus_before,
-        ),
+    for (resource, target, before) in [
+        (Resource::Cpu, in_flight.write.vcpus, in_flight.vcpus_before),
         (
             Resource::Memory,
-            "memory",
-            in_flight.memory_mib,
+            in_flight.write.memory_mib,
             in_flight.memory_mib_before,
         ),
     ] {
+        let key = key_of(resource);
         let Some(target) = target else { continue };
         if stuck.contains(&key) && target != before {
             let direction = if target > before {
@@ -149,13 +141,6 @@ pub(super) fn settle_interrupted_write(
     }
     if mode.writes() {
         prev.in_flight = None;
-    }
-}
-
-fn key_of(resource: Resource) -> &'static str {
-    match resource {
-        Resource::Cpu => "vcpus",
-        Resource::Memory => "memory",
     }
 }
 

@@ -114,41 +114,79 @@ pub struct LearnedSource {
     pub at: u64,
 }
 
-/// The values of a config write in progress (MiB and vCPUs; `None` = not part of it).
+/// The config keys pvescale writes, in the order a write sends them: `balloon` before
+/// `memory` (a lower floor must not exceed the new memory). Pending changes to them made by
+/// someone else make pvescale leave the VM alone.
+pub const MANAGED_KEYS: [&str; 3] = ["balloon", "memory", "vcpus"];
+
+/// The config key that sizes a resource.
+pub fn key_of(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Cpu => "vcpus",
+        Resource::Memory => "memory",
+    }
+}
+
+/// One config write: the new values (`None` = unchanged). The one model of a write, for the
+/// write protocol and for the record of a write in progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct InFlight {
-    /// When the write was started.
-    pub at: u64,
+pub struct ConfigWrite {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balloon_mib: Option<u64>,
+}
+
+impl ConfigWrite {
+    pub fn is_empty(&self) -> bool {
+        self.keys().is_empty()
+    }
+
+    /// The value this write sets for `key` (one of [`MANAGED_KEYS`]).
+    pub fn value_of(&self, key: &str) -> Option<u64> {
+        match key {
+            "vcpus" => self.vcpus,
+            "memory" => self.memory_mib,
+            "balloon" => self.balloon_mib,
+            _ => None,
+        }
+    }
+
+    /// The keys it writes, in [`MANAGED_KEYS`] order.
+    pub fn keys(&self) -> Vec<&'static str> {
+        MANAGED_KEYS
+            .into_iter()
+            .filter(|key| self.value_of(key).is_some())
+            .collect()
+    }
+
+    /// The form parameters of the write (without the digest, which the client adds).
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        MANAGED_KEYS
+            .into_iter()
+            .filter_map(|key| Some((key, self.value_of(key)?.to_string())))
+            .collect()
+    }
+}
+
+/// A config write that was started and whose outcome is not settled yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InFlight {
+    /// When the write was started.
+    pub at: u64,
+    /// What was written.
+    #[serde(flatten)]
+    pub write: ConfigWrite,
     /// The sizes before the write, to tell what went live.
     pub vcpus_before: u64,
     pub memory_mib_before: u64,
     /// The balloon floor before the write, to put back if memory did not go live.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balloon_mib_before: Option<u64>,
-}
-
-impl InFlight {
-    /// The config keys of the write.
-    pub fn keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        if self.vcpus.is_some() {
-            keys.push("vcpus");
-        }
-        if self.memory_mib.is_some() {
-            keys.push("memory");
-        }
-        if self.balloon_mib.is_some() {
-            keys.push("balloon");
-        }
-        keys
-    }
 }
 
 /// The state of one resource of one VM.
@@ -393,5 +431,34 @@ impl State {
             .last_sent
             .retain(|_, &mut at| at >= cutoff);
         dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_flight_write_keeps_its_file_format() {
+        // The state file of earlier versions has the written values beside `at`.
+        let old = r#"{"at": 5, "vcpus": 4, "balloon_mib": 1024, "vcpus_before": 2, "memory_mib_before": 4096}"#;
+        let in_flight: InFlight = serde_json::from_str(old).expect("old format loads");
+        assert_eq!(in_flight.write.vcpus, Some(4));
+        assert_eq!(in_flight.write.keys(), vec!["balloon", "vcpus"]);
+        let json = serde_json::to_value(&in_flight).expect("serialises");
+        assert_eq!(json["vcpus"], 4);
+        assert_eq!(json["balloon_mib"], 1024);
+        assert!(json.get("write").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_write_lists_balloon_before_memory() {
+        let write = ConfigWrite {
+            vcpus: Some(4),
+            memory_mib: Some(2048),
+            balloon_mib: Some(1024),
+        };
+        let names: Vec<&str> = write.params().iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, vec!["balloon", "memory", "vcpus"]);
     }
 }
