@@ -158,7 +158,9 @@ pub fn append(dir: &Path, entries: &[Entry], max_bytes: u64) -> Result<()> {
 /// cannot be written is logged, and the run goes on (its exit code is about the VMs).
 pub fn record(config: &Config, state_dir: &Path, report: &RunReport) {
     let entries = entries(report);
-    let max = config.history_max_size_mib().saturating_mul(1024 * 1024);
+    let max = config
+        .history_max_size_mib()
+        .saturating_mul(crate::units::MIB);
     if let Err(e) = append(state_dir, &entries, max) {
         log::error!("cannot write the history: {e:#}");
     }

@@ -27,7 +27,7 @@ use crate::history_source::{self, HistoryInfo, Interval, Request, Series, VmHist
 use crate::policy::{
     self, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation, VmFacts,
 };
-use crate::recommend::{exit_of, round3};
+use crate::recommend::round3;
 use crate::report::{new_table, to_json, vm_label};
 use crate::run::load_config;
 use crate::state::VmState;
@@ -482,7 +482,7 @@ pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit, Failur
             log::error!("cluster {}: {error}", cluster.name);
         }
     }
-    Ok(exit_of(
+    Ok(Exit::of_outcome(
         report.clusters.iter().map(|c| c.error.is_some()),
         report
             .clusters

@@ -16,6 +16,21 @@ pub enum Exit {
     Config = 78,
 }
 
+impl Exit {
+    /// The one rule of a command's exit code: 1 when no cluster could be read, 3 when some
+    /// clusters or VMs failed, else 0.
+    pub fn of_outcome(cluster_failed: impl IntoIterator<Item = bool>, vm_failed: bool) -> Exit {
+        let failed: Vec<bool> = cluster_failed.into_iter().collect();
+        if !failed.is_empty() && failed.iter().all(|f| *f) {
+            Exit::Runtime
+        } else if vm_failed || failed.iter().any(|f| *f) {
+            Exit::Partial
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> ExitCode {
         ExitCode::from(exit as u8)
@@ -46,5 +61,19 @@ impl Failure {
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Failure::Runtime(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_one_rule() {
+        assert_eq!(Exit::of_outcome([false, false], false), Exit::Ok);
+        assert_eq!(Exit::of_outcome([false, false], true), Exit::Partial);
+        assert_eq!(Exit::of_outcome([true, false], false), Exit::Partial);
+        assert_eq!(Exit::of_outcome([true, true], false), Exit::Runtime);
+        assert_eq!(Exit::of_outcome([], false), Exit::Ok);
     }
 }

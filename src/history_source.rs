@@ -18,7 +18,7 @@ use crate::pve::Client;
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
 use crate::pve::types::{Consolidation, RrdPoint, Timeframe, VmConfig, VmResource, VmStatus};
 
-const MIB: f64 = 1024.0 * 1024.0;
+const MIB: f64 = crate::units::MIB as f64;
 
 /// One history point as the time it covers, `(start, end]` (unix seconds).
 #[derive(Debug, Clone, PartialEq)]

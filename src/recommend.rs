@@ -452,7 +452,7 @@ pub fn recommend(global: &GlobalArgs, args: &RecommendArgs) -> Result<Exit, Fail
         OutputFormat::Json => print!("{}", to_json(&report)?),
         OutputFormat::Table => print!("{}", render(&report)),
     }
-    Ok(exit_of(
+    Ok(Exit::of_outcome(
         report.clusters.iter().map(|c| c.error.is_some()),
         report
             .clusters
@@ -476,18 +476,6 @@ fn cluster_recommendations(
         name: read.name,
         error: read.error,
         warnings: read.warnings,
-    }
-}
-
-/// 0 when all went well, 3 when some VMs or clusters failed, 1 when no cluster was read.
-pub fn exit_of(cluster_failed: impl Iterator<Item = bool>, vm_failed: bool) -> Exit {
-    let failed: Vec<bool> = cluster_failed.collect();
-    if !failed.is_empty() && failed.iter().all(|f| *f) {
-        Exit::Runtime
-    } else if vm_failed || failed.iter().any(|f| *f) {
-        Exit::Partial
-    } else {
-        Exit::Ok
     }
 }
 

@@ -162,14 +162,10 @@ fn save_state(state: &State, path: &Path) -> Result<(), Failure> {
     })
 }
 
-/// 0 when all went well, 3 when some VMs or clusters failed, 1 when no cluster could be read.
+/// The run's exit code, by the one rule of [`Exit::of_outcome`].
 pub fn exit_of(report: &RunReport) -> Exit {
-    let clusters = report.clusters.len();
-    if clusters > 0 && report.summary.failed_clusters == clusters {
-        Exit::Runtime
-    } else if report.summary.failed > 0 || report.summary.failed_clusters > 0 {
-        Exit::Partial
-    } else {
-        Exit::Ok
-    }
+    Exit::of_outcome(
+        report.clusters.iter().map(|c| c.error.is_some()),
+        report.summary.failed > 0,
+    )
 }

@@ -147,7 +147,11 @@ pub fn fmt_duration(d: Duration) -> String {
     out
 }
 
-const MIB_PER_GIB: u64 = 1024;
+/// Bytes in a MiB: Proxmox reports memory in bytes, pvescale sizes it in MiB.
+pub const MIB: u64 = 1024 * 1024;
+
+/// MiB in a GiB.
+pub const MIB_PER_GIB: u64 = 1024;
 const MIB_PER_TIB: u64 = 1024 * 1024;
 
 /// Parses a size string into MiB: `512MiB`, `4GiB`, `1.5GiB`, `4 GiB`, `1TiB`. The value must be

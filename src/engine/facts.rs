@@ -3,11 +3,10 @@
 
 use super::*;
 pub(super) use crate::metrics::{memory_source_from_resource, probe_memory_source};
+use crate::units::MIB;
 
 /// How long what we learned from a VM's config is trusted without reading it again.
 const KNOWN_CONFIG_TTL_SECS: u64 = 3600;
-
-pub(super) const MIB: u64 = 1024 * 1024;
 
 pub(super) struct VmRead {
     pub(super) config: VmConfig,

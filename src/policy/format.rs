@@ -44,17 +44,11 @@ pub(super) fn fmt_change(res: Resource, from: u64, to: u64) -> String {
     }
 }
 
-/// An elapsed time, rounded down: `45s`, `4m`, `2h`, `1h05m`.
+/// An elapsed time, rounded down to the minute above one minute, written as the config
+/// writes durations (`units::fmt_duration`): `45s`, `4m`, `2h`, `1h5m`.
 pub fn fmt_duration(secs: u64) -> String {
-    if secs < 60 {
-        format!("{secs}s")
-    } else if secs < 3600 {
-        format!("{}m", secs / 60)
-    } else if secs % 3600 < 60 {
-        format!("{}h", secs / 3600)
-    } else {
-        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
-    }
+    let shown = if secs < 60 { secs } else { secs / 60 * 60 };
+    crate::units::fmt_duration(std::time::Duration::from_secs(shown))
 }
 
 /// A time left, rounded up to the minute above one minute (never says `0m left`).

@@ -1331,7 +1331,7 @@ fn durations_and_percentages_read_well() {
     assert_eq!(fmt_duration(59), "59s");
     assert_eq!(fmt_duration(61), "1m");
     assert_eq!(fmt_duration(3600), "1h");
-    assert_eq!(fmt_duration(3900), "1h05m");
+    assert_eq!(fmt_duration(3900), "1h5m");
     assert_eq!(fmt_left(61), "2m");
     assert_eq!(fmt_left(30), "30s");
     assert_eq!(pct_against(80.4, 80.0), "80.4%");

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::units::MIB_PER_GIB;
+
 /// Which resource a rule or decision is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,8 +74,6 @@ pub struct Policy {
     pub backoff: Duration,
     pub host: HostGuard,
 }
-
-const MIB_PER_GIB: u64 = 1024;
 
 impl Default for Policy {
     fn default() -> Self {

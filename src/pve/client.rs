@@ -44,6 +44,13 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
 }
 
+impl RetryPolicy {
+    /// The wait after failed try number `attempt` (1-based): `base_delay`, then doubling.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.base_delay * 2u32.saturating_pow(attempt.saturating_sub(1))
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -194,7 +201,7 @@ impl Client {
         loop {
             match self.call(Method::Get, path, query, limit, &parse) {
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
-                    let wait = self.retry.base_delay * 2u32.saturating_pow(attempt - 1);
+                    let wait = self.retry.delay(attempt);
                     log::debug!("{e}; retrying in {} ms", wait.as_millis());
                     std::thread::sleep(wait);
                     attempt += 1;
@@ -532,7 +539,7 @@ impl Client {
             ) {
                 // Logging in changes nothing on the server, so it may be retried.
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
-                    std::thread::sleep(self.retry.base_delay * attempt);
+                    std::thread::sleep(self.retry.delay(attempt));
                     attempt += 1;
                 }
                 other => break other?,
