@@ -134,7 +134,8 @@ pub fn apply(
 
 /// After a write: whatever of ours is still pending did not go live. Undo it.
 /// `outcome_unknown`: the write may still be in progress on the server (59x, timeout), so
-/// "not there yet" is not "not applied".
+/// "not there yet" is not "not applied". The I/O shell around [`judge_pending`] and
+/// [`judge_config`].
 fn settle(
     client: &Client,
     node: &str,
@@ -144,7 +145,6 @@ fn settle(
     task_message: &str,
     outcome_unknown: bool,
 ) -> Outcome {
-    let change = undo.change;
     let pending = match client.vm_pending(node, vmid) {
         Ok(p) => p,
         Err(e) => {
@@ -153,26 +153,51 @@ fn settle(
             ));
         }
     };
+    match judge_pending(keys, &pending, task_message) {
+        Settle::Done(outcome) => outcome,
+        Settle::AskConfig => match client.vm_config_current(node, vmid) {
+            Ok(now) => judge_config(&now, undo.change, task_message, outcome_unknown),
+            Err(e) => Outcome::Unsettled(format!(
+                "{task_message}; could not re-read the config ({e}); the next run checks"
+            )),
+        },
+        Settle::Refused(mut refused) => {
+            let addition = match undo.run(client, node, vmid, &pending) {
+                Ok(done) => done.describe(),
+                Err(e) => format!("; REVERT FAILED, pending change remains: {e}"),
+            };
+            if let Outcome::Refused { message, .. } = &mut refused {
+                message.push_str(&addition);
+            }
+            refused
+        }
+    }
+}
+
+/// The next step of settling a write, judged from `pending` alone.
+#[derive(Debug, PartialEq)]
+enum Settle {
+    /// Settled.
+    Done(Outcome),
+    /// The task failed but nothing is pending: either nothing was written or all of it was;
+    /// the running config tells which.
+    AskConfig,
+    /// Keys of ours stayed pending: undo them, then report this refusal.
+    Refused(Outcome),
+}
+
+/// What `pending` after a write says about it. Pure.
+fn judge_pending(keys: &[&str], pending: &[PendingItem], task_message: &str) -> Settle {
     let stuck: Vec<&str> = keys
         .iter()
         .copied()
         .filter(|key| pending.iter().any(|p| p.key == *key && p.is_pending()))
         .collect();
     if stuck.is_empty() {
-        if task_message.is_empty() {
-            return Outcome::Applied;
-        }
-        // The task failed but nothing is pending: either nothing was written or all of it
-        // was. Ask the running config which.
-        return match client.vm_config_current(node, vmid) {
-            Ok(now) if reached(&now, change) => Outcome::Applied,
-            Ok(_) if outcome_unknown => Outcome::Unsettled(format!(
-                "{task_message}; not applied yet, it may still be in progress: the next run checks"
-            )),
-            Ok(_) => Outcome::Failed(format!("the change was not applied: {task_message}")),
-            Err(e) => Outcome::Unsettled(format!(
-                "{task_message}; could not re-read the config ({e}); the next run checks"
-            )),
+        return if task_message.is_empty() {
+            Settle::Done(Outcome::Applied)
+        } else {
+            Settle::AskConfig
         };
     }
     // `value` of a pending row is what runs now: part of a refused unplug may have gone.
@@ -183,22 +208,35 @@ fn settle(
             .and_then(|p| p.value.as_deref())
             .and_then(parse_memory_property)
     };
-    let (vcpus_now, memory_mib_now) = (running("vcpus"), running("memory"));
-    let mut message = if task_message.is_empty() {
+    let message = if task_message.is_empty() {
         format!("{} left pending (not applied live)", stuck.join(", "))
     } else {
         task_message.trim().to_string()
     };
-    match undo.run(client, node, vmid, &pending) {
-        Ok(done) => message.push_str(&done.describe()),
-        Err(e) => message.push_str(&format!("; REVERT FAILED, pending change remains: {e}")),
-    }
-    Outcome::Refused {
+    Settle::Refused(Outcome::Refused {
         keys: stuck.iter().map(|k| k.to_string()).collect(),
         host_max_memory_mib: host_max_memory_mib(task_message),
         message,
-        vcpus_now,
-        memory_mib_now,
+        vcpus_now: running("vcpus"),
+        memory_mib_now: running("memory"),
+    })
+}
+
+/// What the running config says about a failed write with nothing pending. Pure.
+fn judge_config(
+    now: &VmConfig,
+    change: &ConfigWrite,
+    task_message: &str,
+    outcome_unknown: bool,
+) -> Outcome {
+    if reached(now, change) {
+        Outcome::Applied
+    } else if outcome_unknown {
+        Outcome::Unsettled(format!(
+            "{task_message}; not applied yet, it may still be in progress: the next run checks"
+        ))
+    } else {
+        Outcome::Failed(format!("the change was not applied: {task_message}"))
     }
 }
 
@@ -254,6 +292,32 @@ impl Undo<'_> {
         vmid: u32,
         pending: &[PendingItem],
     ) -> Result<Undone, ApiError> {
+        let done = self.plan(pending);
+        if done.reverted.is_empty() && done.balloon_restored.is_none() {
+            return Ok(done);
+        }
+        // `pending` carries the digest as a row of its own; else read it.
+        let from_pending = pending
+            .iter()
+            .filter(|p| p.key == "digest")
+            .find_map(|p| p.value.as_deref().and_then(ConfigDigest::from_server));
+        let digest = match from_pending {
+            Some(digest) => digest,
+            None => client.vm_config_current(node, vmid)?.digest,
+        };
+        let mut params = Vec::new();
+        if !done.reverted.is_empty() {
+            params.push(("revert", done.reverted.join(",")));
+        }
+        if let Some(balloon) = done.balloon_restored {
+            params.push(("balloon", balloon.to_string()));
+        }
+        client.vm_config_put(node, vmid, &params, &digest)?;
+        Ok(done)
+    }
+
+    /// What undoing takes, judged from `pending`. Pure.
+    pub fn plan(&self, pending: &[PendingItem]) -> Undone {
         let mut done = Undone::default();
         let pending_value = |key: &str| {
             pending
@@ -284,27 +348,7 @@ impl Undo<'_> {
                 .and_then(parse_memory_property);
             done.balloon_restored = Some(running.map_or(before, |m| before.min(m)));
         }
-        if done.reverted.is_empty() && done.balloon_restored.is_none() {
-            return Ok(done);
-        }
-        // `pending` carries the digest as a row of its own; else read it.
-        let from_pending = pending
-            .iter()
-            .filter(|p| p.key == "digest")
-            .find_map(|p| p.value.as_deref().and_then(ConfigDigest::from_server));
-        let digest = match from_pending {
-            Some(digest) => digest,
-            None => client.vm_config_current(node, vmid)?.digest,
-        };
-        let mut params = Vec::new();
-        if !done.reverted.is_empty() {
-            params.push(("revert", done.reverted.join(",")));
-        }
-        if let Some(balloon) = done.balloon_restored {
-            params.push(("balloon", balloon.to_string()));
-        }
-        client.vm_config_put(node, vmid, &params, &digest)?;
-        Ok(done)
+        done
     }
 }
 
@@ -325,6 +369,111 @@ fn describe_write_error(error: &ApiError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(key: &str, value: &str, pending: Option<&str>) -> PendingItem {
+        PendingItem {
+            key: key.into(),
+            value: Some(value.into()),
+            pending: pending.map(Into::into),
+            delete: None,
+        }
+    }
+
+    fn shrink() -> ConfigWrite {
+        ConfigWrite {
+            vcpus: None,
+            memory_mib: Some(4096),
+            balloon_mib: Some(4096),
+        }
+    }
+
+    #[test]
+    fn nothing_pending_after_a_good_task_is_applied() {
+        let pending = [row("memory", "4096", None), row("digest", "abc", None)];
+        assert_eq!(
+            judge_pending(&["memory"], &pending, ""),
+            Settle::Done(Outcome::Applied)
+        );
+        assert_eq!(
+            judge_pending(&["memory"], &pending, "some error"),
+            Settle::AskConfig
+        );
+    }
+
+    #[test]
+    fn a_stuck_key_is_a_refusal_with_what_runs_now() {
+        let pending = [row("memory", "7680", Some("4096")), row("vcpus", "2", None)];
+        let exit = "400 Parameter verification failed. memory: hotplug problem - error unplug memory module";
+        let Settle::Refused(Outcome::Refused {
+            keys,
+            memory_mib_now,
+            vcpus_now,
+            host_max_memory_mib,
+            ..
+        }) = judge_pending(&["memory", "balloon"], &pending, exit)
+        else {
+            panic!("a refusal");
+        };
+        assert_eq!(keys, vec!["memory"]);
+        assert_eq!((memory_mib_now, vcpus_now), (Some(7680), Some(2)));
+        assert_eq!(host_max_memory_mib, None);
+    }
+
+    #[test]
+    fn a_failed_task_is_judged_by_the_running_config() {
+        let write = ConfigWrite {
+            vcpus: Some(4),
+            ..ConfigWrite::default()
+        };
+        let config = |vcpus: u64| -> VmConfig {
+            serde_json::from_value(serde_json::json!({"digest": "d", "vcpus": vcpus})).unwrap()
+        };
+        assert_eq!(
+            judge_config(&config(4), &write, "x", false),
+            Outcome::Applied
+        );
+        assert!(matches!(
+            judge_config(&config(2), &write, "x", false),
+            Outcome::Failed(_)
+        ));
+        assert!(matches!(
+            judge_config(&config(2), &write, "x", true),
+            Outcome::Unsettled(_)
+        ));
+    }
+
+    #[test]
+    fn undo_reverts_only_our_value_and_puts_the_balloon_back_within_what_runs() {
+        let write = shrink();
+        let undo = Undo {
+            change: &write,
+            balloon_before: Some(8192),
+        };
+        // The guest let one DIMM go (8192 → 7680) and refused the rest; the balloon went live.
+        let pending = [
+            row("memory", "7680", Some("4096")),
+            row("balloon", "4096", None),
+        ];
+        let done = undo.plan(&pending);
+        assert_eq!(done.reverted, vec!["memory"]);
+        assert_eq!(done.balloon_restored, Some(7680), "never above what runs");
+        assert!(done.foreign.is_empty());
+        // Someone else's value of the same key is left alone, and then memory is not ours.
+        let pending = [
+            row("memory", "8192", Some("16384")),
+            row("balloon", "4096", None),
+        ];
+        let done = undo.plan(&pending);
+        assert_eq!(done.reverted, Vec::<&str>::new());
+        assert_eq!(done.foreign, vec!["memory"]);
+        // Without a balloon floor before (0 = no device), nothing to put back.
+        let undo = Undo {
+            change: &write,
+            balloon_before: None,
+        };
+        let pending = [row("memory", "8192", Some("4096"))];
+        assert_eq!(undo.plan(&pending).balloon_restored, None);
+    }
 
     #[test]
     fn foreign_pending_lists_only_our_keys() {
