@@ -165,10 +165,15 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
     if version.has_metrics_export() {
         let _ = writeln!(out, "  metrics: cluster/metrics/export (one call per run)");
     } else {
+        let shown = if version.version.is_empty() {
+            &version.release
+        } else {
+            &version.version
+        };
         let _ = writeln!(
             out,
-            "  metrics: rrddata per VM (PVE {} has no cluster/metrics/export; 8.3+ does)",
-            version.release
+            "  metrics: rrddata per VM (Proxmox VE {shown} has no cluster/metrics/export; \
+             8.2.5 and later have)"
         );
     }
     let resources = match client.resources() {

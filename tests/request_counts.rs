@@ -4,7 +4,7 @@
 //! The floor of one run is one `GET /cluster/resources` and one `GET /cluster/metrics/export`
 //! per cluster; a VM about to change adds `GET config?current=1` and `GET pending`, and, when
 //! it is written, one `POST config`, the task polls and a `GET pending` re-read. Without
-//! `metrics/export` (PVE < 8.3, or a token without `Sys.Audit`) every managed running VM costs
+//! `metrics/export` (PVE < 8.2.5, or a token without `Sys.Audit`) every managed running VM costs
 //! one `rrddata` call instead, made in parallel. Timings belong to `examples/bench.rs`.
 
 mod common;
@@ -338,7 +338,7 @@ fn run_with_k_changes(version: &str) {
 fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_parallel() {
     let no_sys_audit = Privs::new(&["VM.Audit", "VM.Config.CPU", "VM.Config.Memory"]);
     for (version, privs, why) in [
-        ("8.0", Privs::pvescale(), "PVE older than 8.3"),
+        ("8.2.4", Privs::pvescale(), "PVE older than 8.2.5"),
         ("8.4", no_sys_audit, "Sys.Audit"),
     ] {
         let env = start(calm_cluster(version, privs));
@@ -359,7 +359,7 @@ fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_paralle
             .iter()
             .find(|r| r.path == "/cluster/metrics/export")
             .expect("probe");
-        assert_eq!(export.status, if version == "8.0" { 501 } else { 403 });
+        assert_eq!(export.status, if version == "8.2.4" { 501 } else { 403 });
         // Every managed running VM once, nothing for the others.
         let rrd: Vec<&Recorded> = requests
             .iter()

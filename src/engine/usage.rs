@@ -55,7 +55,7 @@ pub(super) fn read_usage(
             }
             Err(e) => match e.kind {
                 ApiErrorKind::NotImplemented => (
-                    "metrics/export not available (PVE older than 8.3)".to_string(),
+                    "metrics/export not available (PVE older than 8.2.5)".to_string(),
                     ExportAvailability::Unavailable(now),
                 ),
                 ApiErrorKind::Permission => (
