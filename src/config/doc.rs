@@ -411,7 +411,8 @@ pub const SECTIONS: &[Section] = &[
                 "\"5m\"",
                 Some("\"5m\""),
                 "\"10m\"",
-                "Utilisation is averaged over this window each run; 1m to 1h.",
+                "Utilisation is averaged over this window each run; 1m to 30m (Proxmox keeps 30 \
+                 minutes of cluster/metrics/export samples).",
             ),
             key(
                 "min_samples",

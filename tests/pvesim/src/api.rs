@@ -1215,16 +1215,27 @@ fn cluster_resources(world: &World, p: &Principal, ty: Option<&str>) -> Value {
     Value::Array(rows)
 }
 
+/// Old generations pvestatd's metrics cache keeps besides the newest one: 180 × 10 s, half an
+/// hour (pve-manager PVE/PullMetric.pm, OLD_GENERATIONS).
+const EXPORT_OLD_GENERATIONS: i64 = 180;
+
 fn metrics_export(params: &Params, world: MutexGuard<'_, World>) -> ApiResult {
     let now = world.now();
     let history = params.flag("history");
     let start_time: Option<i64> = params.get("start-time").and_then(|s| s.parse().ok());
     let node_list: Option<Vec<String>> = params.get("node-list").map(config::split_list);
+    // Generations of pvestatd's 10 s loop: the newest, plus `(now - start-time) / 10` old
+    // ones with history (all it keeps without start-time), then only those newer than
+    // start-time.
     let latest = now - now.rem_euclid(10);
-    let oldest = if history { latest - 1790 } else { latest };
-    let timestamps: Vec<i64> = (0..)
-        .map(|i| oldest + i * 10)
-        .take_while(|t| *t <= latest)
+    let old = match (history, start_time) {
+        (false, _) => 0,
+        (true, Some(start)) => ((now - start) / 10).clamp(0, EXPORT_OLD_GENERATIONS),
+        (true, None) => EXPORT_OLD_GENERATIONS,
+    };
+    let timestamps: Vec<i64> = (0..=old)
+        .rev()
+        .map(|i| latest - i * 10)
         .filter(|t| start_time.is_none_or(|s| *t > s))
         .collect();
     let nodes: Vec<Node> = world
