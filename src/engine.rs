@@ -10,7 +10,7 @@ mod outcome;
 mod usage;
 mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::apply::{self, ApplyTiming, Change, Outcome};
 use crate::config::{ClusterConfig, Config};
@@ -88,10 +88,11 @@ pub fn process_cluster(
 
     let start = now.saturating_sub(config.policy().window.as_secs());
     let export_unavailable_since = state.metrics_export_unavailable.get(&name).copied();
-    let (usage, source, export) =
-        read_usage(client, &managed, start, now, export_unavailable_since);
-    report.metrics_source = source;
-    match export {
+    let read = read_usage(client, &managed, start, now, export_unavailable_since);
+    report.metrics_source = read.source;
+    report.export_missing_nodes = read.missing_nodes;
+    let usage = read.usage;
+    match read.export {
         ExportAvailability::Available => {
             state.metrics_export_unavailable.remove(&name);
         }

@@ -5,7 +5,7 @@
 //! by the current vCPUs and memory. A VM resized inside the window is thus judged on what it
 //! actually used. Missing or impossible samples are dropped, never read as 0.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::policy::MemorySource;
 use crate::pve::Client;
@@ -27,6 +27,11 @@ pub struct VmUsage {
 }
 
 impl VmUsage {
+    /// Whether the source had any sample of this VM in the window.
+    pub fn has_samples(&self) -> bool {
+        self.cpu_samples > 0 || self.mem_samples > 0
+    }
+
     /// CPU as a fraction of `vcpus` (the VM's current count).
     pub fn cpu_fraction(&self, vcpus: u64) -> Option<f64> {
         let busy = self.busy_cpus?;
@@ -66,12 +71,14 @@ impl Accumulator {
     }
 }
 
-/// Collects `metrics/export` samples of the VMs we manage inside `[start, end]`.
+/// Collects `metrics/export` samples of the VMs we manage inside `[start, end]`, and the
+/// nodes that sent any.
 #[derive(Debug)]
 pub struct WindowAggregator {
     start: u64,
     end: u64,
     vms: HashMap<u32, Accumulator>,
+    nodes: BTreeSet<String>,
 }
 
 impl WindowAggregator {
@@ -84,11 +91,25 @@ impl WindowAggregator {
                 .into_iter()
                 .map(|id| (id, Accumulator::default()))
                 .collect(),
+            nodes: BTreeSet::new(),
         }
+    }
+
+    /// The nodes whose own metrics (`node/NAME`) were in the window. The export leaves out,
+    /// silently, every node it could not ask (no answer, or older than PVE 8.2.5): their VMs
+    /// are missing too.
+    pub fn nodes_seen(&self) -> &BTreeSet<String> {
+        &self.nodes
     }
 
     pub fn add(&mut self, sample: &MetricSample) {
         if sample.timestamp < self.start || sample.timestamp > self.end {
+            return;
+        }
+        if let Some(node) = sample.id.strip_prefix("node/") {
+            if !self.nodes.contains(node) {
+                self.nodes.insert(node.to_string());
+            }
             return;
         }
         let Some(vmid) = sample
@@ -259,6 +280,20 @@ mod tests {
         let usage = &agg.finish()[&101];
         assert_eq!(usage, &VmUsage::default());
         assert_eq!(usage.cpu_fraction(2), None, "no data is unknown, not 0");
+    }
+
+    #[test]
+    fn nodes_that_sent_metrics_are_noticed() {
+        let mut agg = WindowAggregator::new(100, 200, [101, 102]);
+        agg.add(&sample(150, "node/pve1", "cpu_current", 0.5));
+        agg.add(&sample(150, "node/pve1", "mem_used", 1.0));
+        agg.add(&sample(50, "node/pve3", "cpu_current", 0.5));
+        agg.add(&sample(150, "qemu/101", "mem_used", 1.0));
+        let nodes: Vec<&str> = agg.nodes_seen().iter().map(String::as_str).collect();
+        assert_eq!(nodes, ["pve1"], "pve3 only outside the window");
+        let usage = agg.finish();
+        assert!(usage[&101].has_samples());
+        assert!(!usage[&102].has_samples());
     }
 
     #[test]

@@ -412,6 +412,58 @@ fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_paralle
     }
 }
 
+#[test]
+fn a_node_missing_from_the_export_adds_one_rrddata_per_running_managed_vm_of_it() {
+    // pve2 cannot be asked by the node serving the export: its guests are missing from the
+    // answer, and only they are read another way.
+    let builder = calm_cluster("8.4", Privs::pvescale()).node(
+        NodeSpec::new("pve2")
+            .cpus(256)
+            .memory_mib(1 << 20)
+            .export_unreachable(true),
+    );
+    let env = start(builder);
+    let (report, requests) = run(&env, &["run", "--dry-run"]);
+    // The 25 of the 50 on pve2, and the locked VM there (running; skipped by the policy).
+    let mut on_pve2: BTreeSet<u32> = (FIRST..FIRST + VMS).filter(|v| v % 2 == 1).collect();
+    on_pve2.insert(2002);
+    assert_eq!(
+        by_endpoint(&requests),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1),
+            ("GET qemu/rrddata", on_pve2.len()),
+        ]),
+        "{requests:#?}"
+    );
+    let rrd: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/rrddata"))
+        .collect();
+    let vms: BTreeSet<u32> = rrd.iter().filter_map(|r| vmid_of(r)).collect();
+    assert_eq!(vms, on_pve2);
+    assert!(rrd.iter().all(|r| r.path.starts_with("/nodes/pve2/")));
+    let conns: BTreeSet<u64> = requests.iter().map(|r| r.conn).collect();
+    assert!(conns.len() <= 8, "{} connections", conns.len());
+    assert_traffic_matches(&report, &requests);
+    assert_eq!(
+        report["clusters"][0]["export_missing_nodes"],
+        serde_json::json!(["pve2"])
+    );
+    assert_eq!(report["summary"]["planned"], 0, "{report:#}");
+
+    // The same in a real run, every run: the export is still there for the others.
+    let (_, requests) = run(&env, &["run"]);
+    assert_eq!(count(&requests, "/cluster/metrics/export"), 1);
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path.ends_with("/rrddata"))
+            .count(),
+        on_pve2.len()
+    );
+}
+
 fn count(requests: &[Recorded], path: &str) -> usize {
     requests.iter().filter(|r| r.path == path).count()
 }

@@ -67,7 +67,9 @@
 //! privileges are a set on `/` plus optional sets on sub-paths (no token privilege separation);
 //! only QEMU guests have per-VM endpoints (containers appear in `cluster/resources` and
 //! `metrics/export`); a stopped guest has no metric fields in `rrddata`; kept-alive connections
-//! never time out.
+//! never time out; all nodes run the cluster's version; `metrics/export` skips a node marked
+//! [`Node::export_unreachable`] at once (the real server first waits out its per-node timeout,
+//! 5 s, 20 s since 9.0.8).
 
 mod api;
 mod config;
@@ -468,40 +470,14 @@ impl SimBuilder {
     /// Starts the HTTPS server on 127.0.0.1 (random port). Nodes that VMs name but that were
     /// not declared are created with default sizes.
     pub fn start(self) -> std::io::Result<Sim> {
-        let mut nodes: Vec<Node> = self
-            .nodes
-            .iter()
-            .map(|n| Node {
-                name: n.name.clone(),
-                cpus: n.cpus,
-                memory_mib: n.memory_mib,
-                online: n.online,
-                base_cpu: 0.2,
-                base_mem_mib: 3072,
-            })
-            .collect();
+        let mut nodes: Vec<Node> = self.nodes.iter().map(Node::from_spec).collect();
         for v in &self.vms {
             if !nodes.iter().any(|n| n.name == v.node) {
-                let d = NodeSpec::new(&v.node);
-                nodes.push(Node {
-                    name: d.name,
-                    cpus: d.cpus,
-                    memory_mib: d.memory_mib,
-                    online: true,
-                    base_cpu: 0.2,
-                    base_mem_mib: 3072,
-                });
+                nodes.push(Node::from_spec(&NodeSpec::new(&v.node)));
             }
         }
         if nodes.is_empty() {
-            nodes.push(Node {
-                name: "pve1".into(),
-                cpus: 16,
-                memory_mib: 65536,
-                online: true,
-                base_cpu: 0.2,
-                base_mem_mib: 3072,
-            });
+            nodes.push(Node::from_spec(&NodeSpec::new("pve1")));
         }
         let vms: BTreeMap<u32, Vm> = self
             .vms
@@ -767,15 +743,7 @@ impl Sim {
         let mut w = lock(&self.shared.world);
         let now = w.now();
         if !w.nodes.iter().any(|n| n.name == spec.node) {
-            let d = NodeSpec::new(&spec.node);
-            w.nodes.push(Node {
-                name: d.name,
-                cpus: d.cpus,
-                memory_mib: d.memory_mib,
-                online: true,
-                base_cpu: 0.2,
-                base_mem_mib: 3072,
-            });
+            w.nodes.push(Node::from_spec(&NodeSpec::new(&spec.node)));
         }
         let mut vm = Vm::from_spec(&spec, now);
         // Pattern times stay relative to the simulation start.
@@ -797,6 +765,11 @@ impl Sim {
             }
             None => false,
         }
+    }
+    /// Makes `metrics/export` skip this node's metrics and its guests' (as the real server
+    /// does with a node that fails, times out or is older than 8.2.5); false if no such node.
+    pub fn set_export_unreachable(&self, name: &str, unreachable: bool) -> bool {
+        self.update_node(name, |n| n.export_unreachable = unreachable)
     }
     pub fn nodes(&self) -> Vec<Node> {
         lock(&self.shared.world).nodes.clone()

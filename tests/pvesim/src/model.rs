@@ -398,6 +398,7 @@ pub struct NodeSpec {
     pub(crate) cpus: u32,
     pub(crate) memory_mib: u64,
     pub(crate) online: bool,
+    pub(crate) export_unreachable: bool,
 }
 
 impl NodeSpec {
@@ -408,6 +409,7 @@ impl NodeSpec {
             cpus: 16,
             memory_mib: 65536,
             online: true,
+            export_unreachable: false,
         }
     }
     pub fn cpus(mut self, n: u32) -> Self {
@@ -423,6 +425,11 @@ impl NodeSpec {
         self.online = online;
         self
     }
+    /// Online, but `metrics/export` cannot get its metrics (see [`Node::export_unreachable`]).
+    pub fn export_unreachable(mut self, unreachable: bool) -> Self {
+        self.export_unreachable = unreachable;
+        self
+    }
 }
 
 /// State of a node (see [`crate::Sim::update_node`]).
@@ -432,10 +439,29 @@ pub struct Node {
     pub cpus: u32,
     pub memory_mib: u64,
     pub online: bool,
+    /// `metrics/export` asks the other nodes for their metrics one after another and skips,
+    /// without an error, any that fails, times out or runs pve-manager older than 8.2.5: this
+    /// node's metrics and its guests' are then missing from the answer. Never applies to the
+    /// node answering the API (the first), which reads its own.
+    pub export_unreachable: bool,
     /// Host CPU load not caused by guests, in busy cores.
     pub base_cpu: f64,
     /// Host memory used by the host itself, MiB.
     pub base_mem_mib: u64,
+}
+
+impl Node {
+    pub(crate) fn from_spec(spec: &NodeSpec) -> Node {
+        Node {
+            name: spec.name.clone(),
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+            online: spec.online,
+            export_unreachable: spec.export_unreachable,
+            base_cpu: 0.2,
+            base_mem_mib: 3072,
+        }
+    }
 }
 
 /// A guest to create.
