@@ -78,11 +78,27 @@ pub struct ClusterReport {
     /// Nodes whose VMs `metrics/export` left out (the node serving the API could not ask
     /// them, or they run PVE older than 8.2.5); their VMs were read through `rrddata`.
     pub export_missing_nodes: Vec<String>,
+    /// Sources read over a longer window than the policy's, because their points are too
+    /// far apart for `min_samples` of them to fit.
+    pub widened_windows: Vec<WidenedWindow>,
     pub warnings: Vec<String>,
     pub vms: Vec<VmReport>,
     /// API requests made and plaintext bytes received for this cluster.
     pub requests: u64,
     pub bytes_received: u64,
+}
+
+/// A source read over a longer window than the policy's.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WidenedWindow {
+    /// `metrics/export` or `rrddata`.
+    pub source: String,
+    /// The policy's window, seconds.
+    pub from_secs: u64,
+    /// The window read, seconds.
+    pub to_secs: u64,
+    /// Why, for people.
+    pub reason: String,
 }
 
 impl ClusterReport {
@@ -92,6 +108,7 @@ impl ClusterReport {
             error: None,
             metrics_source: String::new(),
             export_missing_nodes: Vec::new(),
+            widened_windows: Vec::new(),
             warnings: Vec::new(),
             vms: Vec::new(),
             requests: 0,
@@ -285,7 +302,8 @@ fn missing_nodes(cluster: &ClusterReport) -> Option<String> {
     }
 }
 
-/// Per cluster read: where its metrics came from (with any node missing from the export).
+/// Per cluster read: where its metrics came from (with any widened window and any node
+/// missing from the export).
 fn metrics_lines(report: &RunReport) -> String {
     report
         .clusters

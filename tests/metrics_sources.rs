@@ -1,5 +1,6 @@
 //! Where a run's metrics come from on real Proxmox VE: `metrics/export` from pve-manager 8.2.5,
-//! `rrddata` before, and the VMs of a node the export left out.
+//! `rrddata` before, the VMs of a node the export left out, and a window too short for
+//! `rrddata`'s one point a minute.
 
 mod common;
 
@@ -117,4 +118,37 @@ fn vms_of_a_node_missing_from_the_export_are_read_through_rrddata_reported_and_s
     env.sim.set_export_unreachable("pve2", false);
     let cluster = cluster_json(&env.run(&["status", "--output", "json"]));
     assert_eq!(cluster["export_missing_nodes"], serde_json::json!([]));
+}
+
+#[test]
+fn with_rrddata_a_one_minute_window_is_widened_so_that_a_busy_vm_is_scaled() {
+    // PVE 8.0 has no metrics/export, and rrddata has one point a minute: a 1m window holds
+    // one or two, fewer than min_samples (3).
+    let env = TestEnv::start(
+        cluster()
+            .version("8.0")
+            .vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+        "[policy]\nwindow = \"1m\"\n",
+    );
+    let runs = env.run_every_minute(5);
+    assert!(
+        env.vcpus(101) > 2,
+        "never scaled:\n{}",
+        runs.last().map(Run::all_output).unwrap_or_default()
+    );
+
+    // status and check say why the window is not the policy's.
+    let note = "window widened from 1m to 4m: rrddata has one point a minute and min_samples \
+                is 3 (the newest point may not be in yet)";
+    let table = squash(&env.run(&["status"]).stdout);
+    assert!(table.contains(note), "{table}");
+    let status = env.run(&["status", "--output", "json"]);
+    let widened = &cluster_json(&status)["widened_windows"][0];
+    assert_eq!(widened["source"], "rrddata", "{status:?}");
+    assert_eq!(
+        (widened["from_secs"].as_u64(), widened["to_secs"].as_u64()),
+        (Some(60), Some(240))
+    );
+    let check = env.run(&["check"]).stdout;
+    assert!(check.contains(note), "{check}");
 }

@@ -1,5 +1,9 @@
 //! Window usage of the managed VMs: `metrics/export` in one call, else `rrddata` per VM.
 
+use std::time::Duration;
+
+use crate::metrics::{Source, Window};
+
 use super::*;
 
 /// How long a cluster without `metrics/export` goes before the export is probed again.
@@ -22,16 +26,20 @@ pub(super) struct UsageRead {
     pub export: ExportAvailability,
     /// Nodes whose VMs the export left out (read through `rrddata` instead), sorted.
     pub missing_nodes: Vec<String>,
+    /// The windows read that are wider than the policy's.
+    pub widened: Vec<Window>,
 }
 
 /// Window usage of the managed VMs: one `metrics/export` call, else `rrddata` per VM (and
 /// straight to `rrddata`, without asking, while the export is known to be unavailable).
 /// Running VMs the export has no sample of (their node could not be asked) are read through
-/// `rrddata` in the same run, over the same window.
+/// `rrddata` in the same run. Each source is read over `window`, or over the smallest window
+/// that holds `min_samples` of its points.
 pub(super) fn read_usage(
     client: &Client,
     managed: &[&VmResource],
-    start: u64,
+    window: Duration,
+    min_samples: u32,
     now: u64,
     export_unavailable_since: Option<u64>,
 ) -> UsageRead {
@@ -45,25 +53,30 @@ pub(super) fn read_usage(
         source: String::new(),
         export: ExportAvailability::Unknown,
         missing_nodes: Vec::new(),
+        widened: Vec::new(),
     };
     if running.is_empty() {
         read.source = "none needed (no managed VM running)".to_string();
         return read;
     }
+    let export_window = Window::for_source(Source::Export, window, min_samples);
+    let rrd_window = Window::for_source(Source::Rrddata, window, min_samples);
     let skip_export =
         export_unavailable_since.filter(|since| now.saturating_sub(*since) < EXPORT_REPROBE_SECS);
     let fallback_reason = if let Some(since) = skip_export {
         read.export = ExportAvailability::Unavailable(since);
         "metrics/export unavailable on this cluster (checked again hourly)".to_string()
     } else {
+        let start = export_window.start(now);
         let mut aggregator = WindowAggregator::new(start, now, running.iter().map(|vm| vm.vmid));
         match client.metrics_export(start, |sample| aggregator.add(&sample)) {
             Ok(count) => {
                 read.export = ExportAvailability::Available;
                 read.source = format!("metrics/export ({count} samples)");
+                push_widened(&mut read, &export_window);
                 let nodes_seen = aggregator.nodes_seen().clone();
                 read.usage = aggregator.finish();
-                fill_gaps(client, &running, &nodes_seen, start, now, &mut read);
+                fill_gaps(client, &running, &nodes_seen, &rrd_window, now, &mut read);
                 return read;
             }
             Err(e) => match e.kind {
@@ -84,8 +97,9 @@ pub(super) fn read_usage(
         client.cluster(),
         running.len()
     );
-    read.usage = read_rrddata(client, &running, start, now);
+    read.usage = read_rrddata(client, &running, &rrd_window, now);
     read.source = format!("rrddata per VM ({fallback_reason})");
+    push_widened(&mut read, &rrd_window);
     read
 }
 
@@ -96,7 +110,7 @@ fn fill_gaps(
     client: &Client,
     running: &[&VmResource],
     nodes_seen: &BTreeSet<String>,
-    start: u64,
+    rrd_window: &Window,
     now: u64,
     read: &mut UsageRead,
 ) {
@@ -130,7 +144,7 @@ fn fill_gaps(
         }
     );
     read.usage
-        .extend(read_rrddata(client, &lacking, start, now));
+        .extend(read_rrddata(client, &lacking, rrd_window, now));
     read.source.push_str(&format!(
         "; rrddata for the {} VMs it lacked",
         lacking.len()
@@ -142,16 +156,26 @@ fn fill_gaps(
             missing.join(", ")
         ));
     }
+    push_widened(read, rrd_window);
     read.missing_nodes = missing;
+}
+
+/// Records a widened window, and says so in the source sentence.
+fn push_widened(read: &mut UsageRead, window: &Window) {
+    if let Some(note) = window.note() {
+        read.source.push_str(&format!("; {note}"));
+        read.widened.push(window.clone());
+    }
 }
 
 /// `rrddata` of each VM, 8 at a time; a VM whose read fails is left without data.
 fn read_rrddata(
     client: &Client,
     vms: &[&VmResource],
-    start: u64,
+    window: &Window,
     now: u64,
 ) -> HashMap<u32, VmUsage> {
+    let start = window.start(now);
     let results = map_bounded(vms, DEFAULT_PARALLELISM, |vm| {
         client
             .rrddata(&vm.node, vm.vmid, Timeframe::Hour, Consolidation::Average)
