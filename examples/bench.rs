@@ -57,7 +57,8 @@ struct Args {
     /// Runs per measurement; the median is shown.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Simulated PVE release: 8.3 or newer has `metrics/export`; 8.0 shows the rrddata fallback.
+    /// Simulated PVE release: 8.2.5 or newer has `metrics/export`; 8.0 shows the rrddata
+    /// fallback.
     #[arg(long, default_value = "8.4")]
     version: String,
     /// Give the token no `Sys.Audit`: `metrics/export` answers 403 (rrddata fallback).
@@ -197,7 +198,7 @@ fn bench_size(args: &Args, vms: usize, runs: usize) -> Result<(), Box<dyn std::e
     }
 
     // metrics/export alone: body size, transfer, parse.
-    if sim.version().major > 8 || (sim.version().major == 8 && sim.version().minor >= 3) {
+    if sim.version().has_metrics_export() {
         let export: Vec<Sample> = (0..runs)
             .map(|_| measure(&sim, "export", &config))
             .collect::<Result<_, _>>()?;

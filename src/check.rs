@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::config::{ClusterConfig, Config, SystemEnv};
 use crate::error::{Exit, Failure};
+use crate::metrics::{Source, Window};
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
-use crate::pve::types::{PendingItem, VmConfig, VmResource, VmStatus};
+use crate::pve::types::{PendingItem, Version, VmConfig, VmResource, VmStatus};
 use crate::pve::{Auth, Client};
 use crate::run::load_config;
 
@@ -162,15 +163,7 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
             result.problems += 1;
         }
     }
-    if version.has_metrics_export() {
-        let _ = writeln!(out, "  metrics: cluster/metrics/export (one call per run)");
-    } else {
-        let _ = writeln!(
-            out,
-            "  metrics: rrddata per VM (PVE {} has no cluster/metrics/export; 8.3+ does)",
-            version.release
-        );
-    }
+    out.push_str(&metrics_plan(config, &version));
     let resources = match client.resources() {
         Ok(r) => r,
         Err(e) => {
@@ -232,6 +225,41 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
         }
     }
     (out, result)
+}
+
+/// Where a run will read metrics from, and over which window when the policy's is too short
+/// for the source's points.
+fn metrics_plan(config: &Config, version: &Version) -> String {
+    let policy = config.policy();
+    let window = |source| Window::for_source(source, policy.window, policy.min_samples);
+    let with_note = |w: Window| w.note().map(|n| format!("; {n}")).unwrap_or_default();
+    let mut out = String::new();
+    if version.has_metrics_export() {
+        let _ = writeln!(
+            out,
+            "  metrics: cluster/metrics/export (one call per run){}",
+            with_note(window(Source::Export))
+        );
+        if let Some(note) = window(Source::Rrddata).note() {
+            let _ = writeln!(
+                out,
+                "    VMs of a node missing from the export are read through rrddata: {note}"
+            );
+        }
+    } else {
+        let shown = if version.version.is_empty() {
+            &version.release
+        } else {
+            &version.version
+        };
+        let _ = writeln!(
+            out,
+            "  metrics: rrddata per VM (Proxmox VE {shown} has no cluster/metrics/export; \
+             8.2.5 and later have){}",
+            with_note(window(Source::Rrddata))
+        );
+    }
+    out
 }
 
 /// Which required privileges are missing and which extra ones the token has.

@@ -10,7 +10,7 @@ mod outcome;
 mod usage;
 mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::apply::{self, ApplyTiming, ConfigWrite, Outcome};
 use crate::config::{ClusterConfig, Config};
@@ -24,7 +24,7 @@ use crate::pve::types::{
     Consolidation, NodeResource, PendingItem, Timeframe, VmConfig, VmResource,
 };
 use crate::pve::{ApiError, ApiErrorKind, Client};
-use crate::report::{ClusterReport, ResourceReport, VmReport};
+use crate::report::{ClusterReport, ResourceReport, VmReport, WidenedWindow};
 use crate::state::{ConfigSignature, InFlight, KnownConfig, LearnedSource, State, VmState};
 
 use facts::*;
@@ -86,12 +86,29 @@ pub fn process_cluster(
         .warnings
         .extend(invisible_vms(config, &resources.vms));
 
-    let start = now.saturating_sub(config.policy().window.as_secs());
     let export_unavailable_since = state.metrics_export_unavailable.get(&name).copied();
-    let (usage, source, export) =
-        read_usage(client, &managed, start, now, export_unavailable_since);
-    report.metrics_source = source;
-    match export {
+    let read = read_usage(
+        client,
+        &managed,
+        config.policy().window,
+        config.policy().min_samples,
+        now,
+        export_unavailable_since,
+    );
+    report.metrics_source = read.source;
+    report.export_missing_nodes = read.missing_nodes;
+    report.widened_windows = read
+        .widened
+        .iter()
+        .map(|w| WidenedWindow {
+            source: w.source.name().to_string(),
+            from_secs: w.configured.as_secs(),
+            to_secs: w.used.as_secs(),
+            reason: w.note().unwrap_or_default(),
+        })
+        .collect();
+    let usage = read.usage;
+    match read.export {
         ExportAvailability::Available => {
             state.metrics_export_unavailable.remove(&name);
         }

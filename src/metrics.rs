@@ -5,9 +5,10 @@
 //! by the current vCPUs and memory. A VM resized inside the window is thus judged on what it
 //! actually used. Missing or impossible samples are dropped, never read as 0.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
-use crate::policy::MemorySource;
+use crate::policy::{MemorySource, fmt_duration};
 use crate::pve::Client;
 use crate::pve::types::{MetricSample, RrdPoint, VmResource};
 
@@ -39,6 +40,11 @@ pub struct VmUsage {
 }
 
 impl VmUsage {
+    /// Whether the source had any sample of this VM in the window.
+    pub fn has_samples(&self) -> bool {
+        self.cpu_samples > 0 || self.mem_samples > 0
+    }
+
     /// CPU as a fraction of `vcpus` (the VM's current count).
     pub fn cpu_fraction(&self, vcpus: u64) -> Option<f64> {
         let busy = self.busy_cpus?;
@@ -78,12 +84,14 @@ impl Accumulator {
     }
 }
 
-/// Collects `metrics/export` samples of the VMs we manage inside `[start, end]`.
+/// Collects `metrics/export` samples of the VMs we manage inside `[start, end]`, and the
+/// nodes that sent any.
 #[derive(Debug)]
 pub struct WindowAggregator {
     start: u64,
     end: u64,
     vms: HashMap<u32, Accumulator>,
+    nodes: BTreeSet<String>,
 }
 
 impl WindowAggregator {
@@ -96,11 +104,25 @@ impl WindowAggregator {
                 .into_iter()
                 .map(|id| (id, Accumulator::default()))
                 .collect(),
+            nodes: BTreeSet::new(),
         }
+    }
+
+    /// The nodes whose own metrics (`node/NAME`) were in the window. The export leaves out,
+    /// silently, every node it could not ask (no answer, or older than PVE 8.2.5): their VMs
+    /// are missing too.
+    pub fn nodes_seen(&self) -> &BTreeSet<String> {
+        &self.nodes
     }
 
     pub fn add(&mut self, sample: &MetricSample) {
         if sample.timestamp < self.start || sample.timestamp > self.end {
+            return;
+        }
+        if let Some(node) = sample.id.strip_prefix("node/") {
+            if !self.nodes.contains(node) {
+                self.nodes.insert(node.to_string());
+            }
             return;
         }
         let Some(vmid) = sample
@@ -157,6 +179,94 @@ impl WindowAggregator {
                 )
             })
             .collect()
+    }
+}
+
+/// Where a run's samples come from, by how far apart its points are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `cluster/metrics/export`: one point per pvestatd loop, every 10 s.
+    Export,
+    /// `rrddata` (timeframe hour): one averaged point a minute.
+    Rrddata,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Export => "metrics/export",
+            Source::Rrddata => "rrddata",
+        }
+    }
+
+    fn step_secs(self) -> u64 {
+        match self {
+            Source::Export => 10,
+            Source::Rrddata => 60,
+        }
+    }
+
+    fn spacing(self) -> &'static str {
+        match self {
+            Source::Export => "one point every 10s",
+            Source::Rrddata => "one point a minute",
+        }
+    }
+}
+
+/// The window one source is averaged over: the policy's, or wider where the source's points
+/// are too far apart for `min_samples` of them to fit in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub source: Source,
+    /// The policy's window.
+    pub configured: Duration,
+    /// The window read.
+    pub used: Duration,
+    pub min_samples: u32,
+}
+
+impl Window {
+    /// The smallest window, in whole minutes (one run a minute), that holds `min_samples`
+    /// points of `source`, plus one step: the newest point may not be there yet (Proxmox
+    /// drops an rrddata row that is still empty just after the minute, and pvestatd's loop
+    /// drifts).
+    pub fn for_source(source: Source, configured: Duration, min_samples: u32) -> Window {
+        let needed = (u64::from(min_samples) + 1)
+            .saturating_mul(source.step_secs())
+            .div_ceil(60)
+            .saturating_mul(60);
+        Window {
+            source,
+            configured,
+            used: configured.max(Duration::from_secs(needed)),
+            min_samples,
+        }
+    }
+
+    pub fn is_widened(&self) -> bool {
+        self.used > self.configured
+    }
+
+    /// The first second of the window ending at `now`.
+    pub fn start(&self, now: u64) -> u64 {
+        now.saturating_sub(self.used.as_secs())
+    }
+
+    /// Why the window was widened, e.g. `window widened from 1m to 4m: rrddata has one point
+    /// a minute and min_samples is 3 (the newest point may not be in yet)`.
+    pub fn note(&self) -> Option<String> {
+        self.is_widened().then(|| {
+            format!(
+                "window widened from {} to {}: {} has {} and min_samples is {} (the newest \
+                 point may not be in yet)",
+                fmt_duration(self.configured.as_secs()),
+                fmt_duration(self.used.as_secs()),
+                self.source.name(),
+                self.source.spacing(),
+                self.min_samples
+            )
+        })
     }
 }
 
@@ -306,6 +416,42 @@ mod tests {
         for (value, fraction) in [(0.0, 0.0), (0.4, 0.4), (1.0, 1.0), (1.05, 1.0), (3.5, 1.0)] {
             assert_eq!(cpu_fraction_sample(value), Some(fraction), "{value}");
         }
+    }
+
+    #[test]
+    fn nodes_that_sent_metrics_are_noticed() {
+        let mut agg = WindowAggregator::new(100, 200, [101, 102]);
+        agg.add(&sample(150, "node/pve1", "cpu_current", 0.5));
+        agg.add(&sample(150, "node/pve1", "mem_used", 1.0));
+        agg.add(&sample(50, "node/pve3", "cpu_current", 0.5));
+        agg.add(&sample(150, "qemu/101", "mem_used", 1.0));
+        let nodes: Vec<&str> = agg.nodes_seen().iter().map(String::as_str).collect();
+        assert_eq!(nodes, ["pve1"], "pve3 only outside the window");
+        let usage = agg.finish();
+        assert!(usage[&101].has_samples());
+        assert!(!usage[&102].has_samples());
+    }
+
+    #[test]
+    fn a_window_too_short_for_the_source_is_widened() {
+        let minute = Duration::from_secs(60);
+        // rrddata: a point a minute; 3 samples need 4 minutes (one for the newest point).
+        let w = Window::for_source(Source::Rrddata, minute, 3);
+        assert_eq!(w.used, Duration::from_secs(240));
+        assert!(w.is_widened());
+        assert_eq!(w.start(1000), 760);
+        let note = w.note().unwrap_or_default();
+        assert!(
+            note.starts_with("window widened from 1m to 4m: rrddata has one point a minute"),
+            "{note}"
+        );
+        // Long enough already: kept.
+        let w = Window::for_source(Source::Rrddata, 5 * minute, 3);
+        assert_eq!((w.used, w.note()), (5 * minute, None));
+        // The export's 10 s points fit 3 samples in a minute, not 10.
+        assert!(!Window::for_source(Source::Export, minute, 3).is_widened());
+        let w = Window::for_source(Source::Export, minute, 10);
+        assert_eq!(w.used, 2 * minute, "110 s, in whole minutes");
     }
 
     #[test]

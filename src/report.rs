@@ -75,11 +75,30 @@ pub struct ClusterReport {
     pub error: Option<String>,
     /// Which metrics source was used, and why.
     pub metrics_source: String,
+    /// Nodes whose VMs `metrics/export` left out (the node serving the API could not ask
+    /// them, or they run PVE older than 8.2.5); their VMs were read through `rrddata`.
+    pub export_missing_nodes: Vec<String>,
+    /// Sources read over a longer window than the policy's, because their points are too
+    /// far apart for `min_samples` of them to fit.
+    pub widened_windows: Vec<WidenedWindow>,
     pub warnings: Vec<String>,
     pub vms: Vec<VmReport>,
     /// API requests made and plaintext bytes received for this cluster.
     pub requests: u64,
     pub bytes_received: u64,
+}
+
+/// A source read over a longer window than the policy's.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WidenedWindow {
+    /// `metrics/export` or `rrddata`.
+    pub source: String,
+    /// The policy's window, seconds.
+    pub from_secs: u64,
+    /// The window read, seconds.
+    pub to_secs: u64,
+    /// Why, for people.
+    pub reason: String,
 }
 
 impl ClusterReport {
@@ -88,6 +107,8 @@ impl ClusterReport {
             name: name.to_string(),
             error: None,
             metrics_source: String::new(),
+            export_missing_nodes: Vec::new(),
+            widened_windows: Vec::new(),
             warnings: Vec::new(),
             vms: Vec::new(),
             requests: 0,
@@ -261,7 +282,35 @@ pub fn summary_line(report: &RunReport) -> String {
         1 => line.push_str(", 1 notification channel failed"),
         n => line.push_str(&format!(", {n} notification channels failed")),
     }
+    for cluster in &report.clusters {
+        if let Some(nodes) = missing_nodes(cluster) {
+            line.push_str(&format!(
+                "; {}: {nodes} missing from metrics/export (read through rrddata)",
+                cluster.name
+            ));
+        }
+    }
     line
+}
+
+/// `node pve2` or `nodes pve2, pve3`, when the export left any out.
+fn missing_nodes(cluster: &ClusterReport) -> Option<String> {
+    match cluster.export_missing_nodes.as_slice() {
+        [] => None,
+        [one] => Some(format!("node {one}")),
+        many => Some(format!("nodes {}", many.join(", "))),
+    }
+}
+
+/// Per cluster read: where its metrics came from (with any widened window and any node
+/// missing from the export).
+fn metrics_lines(report: &RunReport) -> String {
+    report
+        .clusters
+        .iter()
+        .filter(|c| c.error.is_none() && !c.metrics_source.is_empty())
+        .map(|c| format!("cluster {}: metrics from {}\n", c.name, c.metrics_source))
+        .collect()
 }
 
 /// The `status` table: one row per managed VM.
@@ -315,6 +364,7 @@ pub fn render_status(report: &RunReport) -> String {
         }
     }
     let mut out = cluster_failures(report);
+    out.push_str(&metrics_lines(report));
     out.push_str(&table.to_string());
     out.push('\n');
     out
@@ -371,4 +421,24 @@ fn action_label(r: &ResourceReport, resource: &str) -> String {
 
 fn percent(value: Option<f64>) -> String {
     value.map_or_else(|| "?".to_string(), |v| format!("{v:.0}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_the_nodes_missing_from_the_export() {
+        let mut lab = ClusterReport::new("lab");
+        lab.export_missing_nodes = vec!["pve2".into(), "pve3".into()];
+        let mut other = ClusterReport::new("other");
+        other.export_missing_nodes = vec!["b1".into()];
+        let report = RunReport::new(false, 0, vec![lab, ClusterReport::new("ok"), other]);
+        assert_eq!(
+            summary_line(&report),
+            "0 VMs managed, 0 changed, 0 blocked, 0 failed; lab: nodes pve2, pve3 missing from \
+             metrics/export (read through rrddata); other: node b1 missing from metrics/export \
+             (read through rrddata)"
+        );
+    }
 }

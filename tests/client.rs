@@ -678,14 +678,24 @@ fn missing_vm_is_a_server_error() {
 }
 
 #[test]
-fn metrics_export_is_not_implemented_before_8_3() {
-    let lab = Lab::start(cluster().version("8.2").vm(ready_vm(101, NODE)));
+fn metrics_export_is_not_implemented_before_8_2_5() {
+    let lab = Lab::start(cluster().version("8.2.4").vm(ready_vm(101, NODE)));
     let client = lab.client();
     assert!(!client.version().expect("version").has_metrics_export());
     let err = client
         .metrics_export(lab.sim.now() as u64 - 60, |_| {})
         .unwrap_err();
     assert_kind(&err, ApiErrorKind::NotImplemented);
+
+    let lab = Lab::start(cluster().version("8.2.5").vm(ready_vm(101, NODE)));
+    let client = lab.client();
+    assert!(client.version().expect("version").has_metrics_export());
+    assert!(
+        client
+            .metrics_export(lab.sim.now() as u64 - 60, |_| {})
+            .expect("export")
+            > 0
+    );
 }
 
 // ---- version differences -----------------------------------------------------------------

@@ -4,7 +4,7 @@
 //! The floor of one run is one `GET /cluster/resources` and one `GET /cluster/metrics/export`
 //! per cluster; a VM about to change adds `GET config?current=1` and `GET pending`, and, when
 //! it is written, one `POST config`, the task polls and a `GET pending` re-read. Without
-//! `metrics/export` (PVE < 8.3, or a token without `Sys.Audit`) every managed running VM costs
+//! `metrics/export` (PVE < 8.2.5, or a token without `Sys.Audit`) every managed running VM costs
 //! one `rrddata` call instead, made in parallel. Timings belong to `examples/bench.rs`.
 
 mod common;
@@ -338,7 +338,7 @@ fn run_with_k_changes(version: &str) {
 fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_parallel() {
     let no_sys_audit = Privs::new(&["VM.Audit", "VM.Config.CPU", "VM.Config.Memory"]);
     for (version, privs, why) in [
-        ("8.0", Privs::pvescale(), "PVE older than 8.3"),
+        ("8.2.4", Privs::pvescale(), "PVE older than 8.2.5"),
         ("8.4", no_sys_audit, "Sys.Audit"),
     ] {
         let env = start(calm_cluster(version, privs));
@@ -359,7 +359,7 @@ fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_paralle
             .iter()
             .find(|r| r.path == "/cluster/metrics/export")
             .expect("probe");
-        assert_eq!(export.status, if version == "8.0" { 501 } else { 403 });
+        assert_eq!(export.status, if version == "8.2.4" { 501 } else { 403 });
         // Every managed running VM once, nothing for the others.
         let rrd: Vec<&Recorded> = requests
             .iter()
@@ -410,6 +410,58 @@ fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_paralle
         let (_, later) = run(&env, &["run"]);
         assert_eq!(count(&later, "/cluster/metrics/export"), 1, "PVE {version}");
     }
+}
+
+#[test]
+fn a_node_missing_from_the_export_adds_one_rrddata_per_running_managed_vm_of_it() {
+    // pve2 cannot be asked by the node serving the export: its guests are missing from the
+    // answer, and only they are read another way.
+    let builder = calm_cluster("8.4", Privs::pvescale()).node(
+        NodeSpec::new("pve2")
+            .cpus(256)
+            .memory_mib(1 << 20)
+            .export_unreachable(true),
+    );
+    let env = start(builder);
+    let (report, requests) = run(&env, &["run", "--dry-run"]);
+    // The 25 of the 50 on pve2, and the locked VM there (running; skipped by the policy).
+    let mut on_pve2: BTreeSet<u32> = (FIRST..FIRST + VMS).filter(|v| v % 2 == 1).collect();
+    on_pve2.insert(2002);
+    assert_eq!(
+        by_endpoint(&requests),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1),
+            ("GET qemu/rrddata", on_pve2.len()),
+        ]),
+        "{requests:#?}"
+    );
+    let rrd: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/rrddata"))
+        .collect();
+    let vms: BTreeSet<u32> = rrd.iter().filter_map(|r| vmid_of(r)).collect();
+    assert_eq!(vms, on_pve2);
+    assert!(rrd.iter().all(|r| r.path.starts_with("/nodes/pve2/")));
+    let conns: BTreeSet<u64> = requests.iter().map(|r| r.conn).collect();
+    assert!(conns.len() <= 8, "{} connections", conns.len());
+    assert_traffic_matches(&report, &requests);
+    assert_eq!(
+        report["clusters"][0]["export_missing_nodes"],
+        serde_json::json!(["pve2"])
+    );
+    assert_eq!(report["summary"]["planned"], 0, "{report:#}");
+
+    // The same in a real run, every run: the export is still there for the others.
+    let (_, requests) = run(&env, &["run"]);
+    assert_eq!(count(&requests, "/cluster/metrics/export"), 1);
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path.ends_with("/rrddata"))
+            .count(),
+        on_pve2.len()
+    );
 }
 
 fn count(requests: &[Recorded], path: &str) -> usize {

@@ -411,7 +411,10 @@ pub const SECTIONS: &[Section] = &[
                 "\"5m\"",
                 Some("\"5m\""),
                 "\"10m\"",
-                "Utilisation is averaged over this window each run; 1m to 1h.",
+                "Utilisation is averaged over this window each run; 1m to 30m (Proxmox keeps 30 \
+                 minutes of cluster/metrics/export samples). Where the metrics source's points \
+                 are too far apart for min_samples of them to fit (rrddata: one a minute), a \
+                 run reads the smallest window that holds them and says so.",
             ),
             key(
                 "min_samples",

@@ -265,6 +265,28 @@ fn sizes_and_counts() {
 }
 
 #[test]
+fn a_window_longer_than_the_export_keeps_is_refused() {
+    // Proxmox keeps 180 generations of 10 s samples for cluster/metrics/export: a longer
+    // window would silently average only the last 30 minutes.
+    assert_eq!(
+        ok(&with("[policy]\nwindow = \"30m\"\n")).policy().window,
+        Duration::from_secs(1800)
+    );
+    for (window, shown) in [("45m", "45m"), ("31m", "31m"), ("1h", "1h")] {
+        let text = with(&format!("[policy]\nwindow = \"{window}\"\n"));
+        let msg = err(&text);
+        let line = line_of(&text, "window");
+        assert!(
+            msg.contains(&format!(
+                ":{line}:10: policy.window: {shown} is longer than the 30 minutes of samples \
+                 Proxmox keeps for cluster/metrics/export (180 × 10 s): at most 30m"
+            )),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
 fn durations() {
     let c = ok(&with(
         "[policy]\nwindow = \"10m\"\nbackoff = \"2h\"\n[policy.cpu]\nup_after = \"1m30s\"\ncooldown_up = \"0s\"\n",
@@ -288,9 +310,9 @@ fn durations() {
         msg.contains("policy.window: a duration needs a unit"),
         "{msg}"
     );
-    let msg = err(&with("[policy]\nwindow = \"2h\"\n"));
+    let msg = err(&with("[policy]\nwindow = \"30s\"\n"));
     assert!(
-        msg.contains("policy.window: 2h is out of range: 1m to 1h"),
+        msg.contains("policy.window: 30s is out of range: 1m to 30m"),
         "{msg}"
     );
     let msg = err(&with("[policy]\nbackoff = \"0s\"\n"));

@@ -32,7 +32,9 @@ pub(crate) const MIN_HOTPLUG_MEMORY_MIB: u64 = 1024;
 /// The smallest DIMM Proxmox VE hotplugs; a smaller memory step could not be applied.
 pub(crate) const MIN_MEMORY_STEP_MIB: u64 = 512;
 pub(crate) const MIN_WINDOW: Duration = Duration::from_secs(60);
-pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(3600);
+/// `metrics/export` keeps 180 old generations of pvestatd's 10 s loop (pve-manager
+/// PVE/PullMetric.pm): a longer window would silently average less than it says.
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(1800);
 /// `[history] max_size` when not set.
 pub(crate) const DEFAULT_HISTORY_MAX_SIZE_MIB: u64 = 1;
 
@@ -633,17 +635,25 @@ impl Validator<'_> {
         let p = &raw.policy;
         let mut policy = Policy::default();
         if let Some(Dur(w)) = p.window {
-            if (MIN_WINDOW..=MAX_WINDOW).contains(&w) {
-                policy.window = w;
-            } else {
+            if w > MAX_WINDOW {
                 self.problem(
                     &key.key("window"),
                     format!(
-                        "{} is out of range: 1m to 1h (Proxmox VE samples each minute and keeps \
-                         minute data for about an hour)",
+                        "{} is longer than the 30 minutes of samples Proxmox keeps for \
+                         cluster/metrics/export (180 × 10 s): at most 30m",
                         fmt_duration(w)
                     ),
                 );
+            } else if w < MIN_WINDOW {
+                self.problem(
+                    &key.key("window"),
+                    format!(
+                        "{} is out of range: 1m to 30m (pvescale runs once a minute)",
+                        fmt_duration(w)
+                    ),
+                );
+            } else {
+                policy.window = w;
             }
         }
         if let Some(n) = p.min_samples {

@@ -1,5 +1,9 @@
 //! Window usage of the managed VMs: `metrics/export` in one call, else `rrddata` per VM.
 
+use std::time::Duration;
+
+use crate::metrics::{Source, Window};
+
 use super::*;
 
 /// How long a cluster without `metrics/export` goes before the export is probed again.
@@ -14,58 +18,77 @@ pub(super) enum ExportAvailability {
     Unknown,
 }
 
+/// What reading the usage gave.
+pub(super) struct UsageRead {
+    pub usage: HashMap<u32, VmUsage>,
+    /// Which source was used and why, for people.
+    pub source: String,
+    pub export: ExportAvailability,
+    /// Nodes whose VMs the export left out (read through `rrddata` instead), sorted.
+    pub missing_nodes: Vec<String>,
+    /// The windows read that are wider than the policy's.
+    pub widened: Vec<Window>,
+}
+
 /// Window usage of the managed VMs: one `metrics/export` call, else `rrddata` per VM (and
 /// straight to `rrddata`, without asking, while the export is known to be unavailable).
-/// Returns the usage, a sentence saying which source was used and why, and what was learned.
+/// Running VMs the export has no sample of (their node could not be asked) are read through
+/// `rrddata` in the same run. Each source is read over `window`, or over the smallest window
+/// that holds `min_samples` of its points.
 pub(super) fn read_usage(
     client: &Client,
     managed: &[&VmResource],
-    start: u64,
+    window: Duration,
+    min_samples: u32,
     now: u64,
     export_unavailable_since: Option<u64>,
-) -> (HashMap<u32, VmUsage>, String, ExportAvailability) {
+) -> UsageRead {
     let running: Vec<&VmResource> = managed
         .iter()
         .copied()
         .filter(|vm| vm.status == crate::pve::types::VmStatus::Running)
         .collect();
+    let mut read = UsageRead {
+        usage: HashMap::new(),
+        source: String::new(),
+        export: ExportAvailability::Unknown,
+        missing_nodes: Vec::new(),
+        widened: Vec::new(),
+    };
     if running.is_empty() {
-        return (
-            HashMap::new(),
-            "none needed (no managed VM running)".to_string(),
-            ExportAvailability::Unknown,
-        );
+        read.source = "none needed (no managed VM running)".to_string();
+        return read;
     }
+    let export_window = Window::for_source(Source::Export, window, min_samples);
+    let rrd_window = Window::for_source(Source::Rrddata, window, min_samples);
     let skip_export =
         export_unavailable_since.filter(|since| now.saturating_sub(*since) < EXPORT_REPROBE_SECS);
-    let (fallback_reason, availability) = if let Some(since) = skip_export {
-        (
-            "metrics/export unavailable on this cluster (checked again hourly)".to_string(),
-            ExportAvailability::Unavailable(since),
-        )
+    let fallback_reason = if let Some(since) = skip_export {
+        read.export = ExportAvailability::Unavailable(since);
+        "metrics/export unavailable on this cluster (checked again hourly)".to_string()
     } else {
+        let start = export_window.start(now);
         let mut aggregator = WindowAggregator::new(start, now, running.iter().map(|vm| vm.vmid));
         match client.metrics_export(start, |sample| aggregator.add(&sample)) {
             Ok(count) => {
-                return (
-                    aggregator.finish(),
-                    format!("metrics/export ({count} samples)"),
-                    ExportAvailability::Available,
-                );
+                read.export = ExportAvailability::Available;
+                read.source = format!("metrics/export ({count} samples)");
+                push_widened(&mut read, &export_window);
+                let nodes_seen = aggregator.nodes_seen().clone();
+                read.usage = aggregator.finish();
+                fill_gaps(client, &running, &nodes_seen, &rrd_window, now, &mut read);
+                return read;
             }
             Err(e) => match e.kind {
-                ApiErrorKind::NotImplemented => (
-                    "metrics/export not available (PVE older than 8.3)".to_string(),
-                    ExportAvailability::Unavailable(now),
-                ),
-                ApiErrorKind::Permission => (
-                    "metrics/export refused (the token lacks Sys.Audit on /)".to_string(),
-                    ExportAvailability::Unavailable(now),
-                ),
-                _ => (
-                    format!("metrics/export failed ({e})"),
-                    ExportAvailability::Unknown,
-                ),
+                ApiErrorKind::NotImplemented => {
+                    read.export = ExportAvailability::Unavailable(now);
+                    "metrics/export not available (PVE older than 8.2.5)".to_string()
+                }
+                ApiErrorKind::Permission => {
+                    read.export = ExportAvailability::Unavailable(now);
+                    "metrics/export refused (the token lacks Sys.Audit on /)".to_string()
+                }
+                _ => format!("metrics/export failed ({e})"),
             },
         }
     };
@@ -74,13 +97,92 @@ pub(super) fn read_usage(
         client.cluster(),
         running.len()
     );
-    let results = map_bounded(&running, DEFAULT_PARALLELISM, |vm| {
+    read.usage = read_rrddata(client, &running, &rrd_window, now);
+    read.source = format!("rrddata per VM ({fallback_reason})");
+    push_widened(&mut read, &rrd_window);
+    read
+}
+
+/// The export answered, but without a sample of some running VMs: the node that served it
+/// skips, silently, every node it cannot ask (no answer within its timeout, offline, or
+/// older than 8.2.5). Reads those VMs through `rrddata` and names the nodes left out.
+fn fill_gaps(
+    client: &Client,
+    running: &[&VmResource],
+    nodes_seen: &BTreeSet<String>,
+    rrd_window: &Window,
+    now: u64,
+    read: &mut UsageRead,
+) {
+    let lacking: Vec<&VmResource> = running
+        .iter()
+        .copied()
+        .filter(|vm| !read.usage.get(&vm.vmid).is_some_and(VmUsage::has_samples))
+        .collect();
+    if lacking.is_empty() {
+        return;
+    }
+    let mut missing: Vec<String> = lacking
+        .iter()
+        .filter(|vm| !nodes_seen.contains(&vm.node))
+        .map(|vm| vm.node.clone())
+        .collect();
+    missing.sort();
+    missing.dedup();
+    log::info!(
+        "cluster {}: metrics/export has no sample of {} running VMs{}: reading their rrddata",
+        client.cluster(),
+        lacking.len(),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (nothing at all from {}: not answering the node that served the export, \
+                 or older than PVE 8.2.5)",
+                missing.join(", ")
+            )
+        }
+    );
+    read.usage
+        .extend(read_rrddata(client, &lacking, rrd_window, now));
+    read.source.push_str(&format!(
+        "; rrddata for the {} VMs it lacked",
+        lacking.len()
+    ));
+    if !missing.is_empty() {
+        read.source.push_str(&format!(
+            " (nothing from {} {})",
+            if missing.len() == 1 { "node" } else { "nodes" },
+            missing.join(", ")
+        ));
+    }
+    push_widened(read, rrd_window);
+    read.missing_nodes = missing;
+}
+
+/// Records a widened window, and says so in the source sentence.
+fn push_widened(read: &mut UsageRead, window: &Window) {
+    if let Some(note) = window.note() {
+        read.source.push_str(&format!("; {note}"));
+        read.widened.push(window.clone());
+    }
+}
+
+/// `rrddata` of each VM, 8 at a time; a VM whose read fails is left without data.
+fn read_rrddata(
+    client: &Client,
+    vms: &[&VmResource],
+    window: &Window,
+    now: u64,
+) -> HashMap<u32, VmUsage> {
+    let start = window.start(now);
+    let results = map_bounded(vms, DEFAULT_PARALLELISM, |vm| {
         client
             .rrddata(&vm.node, vm.vmid, Timeframe::Hour, Consolidation::Average)
             .map(|points| usage_from_rrd(&points, start, now))
     });
     let mut usage = HashMap::new();
-    for (vm, result) in running.iter().zip(results) {
+    for (vm, result) in vms.iter().zip(results) {
         match result {
             Ok(u) => {
                 usage.insert(vm.vmid, u);
@@ -88,9 +190,5 @@ pub(super) fn read_usage(
             Err(e) => log::warn!("VM {}: rrddata failed: {e}", vm.vmid),
         }
     }
-    (
-        usage,
-        format!("rrddata per VM ({fallback_reason})"),
-        availability,
-    )
+    usage
 }

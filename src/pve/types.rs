@@ -12,7 +12,7 @@ pub struct Version {
     /// `8.4`, `9.1`, ...
     #[serde(default)]
     pub release: String,
-    /// `8.4.1`, ...
+    /// pve-manager's version, `8.2.5`, ...
     #[serde(default)]
     pub version: String,
     #[serde(default)]
@@ -22,24 +22,46 @@ pub struct Version {
 impl Version {
     /// (major, minor) of `release`, when it parses.
     pub fn major_minor(&self) -> Option<(u32, u32)> {
-        let text = if self.release.is_empty() {
-            &self.version
-        } else {
-            &self.release
-        };
-        let mut parts = text.split(['.', '-']);
-        let major = parts.next()?.trim().parse().ok()?;
-        let minor = parts
-            .next()
-            .and_then(|m| m.trim().parse().ok())
-            .unwrap_or(0);
+        let (major, minor, _) = self.number()?;
         Some((major, minor))
     }
 
-    /// `cluster/metrics/export` exists since PVE 8.3.
-    pub fn has_metrics_export(&self) -> bool {
-        self.major_minor().is_some_and(|v| v >= (8, 3))
+    /// (major, minor, patch): from `version` where it has the release's major and minor
+    /// (`8.2.5`), else from `release` alone with patch 0.
+    fn number(&self) -> Option<(u32, u32, u32)> {
+        let release = leading_numbers(&self.release);
+        let version = leading_numbers(&self.version);
+        let (major, minor) = match (release.as_slice(), version.as_slice()) {
+            ([major, minor, ..], _) | ([], [major, minor, ..]) => (*major, *minor),
+            ([major], _) | ([], [major]) => (*major, 0),
+            _ => return None,
+        };
+        let patch = match version.as_slice() {
+            [ma, mi, patch, ..] if (*ma, *mi) == (major, minor) => *patch,
+            _ => 0,
+        };
+        Some((major, minor, patch))
     }
+
+    /// `cluster/metrics/export` exists since pve-manager 8.2.5 (a bare release `8.2` does
+    /// not say which 8.2, so it counts as without).
+    pub fn has_metrics_export(&self) -> bool {
+        self.number().is_some_and(|v| v >= (8, 2, 5))
+    }
+}
+
+/// The numbers of a dotted version, up to the first part that does not start with digits:
+/// `9.0.0~11` → [9, 0, 0].
+fn leading_numbers(text: &str) -> Vec<u32> {
+    text.trim()
+        .split(['.', '-'])
+        .map_while(|part| {
+            let digits: &str = &part[..part
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(part.len())];
+            digits.parse().ok()
+        })
+        .collect()
 }
 
 /// Run state of a guest as `cluster/resources` reports it.
@@ -681,6 +703,39 @@ mod tests {
         assert!(serde_json::from_str::<VmConfig>(r#"{"digest": " "}"#).is_err());
         let cfg: VmConfig = serde_json::from_str(r#"{"digest": "ab12"}"#).unwrap();
         assert_eq!(cfg.digest.as_str(), "ab12");
+    }
+
+    fn version(release: &str, version: &str) -> Version {
+        Version {
+            release: release.into(),
+            version: version.into(),
+            repoid: None,
+        }
+    }
+
+    #[test]
+    fn metrics_export_exists_since_8_2_5() {
+        for (release, full, has) in [
+            ("8.2", "8.2.4", false),
+            ("8.2", "8.2.5", true),
+            ("8.2", "8.2.10", true),
+            ("8.1", "8.1.11", false),
+            ("8.3", "8.3.0", true),
+            ("9.0", "9.0.0~11", true),
+            // The release alone does not tell which 8.2.
+            ("8.2", "", false),
+            ("8.4", "", true),
+            ("", "8.2.5", true),
+            ("", "", false),
+        ] {
+            assert_eq!(
+                version(release, full).has_metrics_export(),
+                has,
+                "{release} / {full}"
+            );
+        }
+        assert_eq!(version("8.2", "8.2.5").major_minor(), Some((8, 2)));
+        assert_eq!(version("", "9.1.2").major_minor(), Some((9, 1)));
     }
 
     #[test]

@@ -1288,22 +1288,71 @@ fn cluster_resources(world: &World, p: &Principal, ty: Option<&str>) -> Value {
     Value::Array(rows)
 }
 
+/// Old generations pvestatd's metrics cache keeps besides the newest one: 180 × 10 s, half an
+/// hour (pve-manager PVE/PullMetric.pm, OLD_GENERATIONS).
+const EXPORT_OLD_GENERATIONS: i64 = 180;
+
+/// `GET /cluster/metrics/export` as pve-manager's PVE/API2/Cluster/MetricServer.pm serves it:
+/// the answering node's own metrics, then every other online node's (asked with
+/// `local-only=1`), skipping silently any that cannot be reached.
 fn metrics_export(params: &Params, world: MutexGuard<'_, World>) -> ApiResult {
     let now = world.now();
     let history = params.flag("history");
     let start_time: Option<i64> = params.get("start-time").and_then(|s| s.parse().ok());
-    let node_list: Option<Vec<String>> = params.get("node-list").map(config::split_list);
+    let node_list: Option<Vec<String>> = params
+        .get("node-list")
+        .map(config::split_list)
+        .filter(|l| !l.is_empty());
+    if let Some(list) = &node_list {
+        let unknown: Vec<&str> = list
+            .iter()
+            .filter(|n| world.node(n).is_none())
+            .map(|n| n.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ApiError::new(
+                500,
+                format!(
+                    "Requested node-list contains unknown nodes - {}",
+                    unknown.join(", ")
+                ),
+            ));
+        }
+    }
+    // Generations of pvestatd's 10 s loop: the newest, plus `(now - start-time) / 10` old
+    // ones with history (all it keeps without start-time), then only those newer than
+    // start-time.
     let latest = now - now.rem_euclid(10);
-    let oldest = if history { latest - 1790 } else { latest };
-    let timestamps: Vec<i64> = (0..)
-        .map(|i| oldest + i * 10)
-        .take_while(|t| *t <= latest)
+    let old = match (history, start_time) {
+        (false, _) => 0,
+        (true, Some(start)) => ((now - start) / 10).clamp(0, EXPORT_OLD_GENERATIONS),
+        (true, None) => EXPORT_OLD_GENERATIONS,
+    };
+    let timestamps: Vec<i64> = (0..=old)
+        .rev()
+        .map(|i| latest - i * 10)
         .filter(|t| start_time.is_none_or(|s| *t > s))
         .collect();
+    // The first node answers the API. Its own metrics come unless a node-list leaves it
+    // out; the others are asked unless local-only (without a node-list) says not to, and
+    // only when online and reachable.
+    let local = world.nodes.first().map(|n| n.name.clone());
+    let listed = |name: &str| {
+        node_list
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|n| n == name))
+    };
+    let fan_out = !params.flag("local-only") || node_list.is_some();
     let nodes: Vec<Node> = world
         .nodes
         .iter()
-        .filter(|n| node_list.as_ref().is_none_or(|l| l.contains(&n.name)))
+        .filter(|n| {
+            if Some(&n.name) == local.as_ref() {
+                listed(&n.name)
+            } else {
+                fan_out && listed(&n.name) && n.online && !n.export_unreachable
+            }
+        })
         .cloned()
         .collect();
     let vms: Vec<Vm> = world

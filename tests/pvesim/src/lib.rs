@@ -5,7 +5,7 @@
 //! with a certificate made at start, and behaves like `shared/pve-api/FACTS.md` describes:
 //! token and ticket (+CSRF) authentication, the `{"data": ...}` envelope and error shapes
 //! (400 with `errors`, 401 with an empty body, 403, 500, 501, 59x), `cluster/resources`,
-//! `cluster/metrics/export` (8.3+), `rrddata`, `config` (merged and `current=1`), `pending`,
+//! `cluster/metrics/export` (8.2.5+), `rrddata`, `config` (merged and `current=1`), `pending`,
 //! `digest`, asynchronous config writes with tasks, hotplug rules (vCPUs ≤ sockets × cores,
 //! memory on the DIMM grid with numa, refused unplugs, pending keys), locks, faults on demand,
 //! and load following a [`Pattern`] over *simulated* time that reacts to the VM's size.
@@ -56,7 +56,7 @@
 //!
 //! ## Endpoints
 //! `GET /version`, `POST|GET /access/ticket`, `GET /access/permissions`,
-//! `GET /cluster/resources`, `GET /cluster/status`, `GET /cluster/metrics/export` (8.3+),
+//! `GET /cluster/resources`, `GET /cluster/status`, `GET /cluster/metrics/export` (8.2.5+),
 //! `GET /nodes`, `GET /nodes/{node}/status`, `GET /nodes/{node}/qemu`,
 //! `GET /nodes/{node}/qemu/{vmid}/{status/current,config,pending,rrddata}`,
 //! `POST|PUT /nodes/{node}/qemu/{vmid}/config`, `GET /nodes/{node}/tasks/{upid}/{status,log}`.
@@ -67,7 +67,9 @@
 //! privileges are a set on `/` plus optional sets on sub-paths (no token privilege separation);
 //! only QEMU guests have per-VM endpoints (containers appear in `cluster/resources` and
 //! `metrics/export`); a stopped guest has no metric fields in `rrddata`; kept-alive connections
-//! never time out.
+//! never time out; all nodes run the cluster's version; `metrics/export` skips a node marked
+//! [`Node::export_unreachable`] at once (the real server first waits out its per-node timeout,
+//! 5 s, 20 s since 9.0.8).
 
 mod api;
 mod config;
@@ -266,8 +268,9 @@ pub struct SimBuilder {
 
 impl SimBuilder {
     /// PVE release: `"8.0"` (memory as JSON integer), `"8.1"`..`"8.4"` (memory as string;
-    /// `metrics/export` from 8.3, error `message` from 8.4), `"9.0"`/`"9.1"` (PVE 9 RRD layout,
-    /// `memhost`, `pressure*`). Default `"8.4"`.
+    /// `metrics/export` from 8.2.5, error `message` from 8.4), `"9.0"`/`"9.1"` (PVE 9 RRD
+    /// layout, `memhost`, `pressure*`). A patch level may follow (`"8.2.4"`); a bare release
+    /// stands for one patch level of it (8.2 for 8.2.7). Default `"8.4"`.
     pub fn version(mut self, v: &str) -> Self {
         self.version = Version::parse(v);
         self
@@ -762,6 +765,11 @@ impl Sim {
             }
             None => false,
         }
+    }
+    /// Makes `metrics/export` skip this node's metrics and its guests' (as the real server
+    /// does with a node that fails, times out or is older than 8.2.5); false if no such node.
+    pub fn set_export_unreachable(&self, name: &str, unreachable: bool) -> bool {
+        self.update_node(name, |n| n.export_unreachable = unreachable)
     }
     pub fn nodes(&self) -> Vec<Node> {
         lock(&self.shared.world).nodes.clone()

@@ -6,31 +6,45 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-/// A Proxmox VE release (`major.minor`), e.g. `8.0`, `8.4`, `9.1`.
+/// A Proxmox VE version: the release (`major.minor`, e.g. `8.0`, `8.4`, `9.1`) and the
+/// pve-manager patch level (`8.2.5`), which `/version` reports as `version`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
     pub major: u32,
     pub minor: u32,
+    pub patch: u32,
 }
 
 impl Version {
+    /// A release at the patch level the simulator assumes for it (see [`Version::parse`]).
     pub const fn new(major: u32, minor: u32) -> Self {
-        Version { major, minor }
+        Version {
+            major,
+            minor,
+            patch: default_patch(major, minor),
+        }
     }
 
-    /// Parses `"8.4"`; anything unparsable falls back to 8.4.
+    /// Parses `"8.4"` (at a patch level typical of that release) or `"8.2.5"`; anything
+    /// unparsable falls back to 8.4.
     pub fn parse(s: &str) -> Self {
         let mut it = s.trim().split('.');
         let major = it.next().and_then(|m| m.parse().ok());
         let minor = it.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        let patch = it.next().and_then(|p| p.parse().ok());
         match major {
-            Some(major) => Version { major, minor },
+            Some(major) => Version {
+                major,
+                minor,
+                patch: patch.unwrap_or(default_patch(major, minor)),
+            },
             None => Version::new(8, 4),
         }
     }
 
+    /// At least this release, whatever the patch level.
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        *self >= Version::new(major, minor)
+        (self.major, self.minor) >= (major, minor)
     }
 
     /// `config` returns `memory` as a JSON integer on 8.0, a string since 8.1.
@@ -38,9 +52,10 @@ impl Version {
         self.at_least(8, 1)
     }
 
-    /// `/cluster/metrics/export` exists since 8.3.
+    /// `/cluster/metrics/export` exists since pve-manager 8.2.5 (debian/changelog: "api:
+    /// metrics: add /cluster/metrics/export endpoint").
     pub fn has_metrics_export(&self) -> bool {
-        self.at_least(8, 3)
+        (self.major, self.minor, self.patch) >= (8, 2, 5)
     }
 
     /// Error bodies carry `message` only on servers since early 2025 (8.4, 9.x).
@@ -53,18 +68,23 @@ impl Version {
         self.major >= 9
     }
 
+    /// What `/version` reports as `version` (pve-manager's upstream version, `8.2.5`).
     pub(crate) fn full_version(&self) -> String {
-        let patch = match (self.major, self.minor) {
-            (8, 0) => 4,
-            (8, 1) => 4,
-            (8, 2) => 7,
-            (8, 3) => 5,
-            (8, 4) => 1,
-            (9, 0) => 6,
-            (9, 1) => 2,
-            _ => 0,
-        };
-        format!("{}.{}.{}", self.major, self.minor, patch)
+        format!("{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The patch level a bare release (`"8.2"`) stands for.
+const fn default_patch(major: u32, minor: u32) -> u32 {
+    match (major, minor) {
+        (8, 0) => 4,
+        (8, 1) => 4,
+        (8, 2) => 7,
+        (8, 3) => 5,
+        (8, 4) => 1,
+        (9, 0) => 6,
+        (9, 1) => 2,
+        _ => 0,
     }
 }
 
@@ -408,6 +428,7 @@ pub struct NodeSpec {
     pub(crate) memory_mib: u64,
     pub(crate) online: bool,
     pub(crate) phys_bits: u32,
+    pub(crate) export_unreachable: bool,
 }
 
 impl NodeSpec {
@@ -419,6 +440,7 @@ impl NodeSpec {
             memory_mib: 65536,
             online: true,
             phys_bits: 46,
+            export_unreachable: false,
         }
     }
     /// The host CPU's physical address bits (default 46, a common server CPU); with
@@ -440,6 +462,11 @@ impl NodeSpec {
         self.online = online;
         self
     }
+    /// Online, but `metrics/export` cannot get its metrics (see [`Node::export_unreachable`]).
+    pub fn export_unreachable(mut self, unreachable: bool) -> Self {
+        self.export_unreachable = unreachable;
+        self
+    }
 }
 
 /// State of a node (see [`crate::Sim::update_node`]).
@@ -449,6 +476,11 @@ pub struct Node {
     pub cpus: u32,
     pub memory_mib: u64,
     pub online: bool,
+    /// `metrics/export` asks the other nodes for their metrics one after another and skips,
+    /// without an error, any that fails, times out or runs pve-manager older than 8.2.5: this
+    /// node's metrics and its guests' are then missing from the answer. Never applies to the
+    /// node answering the API (the first), which reads its own.
+    pub export_unreachable: bool,
     /// Host CPU load not caused by guests, in busy cores.
     pub base_cpu: f64,
     /// Host memory used by the host itself, MiB.
@@ -467,6 +499,7 @@ impl From<&NodeSpec> for Node {
             base_cpu: 0.2,
             base_mem_mib: 3072,
             phys_bits: spec.phys_bits,
+            export_unreachable: spec.export_unreachable,
         }
     }
 }

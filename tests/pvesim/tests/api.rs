@@ -415,9 +415,25 @@ fn errors_unknown_path_param_and_missing_vm() {
     assert_eq!(r.status, 501);
     assert!(r.json().get("message").is_none());
     assert_eq!(r.reason, "Method 'GET /foo' not implemented");
-    // No metrics/export before 8.3.
-    let r = api.get("/cluster/metrics/export?history=1");
-    assert_eq!(r.status, 501);
+}
+
+#[test]
+fn metrics_export_exists_from_pve_manager_8_2_5() {
+    // pve-manager debian/changelog, 8.2.5: "api: metrics: add /cluster/metrics/export endpoint".
+    for (version, full, status) in [
+        ("8.2.4", "8.2.4", 501),
+        ("8.2.5", "8.2.5", 200),
+        ("8.1", "8.1.4", 501),
+        ("8.3", "8.3.5", 200),
+    ] {
+        let sim = basic(version);
+        let mut api = Api::token(&sim);
+        let v = api.get("/version").data();
+        assert_eq!(v["version"], full, "{version}");
+        assert_eq!(v["release"], &full[..3], "{version}");
+        let r = api.get("/cluster/metrics/export?history=1");
+        assert_eq!(r.status, status, "{version}");
+    }
 }
 
 trait Delete {

@@ -97,17 +97,23 @@ fn export_is_nested_windowed_and_sorted() {
         assert!(row.get(k).is_some(), "{k}");
     }
 
-    // At most 30 minutes back.
-    let all = rows_of(
-        &api.get("/cluster/metrics/export?history=1&start-time=0")
-            .json(),
-    );
-    let distinct: std::collections::BTreeSet<i64> = all
-        .iter()
-        .map(|r| r["timestamp"].as_i64().unwrap())
-        .collect();
-    assert_eq!(distinct.len(), 180);
-    assert!(*distinct.iter().next().unwrap() > now - 1800);
+    // At most 30 minutes back: the newest generation and 180 old ones of pvestatd's 10 s
+    // loop (PVE/PullMetric.pm), whether the history is asked for whole, from long ago, or
+    // from 45 minutes ago.
+    for query in [
+        "history=1".to_string(),
+        "history=1&start-time=0".to_string(),
+        format!("history=1&start-time={}", now - 2700),
+    ] {
+        let all = rows_of(&api.get(&format!("/cluster/metrics/export?{query}")).json());
+        let distinct: std::collections::BTreeSet<i64> = all
+            .iter()
+            .map(|r| r["timestamp"].as_i64().unwrap())
+            .collect();
+        assert_eq!(distinct.len(), 181, "{query}");
+        assert_eq!(distinct.first(), Some(&(now - 1800)), "{query}");
+        assert_eq!(distinct.last(), Some(&now), "{query}");
+    }
     // Without history: only the latest sample.
     let latest = rows_of(&api.get("/cluster/metrics/export").json());
     assert!(latest.iter().all(|r| r["timestamp"] == now));
@@ -119,6 +125,65 @@ fn export_is_nested_windowed_and_sorted() {
         .json(),
     );
     assert!(none.is_empty());
+}
+
+/// The `node/...` and guest ids of an export answer.
+fn ids_of(rows: &[Value]) -> std::collections::BTreeSet<String> {
+    rows.iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn export_leaves_out_the_nodes_it_cannot_ask() {
+    let sim = Sim::builder()
+        .node(NodeSpec::new("pve1"))
+        .node(NodeSpec::new("pve2").export_unreachable(true))
+        .node(NodeSpec::new("pve3"))
+        .vm(VmSpec::new(101, "pve1"))
+        .vm(VmSpec::new(102, "pve2"))
+        .vm(VmSpec::new(103, "pve3"))
+        .token(TOKEN_ID, SECRET, Privs::pvescale())
+        .start()
+        .unwrap();
+    let mut api = Api::token(&sim);
+    let ids = |api: &mut Api, query: &str| {
+        let r = api.get(&format!("/cluster/metrics/export?{query}"));
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        ids_of(&rows_of(&r.json()))
+    };
+    let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect();
+    // pve2 does not answer: no error, its metrics and its guests' are simply missing.
+    assert_eq!(
+        ids(&mut api, "history=1"),
+        set(&["node/pve1", "node/pve3", "qemu/101", "qemu/103"])
+    );
+    // Reachable again: back. An offline node is skipped too.
+    assert!(sim.set_export_unreachable("pve2", false));
+    sim.update_node("pve3", |n| n.online = false);
+    assert_eq!(
+        ids(&mut api, "history=1"),
+        set(&["node/pve1", "node/pve2", "qemu/101", "qemu/102"])
+    );
+    // The node answering the API (the first) reads its own metrics, whatever the flag says.
+    sim.set_export_unreachable("pve1", true);
+    assert!(ids(&mut api, "").contains("node/pve1"));
+    // local-only: the answering node alone; node-list: those nodes (and asks them even
+    // with local-only, as the server does when it fans out).
+    assert_eq!(
+        ids(&mut api, "local-only=1"),
+        set(&["node/pve1", "qemu/101"])
+    );
+    assert_eq!(
+        ids(&mut api, "node-list=pve2&local-only=1"),
+        set(&["node/pve2", "qemu/102"])
+    );
+    let r = api.get("/cluster/metrics/export?node-list=pve2,pve9");
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.reason,
+        "Requested node-list contains unknown nodes - pve9"
+    );
 }
 
 #[test]
