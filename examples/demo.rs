@@ -167,7 +167,7 @@ fn print_minute(minute: u32, report: &RunReport) {
                 );
                 said = true;
             }
-            if minute == 3 && vm.cpu.action == "blocked" {
+            if minute == 3 && vm.cpu.action == report::ActionKind::Blocked {
                 println!("min {minute:>2}  {:<7} {}", vm.name, vm.cpu.reason);
                 said = true;
             }

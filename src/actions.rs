@@ -46,7 +46,8 @@ pub struct Entry {
     /// Why the change was decided (empty for a failure of the VM as a whole).
     #[serde(default)]
     pub reason: String,
-    /// `applied`, `refused`, `failed`, `unsettled` or `skipped`.
+    /// `applied`, `refused`, `blocked` (a host limit learned), `failed`, `unsettled` or
+    /// `skipped` (`WriteOutcome::class`).
     pub outcome: String,
     /// What the VM or the server said, for anything but `applied`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,16 +76,15 @@ pub fn entries(report: &RunReport) -> Vec<Entry> {
                 outcome: String::new(),
                 detail: None,
             };
-            for (resource, r) in [("cpu", &vm.cpu), ("memory", &vm.memory)] {
-                let Some(text) = &r.outcome else { continue };
-                let (outcome, detail) = classify(text);
+            for (resource, r) in vm.resources() {
+                let Some(written) = &r.outcome else { continue };
                 out.push(Entry {
                     from: r.from,
                     to: r.to,
                     reason: r.reason.clone(),
-                    outcome: outcome.to_string(),
-                    detail,
-                    ..entry(resource)
+                    outcome: written.class().to_string(),
+                    detail: written.detail(),
+                    ..entry(resource.name())
                 });
             }
             if let Some(error) = &vm.error {
@@ -97,25 +97,6 @@ pub fn entries(report: &RunReport) -> Vec<Entry> {
         }
     }
     out
-}
-
-/// `applied` / `refused by the VM: why` / `failed: why` / ... → (class, detail).
-fn classify(outcome: &str) -> (&'static str, Option<String>) {
-    const CLASSES: [(&str, &str); 4] = [
-        ("refused by the VM: ", "refused"),
-        ("failed: ", "failed"),
-        ("unsettled: ", "unsettled"),
-        ("not applied: ", "skipped"),
-    ];
-    if outcome == "applied" {
-        return ("applied", None);
-    }
-    for (prefix, class) in CLASSES {
-        if let Some(rest) = outcome.strip_prefix(prefix) {
-            return (class, Some(rest.to_string()));
-        }
-    }
-    ("other", Some(outcome.to_string()))
 }
 
 /// Appends `entries` to `dir/history.jsonl` (mode 0600), first rotating the file to
@@ -349,25 +330,6 @@ fn render(entries: &[&Entry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outcomes_are_classified() {
-        assert_eq!(classify("applied"), ("applied", None));
-        assert_eq!(
-            classify("refused by the VM: no"),
-            ("refused", Some("no".into()))
-        );
-        assert_eq!(classify("failed: 500"), ("failed", Some("500".into())));
-        assert_eq!(
-            classify("unsettled: task"),
-            ("unsettled", Some("task".into()))
-        );
-        assert_eq!(
-            classify("not applied: locked"),
-            ("skipped", Some("locked".into()))
-        );
-        assert_eq!(classify("weird"), ("other", Some("weird".into())));
-    }
 
     fn sample(time: u64, vmid: u32) -> Entry {
         Entry {

@@ -486,7 +486,7 @@ struct VmPlan {
     /// Things worth telling that are not a decision (an earlier write settled, ...).
     notes: Vec<String>,
     /// Per resource: what happened to its change.
-    outcome: Vec<(Resource, String, bool)>,
+    outcome: Vec<(Resource, crate::record::WriteOutcome)>,
 }
 
 /// The same decision with both resources skipped for `why`.

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod prometheus;
 pub mod pve;
 pub mod recommend;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod secret;

@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::report::{ResourceReport, RunReport, VmReport};
+use crate::policy::Resource;
+use crate::report::{ActionKind, ResourceReport, RunReport, VmReport};
 use crate::run::exit_of;
 
 /// One metric family: name, help, samples (labels, value).
@@ -77,12 +78,12 @@ pub fn render(report: &RunReport, duration: Duration) -> String {
         "pvescale_last_run_changes",
         "Changes the last run applied, by resource and direction.",
     );
-    for resource in ["cpu", "memory"] {
-        for direction in ["up", "down"] {
+    for resource in [Resource::Cpu, Resource::Memory] {
+        for direction in [ActionKind::Up, ActionKind::Down] {
             let n = vms(report)
                 .filter(|vm| {
-                    let r = resource_of(vm, resource);
-                    r.action == direction && applied(r)
+                    let r = vm.resource(resource);
+                    r.action == direction && r.applied()
                 })
                 .count();
             changes.add(
@@ -189,22 +190,10 @@ fn vms(report: &RunReport) -> impl Iterator<Item = &VmReport> {
     report.clusters.iter().flat_map(|c| c.vms.iter())
 }
 
-fn resource_of<'a>(vm: &'a VmReport, resource: &str) -> &'a ResourceReport {
-    if resource == "cpu" {
-        &vm.cpu
-    } else {
-        &vm.memory
-    }
-}
-
-fn applied(r: &ResourceReport) -> bool {
-    r.outcome.as_deref() == Some("applied")
-}
-
 /// The size after the run: the new one when the change was applied.
 fn size_after(r: &ResourceReport, before: u64) -> u64 {
     match r.to {
-        Some(to) if applied(r) => to,
+        Some(to) if r.applied() => to,
         _ => before,
     }
 }

@@ -1,194 +1,15 @@
-//! What a run or `status` tells a person (comfy-table) or a program (JSON).
+//! What a run or `status` tells a person: tables and summary lines (comfy-table), and JSON,
+//! all rendered from the typed run record (`crate::record`).
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
-/// One resource of one VM: the decision, and what became of it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ResourceReport {
-    /// `keep`, `up`, `down`, `blocked` or `skip`.
-    pub action: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<u64>,
-    pub reason: String,
-    /// `applied`, `refused by the VM: ...`, `failed: ...` (runs that write only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    /// Cooldown or back-off still running.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait: Option<String>,
-}
+use crate::policy::Resource;
 
-impl ResourceReport {
-    fn is_change(&self) -> bool {
-        self.action == "up" || self.action == "down"
-    }
-
-    fn applied(&self) -> bool {
-        self.outcome.as_deref() == Some("applied")
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct VmReport {
-    pub cluster: String,
-    pub node: String,
-    pub vmid: u32,
-    pub name: String,
-    pub status: String,
-    pub vcpus: u64,
-    /// sockets × cores, when the config was read (or remembered).
-    pub max_vcpus: Option<u64>,
-    pub memory_mib: u64,
-    pub cpu_percent: Option<f64>,
-    pub memory_percent: Option<f64>,
-    /// `guest` (balloon statistics), `host` (host-side estimate) or `unknown`.
-    pub memory_source: String,
-    pub readiness: String,
-    pub cpu: ResourceReport,
-    pub memory: ResourceReport,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Things worth telling that are not a decision (an interrupted write settled, ...).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-    pub failed: bool,
-}
-
-impl VmReport {
-    fn resources(&self) -> [(&'static str, &ResourceReport); 2] {
-        [("cpu", &self.cpu), ("memory", &self.memory)]
-    }
-
-    pub fn changed(&self) -> bool {
-        self.cpu.applied() || self.memory.applied()
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ClusterReport {
-    pub name: String,
-    /// Why the cluster could not be read at all (then `vms` is empty).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Which metrics source was used, and why.
-    pub metrics_source: String,
-    /// Nodes whose VMs `metrics/export` left out (the node serving the API could not ask
-    /// them, or they run PVE older than 8.2.5); their VMs were read through `rrddata`.
-    pub export_missing_nodes: Vec<String>,
-    /// Sources read over a longer window than the policy's, because their points are too
-    /// far apart for `min_samples` of them to fit.
-    pub widened_windows: Vec<WidenedWindow>,
-    pub warnings: Vec<String>,
-    pub vms: Vec<VmReport>,
-    /// API requests made and plaintext bytes received for this cluster.
-    pub requests: u64,
-    pub bytes_received: u64,
-}
-
-/// A source read over a longer window than the policy's.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct WidenedWindow {
-    /// `metrics/export` or `rrddata`.
-    pub source: String,
-    /// The policy's window, seconds.
-    pub from_secs: u64,
-    /// The window read, seconds.
-    pub to_secs: u64,
-    /// Why, for people.
-    pub reason: String,
-}
-
-impl ClusterReport {
-    pub fn new(name: &str) -> ClusterReport {
-        ClusterReport {
-            name: name.to_string(),
-            error: None,
-            metrics_source: String::new(),
-            export_missing_nodes: Vec::new(),
-            widened_windows: Vec::new(),
-            warnings: Vec::new(),
-            vms: Vec::new(),
-            requests: 0,
-            bytes_received: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
-pub struct Summary {
-    pub managed: usize,
-    pub changed: usize,
-    pub planned: usize,
-    pub blocked: usize,
-    pub failed: usize,
-    pub failed_clusters: usize,
-    /// Notification channels that failed (after their retry); they never fail the run.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub notify_failed: usize,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RunReport {
-    pub dry_run: bool,
-    /// Unix time of the run.
-    pub time: u64,
-    pub summary: Summary,
-    pub clusters: Vec<ClusterReport>,
-    /// What the notifier sent (or, in a dry run, would have); absent without channels.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub notifications: Option<crate::notify::NotifyReport>,
-}
-
-impl RunReport {
-    pub fn new(dry_run: bool, time: u64, clusters: Vec<ClusterReport>) -> RunReport {
-        let mut summary = Summary::default();
-        for cluster in &clusters {
-            if cluster.error.is_some() {
-                summary.failed_clusters += 1;
-            }
-            for vm in &cluster.vms {
-                summary.managed += 1;
-                if vm.changed() {
-                    summary.changed += 1;
-                }
-                if vm.cpu.is_change() || vm.memory.is_change() {
-                    summary.planned += 1;
-                }
-                if vm.cpu.action == "blocked" || vm.memory.action == "blocked" {
-                    summary.blocked += 1;
-                }
-                if vm.failed {
-                    summary.failed += 1;
-                }
-            }
-        }
-        RunReport {
-            dry_run,
-            time,
-            summary,
-            clusters,
-            notifications: None,
-        }
-    }
-
-    /// Adds what the notifier did, and counts its failed channels in the summary.
-    pub fn set_notifications(&mut self, notifications: crate::notify::NotifyReport) {
-        self.summary.notify_failed = notifications.failed_channels();
-        self.notifications = Some(notifications);
-    }
-
-    /// Nothing changed, nothing failed: `-q` prints nothing.
-    pub fn is_quiet(&self) -> bool {
-        self.summary.changed == 0 && self.summary.failed == 0 && self.summary.failed_clusters == 0
-    }
-}
+pub use crate::record::{
+    ActionKind, ClusterReport, MemorySourceShown, ResourceReport, RunReport, Summary, VmReport,
+    WidenedWindow, WriteOutcome,
+};
 
 /// The run summary for people: what changed or was planned, and why.
 pub fn render_run(report: &RunReport) -> String {
@@ -200,8 +21,10 @@ pub fn render_run(report: &RunReport) -> String {
         for vm in &cluster.vms {
             for (name, r) in vm.resources() {
                 // A real run lists what it did or could not do; a dry run shows the whole plan.
-                let interesting =
-                    report.dry_run || r.is_change() || r.action == "blocked" || r.outcome.is_some();
+                let interesting = report.dry_run
+                    || r.is_change()
+                    || r.action == ActionKind::Blocked
+                    || r.outcome.is_some();
                 if !interesting {
                     continue;
                 }
@@ -213,13 +36,13 @@ pub fn render_run(report: &RunReport) -> String {
                     name.to_string(),
                     action_label(r, name),
                     r.reason.clone(),
-                    r.outcome.clone().unwrap_or_else(|| {
-                        if report.dry_run && r.is_change() {
+                    match &r.outcome {
+                        Some(written) => written.to_string(),
+                        None if report.dry_run && r.is_change() => {
                             "dry run: not applied".to_string()
-                        } else {
-                            String::new()
                         }
-                    }),
+                        None => String::new(),
+                    },
                 ]);
             }
             for note in &vm.notes {
@@ -356,7 +179,7 @@ pub fn render_status(report: &RunReport) -> String {
                 percent(vm.cpu_percent),
                 format!("{} MiB", vm.memory_mib),
                 percent(vm.memory_percent),
-                vm.memory_source.clone(),
+                vm.memory_source.to_string(),
                 vm.readiness.clone(),
                 vm.error.clone().unwrap_or(next),
                 wait,
@@ -411,11 +234,14 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, crate::error::F
     Ok(text)
 }
 
-fn action_label(r: &ResourceReport, resource: &str) -> String {
-    let unit = if resource == "cpu" { " vCPUs" } else { " MiB" };
+fn action_label(r: &ResourceReport, resource: Resource) -> String {
+    let unit = match resource {
+        Resource::Cpu => " vCPUs",
+        Resource::Memory => " MiB",
+    };
     match (r.from, r.to) {
         (Some(from), Some(to)) => format!("{} {from} → {to}{unit}", r.action),
-        _ => r.action.clone(),
+        _ => r.action.to_string(),
     }
 }
 

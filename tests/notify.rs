@@ -16,7 +16,10 @@ use std::time::Duration;
 use common::*;
 use pvescale::config::{self, FakeEnv};
 use pvescale::notify::{self, NotifyReport};
-use pvescale::report::{ClusterReport, ResourceReport, RunReport, VmReport};
+use pvescale::policy::BlockedBy;
+use pvescale::report::{
+    ActionKind, ClusterReport, MemorySourceShown, ResourceReport, RunReport, VmReport, WriteOutcome,
+};
 use pvescale::state::{Notifications, State};
 use serde_json::Value;
 
@@ -436,9 +439,10 @@ fn load_err(dir: &Path, toml: &str) -> String {
     }
 }
 
-fn resource(action: &str) -> ResourceReport {
+fn resource(action: ActionKind) -> ResourceReport {
     ResourceReport {
-        action: action.to_string(),
+        action,
+        blocked_by: None,
         from: None,
         to: None,
         reason: "cpu 50% within 20%..80%: keep".to_string(),
@@ -459,10 +463,10 @@ fn vm(vmid: u32) -> VmReport {
         memory_mib: 4096,
         cpu_percent: Some(50.0),
         memory_percent: Some(50.0),
-        memory_source: "guest".to_string(),
+        memory_source: MemorySourceShown::Guest,
         readiness: "yes".to_string(),
-        cpu: resource("keep"),
-        memory: resource("keep"),
+        cpu: resource(ActionKind::Keep),
+        memory: resource(ActionKind::Keep),
         error: None,
         notes: Vec::new(),
         failed: false,
@@ -472,11 +476,12 @@ fn vm(vmid: u32) -> VmReport {
 fn scaled_vm(vmid: u32) -> VmReport {
     let mut v = vm(vmid);
     v.cpu = ResourceReport {
-        action: "up".to_string(),
+        action: ActionKind::Up,
+        blocked_by: None,
         from: Some(2),
         to: Some(4),
         reason: "cpu 95% > 80% for 2m (needs 2m): 2 → 4 vCPUs".to_string(),
-        outcome: Some("applied".to_string()),
+        outcome: Some(WriteOutcome::Applied),
         wait: None,
     };
     v
@@ -485,11 +490,14 @@ fn scaled_vm(vmid: u32) -> VmReport {
 fn refused_vm(vmid: u32) -> VmReport {
     let mut v = vm(vmid);
     v.memory = ResourceReport {
-        action: "down".to_string(),
+        action: ActionKind::Down,
+        blocked_by: None,
         from: Some(8192),
         to: Some(4096),
         reason: "memory 12% < 40% for 10m (needs 10m): 8192 → 4096 MiB".to_string(),
-        outcome: Some("refused by the VM: unplugging DIMM dimm3 failed".to_string()),
+        outcome: Some(WriteOutcome::Refused(
+            "unplugging DIMM dimm3 failed".to_string(),
+        )),
         wait: None,
     };
     v.failed = true;
@@ -499,7 +507,8 @@ fn refused_vm(vmid: u32) -> VmReport {
 fn blocked_vm(vmid: u32, figure: u32) -> VmReport {
     let mut v = vm(vmid);
     v.cpu = ResourceReport {
-        action: "blocked".to_string(),
+        action: ActionKind::Blocked,
+        blocked_by: Some(BlockedBy::Limit),
         from: None,
         to: None,
         reason: format!(
@@ -775,7 +784,8 @@ fn a_dry_run_sends_nothing_and_keeps_what_it_would_have_sent() {
     );
     let mut planned = vm(101);
     planned.cpu = ResourceReport {
-        action: "up".to_string(),
+        action: ActionKind::Up,
+        blocked_by: None,
         from: Some(2),
         to: Some(4),
         reason: "cpu 95% > 80% for 2m (needs 2m): 2 → 4 vCPUs".to_string(),

@@ -1,6 +1,7 @@
 //! Settling writes: what an interrupted earlier write left, and what this run's writes did.
 
 use super::*;
+use crate::record::WriteOutcome;
 use crate::state::key_of;
 
 /// An earlier run started a write and did not see it end (killed, or the task outlived
@@ -189,10 +190,10 @@ pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
         digest: None,
     };
     for (resource, direction, from, to) in changes {
-        let (text, failed) = match &outcome {
+        let written = match &outcome {
             Outcome::Applied => {
                 plan.state.record_change(resource, direction, from, to, now);
-                ("applied".to_string(), false)
+                WriteOutcome::Applied
             }
             Outcome::Refused {
                 host_max_memory_mib: Some(host_max),
@@ -201,14 +202,7 @@ pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
                 // Not the guest's refusal but the host's limit: remember it and stay below
                 // it from now on, instead of a refusal retried every back-off period.
                 plan.state.host_max_memory_mib = Some(*host_max);
-                (
-                    format!(
-                        "blocked: the host allows at most {host_max} MiB for this VM \
-                         (qemu-server max mem: 2^(physical address bits − 21)); sizes stay \
-                         within it from now on"
-                    ),
-                    false,
-                )
+                WriteOutcome::HostLimit { max_mib: *host_max }
             }
             Outcome::Refused { message, .. } => {
                 if refused(resource) {
@@ -221,22 +215,22 @@ pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
                         signature_after.clone(),
                         message.clone(),
                     );
-                    (format!("refused by the VM: {message}"), true)
+                    WriteOutcome::Refused(message.clone())
                 } else {
                     plan.state.record_change(resource, direction, from, to, now);
-                    ("applied".to_string(), false)
+                    WriteOutcome::Applied
                 }
             }
-            Outcome::Skipped(why) => (format!("not applied: {why}"), false),
+            Outcome::Skipped(why) => WriteOutcome::Skipped(why.clone()),
             Outcome::Unsettled(why) => {
                 plan.state.record_error(resource, now, why.clone());
-                (format!("unsettled: {why}"), true)
+                WriteOutcome::Unsettled(why.clone())
             }
             Outcome::Failed(why) => {
                 plan.state.record_error(resource, now, why.clone());
-                (format!("failed: {why}"), true)
+                WriteOutcome::Failed(why.clone())
             }
         };
-        plan.outcome.push((resource, text, failed));
+        plan.outcome.push((resource, written));
     }
 }

@@ -1,6 +1,7 @@
 //! The report of one VM as a person or a program sees it.
 
 use super::*;
+use crate::record::{ActionKind, MemorySourceShown};
 
 pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> VmReport {
     let resource_report = |resource: Resource| {
@@ -11,10 +12,14 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
         let outcome = plan
             .outcome
             .iter()
-            .find(|(r, _, _)| *r == resource)
-            .map(|(_, text, _)| text.clone());
+            .find(|(r, _)| *r == resource)
+            .map(|(_, written)| written.clone());
         ResourceReport {
-            action: action_word(&decision.action).to_string(),
+            action: ActionKind::of(&decision.action),
+            blocked_by: match decision.action {
+                Action::Blocked(by) => Some(by),
+                _ => None,
+            },
             from,
             to,
             reason: decision.reason.clone(),
@@ -22,7 +27,7 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
             wait: wait_left(plan, resource, now),
         }
     };
-    let failed = plan.error.is_some() || plan.outcome.iter().any(|(_, _, failed)| *failed);
+    let failed = plan.error.is_some() || plan.outcome.iter().any(|(_, o)| o.is_failure());
     VmReport {
         cluster: cluster.to_string(),
         node: plan.resource.node.clone(),
@@ -35,28 +40,19 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
         cpu_percent: plan.util.cpu.map(|c| round1(c * 100.0)),
         memory_percent: plan.util.memory.map(|m| round1(m * 100.0)),
         memory_source: match plan.util.memory_source {
-            MemorySource::Guest if plan.config.is_some() || mode == Mode::Status => "guest",
-            MemorySource::Guest => "guest?",
-            MemorySource::Host => "host",
-            MemorySource::Unknown => "unknown",
-        }
-        .to_string(),
+            MemorySource::Guest if plan.config.is_some() || mode == Mode::Status => {
+                MemorySourceShown::Guest
+            }
+            MemorySource::Guest => MemorySourceShown::GuestAssumed,
+            MemorySource::Host => MemorySourceShown::Host,
+            MemorySource::Unknown => MemorySourceShown::Unknown,
+        },
         readiness: readiness(plan),
         cpu: resource_report(Resource::Cpu),
         memory: resource_report(Resource::Memory),
         error: plan.error.clone(),
         notes: plan.notes.clone(),
         failed,
-    }
-}
-
-fn action_word(action: &Action) -> &'static str {
-    match action {
-        Action::Keep => "keep",
-        Action::Up { .. } => "up",
-        Action::Down { .. } => "down",
-        Action::Blocked(_) => "blocked",
-        Action::Skip => "skip",
     }
 }
 

@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::report::{ResourceReport, RunReport, VmReport};
+use crate::policy::BlockedBy;
+use crate::report::{ActionKind, ResourceReport, RunReport, VmReport, WriteOutcome};
 use crate::state::{Notifications, NotifyCondition};
 
 /// The kinds of event, in the order messages list them.
@@ -149,7 +150,7 @@ pub fn observe(report: &RunReport) -> Observed {
 
 fn observe_vm(dry_run: bool, cluster: &str, vm: &VmReport, out: &mut Observed) {
     let mut failures = Vec::new();
-    for (resource, r) in [("cpu", &vm.cpu), ("memory", &vm.memory)] {
+    for (resource, r) in vm.resources() {
         let change = |kind| {
             let mut e = Event::new(kind, cluster, Some(vm));
             e.resource = Some(resource.to_string());
@@ -157,30 +158,30 @@ fn observe_vm(dry_run: bool, cluster: &str, vm: &VmReport, out: &mut Observed) {
             e.to = r.to;
             e
         };
-        match r.outcome.as_deref() {
-            Some("applied") => {
+        match &r.outcome {
+            Some(WriteOutcome::Applied) => {
                 let mut e = change(EventKind::Scaled);
                 e.text = r.reason.clone();
                 out.instant.push(e);
             }
-            Some(outcome) => {
-                if let Some(message) = outcome.strip_prefix("refused by the VM: ") {
-                    let mut e = change(EventKind::Refused);
-                    e.text = message.to_string();
-                    out.instant.push(e);
-                } else if outcome.starts_with("failed: ") || outcome.starts_with("unsettled: ") {
-                    failures.push(format!("{resource}: {outcome}"));
-                }
+            Some(WriteOutcome::Refused(message)) => {
+                let mut e = change(EventKind::Refused);
+                e.text = message.clone();
+                out.instant.push(e);
             }
-            None if dry_run && is_change(r) => {
+            Some(written @ (WriteOutcome::Failed(_) | WriteOutcome::Unsettled(_))) => {
+                failures.push(format!("{resource}: {written}"));
+            }
+            Some(WriteOutcome::HostLimit { .. } | WriteOutcome::Skipped(_)) => {}
+            None if dry_run && r.is_change() => {
                 let mut e = change(EventKind::Scaled);
                 e.text = r.reason.clone();
                 out.instant.push(e);
             }
             None => {}
         }
-        if r.action == "blocked"
-            && let Some(identity) = blocked_identity(&r.reason)
+        if r.action == ActionKind::Blocked
+            && let Some(identity) = blocked_identity(r, vm.size(resource))
         {
             let mut e = Event::new(EventKind::Blocked, cluster, Some(vm));
             e.resource = Some(resource.to_string());
@@ -202,32 +203,12 @@ fn observe_vm(dry_run: bool, cluster: &str, vm: &VmReport, out: &mut Observed) {
     }
 }
 
-fn is_change(r: &ResourceReport) -> bool {
-    r.action == "up" || r.action == "down"
-}
-
-/// What identifies a blocked condition: the part of the reason after ", but " (what stands in
-/// the way), with numbers left out so that a utilisation figure that moves is not a new
-/// condition. `None` for a back-off after a refusal: the refusal was told already.
-pub fn blocked_identity(reason: &str) -> Option<String> {
-    if reason.contains("backing off") {
-        return None;
-    }
-    let why = reason.split_once(", but ").map_or(reason, |(_, why)| why);
-    let mut identity = String::with_capacity(why.len());
-    let mut in_number = false;
-    for c in why.chars() {
-        if c.is_ascii_digit() || (in_number && c == '.') {
-            if !in_number {
-                identity.push('#');
-            }
-            in_number = true;
-        } else {
-            in_number = false;
-            identity.push(c);
-        }
-    }
-    Some(identity)
+/// What identifies a blocked condition: what stands in the way, at which size, so that a
+/// utilisation figure that moves is not a new condition while a new obstacle or a new size
+/// is. `None` for a back-off after a refusal: the refusal was told already.
+pub fn blocked_identity(r: &ResourceReport, size: u64) -> Option<String> {
+    let by = r.blocked_by?;
+    (by != BlockedBy::Backoff).then(|| format!("{by:?} at {size}"))
 }
 
 /// The knobs of [`plan`].
@@ -427,7 +408,25 @@ mod tests {
         (key, (String::new(), e))
     }
 
+    fn blocked_report(by: BlockedBy, reason: &str) -> ResourceReport {
+        ResourceReport {
+            action: ActionKind::Blocked,
+            blocked_by: Some(by),
+            from: None,
+            to: None,
+            reason: reason.into(),
+            outcome: None,
+            wait: None,
+        }
+    }
+
+    /// A blocked condition as `observe_vm` makes it: what blocks, at 8 vCPUs.
     fn blocked(vmid: u32, reason: &str) -> (String, (String, Event)) {
+        let by = if reason.contains("host guard") {
+            BlockedBy::HostGuard
+        } else {
+            BlockedBy::Limit
+        };
         let mut e = scaled(vmid);
         e.kind = EventKind::Blocked;
         e.from = None;
@@ -435,7 +434,10 @@ mod tests {
         e.text = reason.into();
         (
             format!("blocked lab/{vmid}/cpu"),
-            (blocked_identity(reason).unwrap_or_default(), e),
+            (
+                blocked_identity(&blocked_report(by, reason), 8).unwrap_or_default(),
+                e,
+            ),
         )
     }
 
@@ -684,18 +686,17 @@ mod tests {
     }
 
     #[test]
-    fn blocked_identity_ignores_figures_and_backoffs() {
+    fn blocked_identity_is_what_blocks_at_which_size_and_not_a_backoff() {
+        let guard = blocked_report(BlockedBy::HostGuard, "cpu 95.5% > 80%, but node pve1 …");
+        let guard_later = blocked_report(BlockedBy::HostGuard, "cpu 99% > 80%, but node pve1 …");
         assert_eq!(
-            blocked_identity("cpu 95.5% > 80% for 5m, but node pve1 cpu 93% > 90%: blocked"),
-            blocked_identity("cpu 99% > 80% for 12m, but node pve1 cpu 97.1% > 90%: blocked")
+            blocked_identity(&guard, 4),
+            blocked_identity(&guard_later, 4)
         );
-        assert_ne!(
-            blocked_identity("x, but node pve1 cpu 93% > 90%: blocked"),
-            blocked_identity("x, but already at max 8 vCPUs: blocked")
-        );
-        assert_eq!(
-            blocked_identity("x, but the last scale-up was refused (y): backing off, 5m left"),
-            None
-        );
+        assert_ne!(blocked_identity(&guard, 4), blocked_identity(&guard, 6));
+        let limit = blocked_report(BlockedBy::Limit, "already at max 8 vCPUs");
+        assert_ne!(blocked_identity(&guard, 8), blocked_identity(&limit, 8));
+        let backoff = blocked_report(BlockedBy::Backoff, "backing off");
+        assert_eq!(blocked_identity(&backoff, 8), None);
     }
 }

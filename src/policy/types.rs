@@ -325,7 +325,8 @@ impl NodeHeadroom {
 }
 
 /// Why a wanted change cannot be made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BlockedBy {
     /// Already at the policy's `max`.
     Limit,
