@@ -284,7 +284,7 @@ impl Pass<'_> {
             })
             .collect();
         let probed = map_bounded(&probes, DEFAULT_PARALLELISM, |&i| {
-            probe_memory_source(self.client, &plans[i].resource)
+            crate::memory_source::probe(self.client, &plans[i].resource)
         });
         for (&i, source) in probes.iter().zip(probed) {
             if source == MemorySource::Guest {

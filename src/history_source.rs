@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::config::{ClusterConfig, Config};
-use crate::metrics::{memory_source_from_resource, probe_memory_source};
+use crate::memory_source;
 use crate::policy::{MemorySource, Policy};
 use crate::pve::Client;
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
@@ -460,19 +460,19 @@ fn memory_source(
     config: Option<&VmConfig>,
     series: &Series,
 ) -> MemorySource {
-    if config.is_some_and(|c| c.balloon == Some(0)) {
-        return MemorySource::Host;
+    if let Some(source) = config.and_then(memory_source::from_config) {
+        return source;
     }
     if let Some(source) = source_from_memhost(series) {
         return source;
     }
-    if let Some(source) = memory_source_from_resource(vm) {
+    if let Some(source) = memory_source::from_resource(vm) {
         return source;
     }
     if vm.status != VmStatus::Running {
         return MemorySource::Unknown;
     }
-    probe_memory_source(client, vm)
+    memory_source::probe(client, vm)
 }
 
 /// PVE 9 points carry both figures: any point where they differ by more than 1 MiB means `mem`
@@ -483,16 +483,7 @@ pub fn source_from_memhost(series: &Series) -> Option<MemorySource> {
         .iter()
         .filter_map(|i| Some((i.used_mib?, i.host_mib?)))
         .collect();
-    if pairs.is_empty() {
-        return None;
-    }
-    Some(
-        if pairs.iter().any(|(used, host)| (used - host).abs() > 1.0) {
-            MemorySource::Guest
-        } else {
-            MemorySource::Host
-        },
-    )
+    memory_source::from_memhost_pairs(&pairs)
 }
 
 /// The `q`-quantile (0..1) of values weighted by seconds: the smallest value such that at

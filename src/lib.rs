@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod history_source;
 pub mod logging;
+pub mod memory_source;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

@@ -8,9 +8,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use crate::policy::{MemorySource, fmt_duration};
-use crate::pve::Client;
-use crate::pve::types::{MetricSample, RrdPoint, VmResource};
+use crate::policy::fmt_duration;
+use crate::pve::types::{MetricSample, RrdPoint};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -298,31 +297,6 @@ pub fn usage_from_rrd(points: &[RrdPoint], start: u64, end: u64) -> VmUsage {
 
 fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-/// What `cluster/resources` tells about where a VM's memory figure comes from: on PVE 9 its
-/// `memhost` differs from `mem` exactly when `mem` is the guest's own figure (balloon
-/// statistics). `None` where the row has no `memhost` (PVE 8).
-pub fn memory_source_from_resource(vm: &VmResource) -> Option<MemorySource> {
-    let (mem, memhost) = (vm.mem?, vm.memhost?);
-    Some(if mem != memhost {
-        MemorySource::Guest
-    } else {
-        MemorySource::Host
-    })
-}
-
-/// Asks the running VM whether its balloon driver reports statistics (one `status/current`
-/// call): then its memory figure is the guest's own, else a host-side estimate.
-pub fn probe_memory_source(client: &Client, vm: &VmResource) -> MemorySource {
-    match client.vm_status_current(&vm.node, vm.vmid) {
-        Ok(status) if status.has_guest_memory_stats() => MemorySource::Guest,
-        Ok(_) => MemorySource::Host,
-        Err(e) => {
-            log::debug!("VM {}: status/current failed: {e}", vm.vmid);
-            MemorySource::Unknown
-        }
-    }
 }
 
 #[cfg(test)]

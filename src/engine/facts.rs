@@ -2,7 +2,7 @@
 //! source, utilisation against the current size, the node's headroom.
 
 use super::*;
-pub(super) use crate::metrics::{memory_source_from_resource, probe_memory_source};
+use crate::memory_source;
 use crate::units::MIB;
 
 /// How long what we learned from a VM's config is trusted without reading it again.
@@ -44,14 +44,14 @@ fn learn_memory_source(
     config: &VmConfig,
     ask: bool,
 ) -> MemorySource {
-    if config.balloon == Some(0) {
-        return MemorySource::Host;
+    if let Some(source) = memory_source::from_config(config) {
+        return source;
     }
     let source = memory_source(vm, None, None, 0);
     if source != MemorySource::Unknown || !ask {
         return source;
     }
-    probe_memory_source(client, vm)
+    memory_source::probe(client, vm)
 }
 
 /// The memory source as far as the cheap reads tell: PVE 9's `memhost` differs from `mem`
@@ -63,7 +63,7 @@ pub(super) fn memory_source(
     learned: Option<&LearnedSource>,
     now: u64,
 ) -> MemorySource {
-    if let Some(source) = memory_source_from_resource(vm) {
+    if let Some(source) = memory_source::from_resource(vm) {
         return source;
     }
     if let Some(k) = known.filter(|k| k.memory_source != MemorySource::Unknown) {
