@@ -415,16 +415,13 @@ fn vm_readiness(
                 id = vm.vmid
             );
         } else {
-            let mut features = config.hotplug_features();
-            for f in needs_features {
-                if !features.iter().any(|x| x == f) {
-                    features.push(f.to_string());
-                }
-            }
-            let mut cmd = format!("qm set {} --hotplug {}", vm.vmid, features.join(","));
-            if needs_numa || !config.numa {
-                cmd.push_str(" --numa 1");
-            }
+            let features = config.hotplug_features();
+            let cmd = crate::policy::readiness::fix_command(
+                vm.vmid,
+                Some(&features),
+                &needs_features,
+                needs_numa || !config.numa,
+            );
             let _ = writeln!(
                 text,
                 "      fix: {cmd}, then a cold restart (qm shutdown {id} && qm start {id})",

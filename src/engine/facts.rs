@@ -121,6 +121,7 @@ pub(super) fn facts_from_config(
     facts.cpu_hotplug = Some(config.cpu_hotplug());
     facts.memory_hotplug = Some(config.memory_hotplug());
     facts.numa = Some(config.numa);
+    facts.hotplug_features = Some(config.hotplug_features());
     facts.balloon_mib = config.balloon;
     facts.pending = Some(apply::foreign_pending(pending));
     facts.digest = Some(config.digest.to_string());

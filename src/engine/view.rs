@@ -47,35 +47,12 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
             MemorySource::Host => MemorySourceShown::Host,
             MemorySource::Unknown => MemorySourceShown::Unknown,
         },
-        readiness: readiness(plan),
+        readiness: policy::readiness::summary(&plan.facts),
         cpu: resource_report(Resource::Cpu),
         memory: resource_report(Resource::Memory),
         error: plan.error.clone(),
         notes: plan.notes.clone(),
         failed,
-    }
-}
-
-/// Live-scaling readiness from the config, when it was read (or cached): `yes`, or what
-/// stands in the way.
-fn readiness(plan: &VmPlan) -> String {
-    let f = &plan.facts;
-    let mut problems = Vec::new();
-    match f.cpu_hotplug {
-        Some(false) => problems.push("cpu: no hotplug"),
-        None => problems.push("cpu: ?"),
-        Some(true) => {}
-    }
-    match (f.memory_hotplug, f.numa) {
-        (Some(false), _) => problems.push("memory: no hotplug"),
-        (_, Some(false)) => problems.push("memory: no numa"),
-        (None, _) | (_, None) => problems.push("memory: ?"),
-        _ => {}
-    }
-    if problems.is_empty() {
-        "yes".to_string()
-    } else {
-        problems.join("; ")
     }
 }
 

@@ -4,6 +4,7 @@
 //! their field names and meanings are a contract.
 
 mod format;
+pub mod readiness;
 mod sizing;
 mod types;
 
@@ -419,40 +420,7 @@ fn backoff_reason(head: &str, what: &str, b: &crate::state::Backoff, now: u64) -
 
 /// What keeps the resource from being changed live, with the fix; `None` when fine or unknown.
 fn not_live_scalable(ctx: &Ctx<'_>) -> Option<String> {
-    let f = ctx.facts;
-    let hotplug_with = |add: Resource| {
-        let mut list = vec!["network", "disk", "usb"];
-        if f.cpu_hotplug == Some(true) || add == Resource::Cpu {
-            list.push("cpu");
-        }
-        if f.memory_hotplug == Some(true) || add == Resource::Memory {
-            list.push("memory");
-        }
-        list.join(",")
-    };
-    match ctx.res {
-        Resource::Cpu if f.cpu_hotplug == Some(false) => Some(format!(
-            "cpu hotplug is off: qm set {} --hotplug {}",
-            f.vmid,
-            hotplug_with(Resource::Cpu)
-        )),
-        Resource::Cpu => None,
-        Resource::Memory if f.memory_hotplug == Some(false) => Some(format!(
-            "memory hotplug is off: qm set {} --hotplug {}{} (then a cold restart)",
-            f.vmid,
-            hotplug_with(Resource::Memory),
-            if f.numa == Some(true) {
-                ""
-            } else {
-                " --numa 1"
-            }
-        )),
-        Resource::Memory if f.numa == Some(false) => Some(format!(
-            "memory hotplug needs numa: qm set {} --numa 1 (then a cold restart)",
-            f.vmid
-        )),
-        Resource::Memory => None,
-    }
+    readiness::blocked_reason(ctx.facts, ctx.res)
 }
 
 #[cfg(test)]

@@ -233,6 +233,8 @@ pub struct VmFacts {
     pub digest: Option<String>,
     /// The host's memory maximum for this VM (MiB), where known: Proxmox refuses more.
     pub host_max_memory_mib: Option<u64>,
+    /// The `hotplug` list, when the config was read (for the exact fix).
+    pub hotplug_features: Option<Vec<String>>,
 }
 
 impl VmFacts {
@@ -254,6 +256,7 @@ impl VmFacts {
             pending: None,
             digest: None,
             host_max_memory_mib: None,
+            hotplug_features: None,
         }
     }
 
