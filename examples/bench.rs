@@ -15,7 +15,7 @@
 //!   transfer).
 //!
 //! Every measured run is a **child process** (this example re-executed with `--child`) that
-//! loads the config and calls `pvescale::run::pass`, like one `pvescale run` started by the
+//! loads the config and calls `pvescale::commands::run::pass`, like one `pvescale run` started by the
 //! timer: its peak RSS (`VmHWM`) and CPU time (`/proc/self/stat`) are the pipeline's own, not
 //! the simulator's, which runs in this (parent) process and whose CPU time is shown apart
 //! (`sim cpu`: TLS and JSON on the server side, which on a real cluster is not on the machine
@@ -525,7 +525,7 @@ fn child(what: &str, config_path: &Path, now: u64) -> Result<Value, Box<dyn std:
             };
             let cpu = cpu_time();
             let started = Instant::now();
-            let report = pvescale::run::pass(&config, mode, now)?;
+            let report = pvescale::commands::run::pass(&config, mode, now)?;
             let pass = started.elapsed();
             let cpu = cpu_time().saturating_sub(cpu);
             let pass_peak = status_field("/proc/self/status", "VmHWM:");

@@ -126,11 +126,11 @@ cooldown_down = "10m"
     println!("one `pvescale run` per simulated minute, {minutes} minutes:\n");
     for minute in 1..=minutes {
         sim.advance(Duration::from_secs(60));
-        let report = pvescale::run::pass(&config, Mode::Apply, sim.now() as u64)?;
+        let report = pvescale::commands::run::pass(&config, Mode::Apply, sim.now() as u64)?;
         print_minute(minute, &report);
     }
     println!("\n`pvescale status` at the end:\n");
-    let status = pvescale::run::pass(&config, Mode::Status, sim.now() as u64)?;
+    let status = pvescale::commands::run::pass(&config, Mode::Status, sim.now() as u64)?;
     print!("{}", report::render_status(&status));
     let writes = sim
         .requests()

@@ -1,18 +1,16 @@
 //! pvescale: live autoscaling of Proxmox VE VMs. The binary in `main.rs` is a thin shell
 //! around this library.
 
-pub mod actions;
 pub mod apply;
 pub mod atomic_file;
-pub mod backtest;
-pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod dimm;
 pub mod engine;
 pub mod error;
-pub mod history_source;
+pub mod history;
 pub mod logging;
 pub mod memory_source;
 pub mod metrics;
@@ -23,8 +21,9 @@ pub mod pve;
 pub mod recommend;
 pub mod record;
 pub mod report;
-pub mod run;
+pub mod rrd_history;
 pub mod secret;
+pub mod simulate;
 pub mod state;
 pub mod tls;
 pub mod units;

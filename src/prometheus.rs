@@ -16,7 +16,6 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::policy::Resource;
 use crate::report::{ActionKind, ResourceReport, RunReport, VmReport};
-use crate::run::exit_of;
 
 /// One metric family: name, help, samples (labels, value).
 struct Family {
@@ -61,7 +60,7 @@ pub fn render(report: &RunReport, duration: Duration) -> String {
         Family::one(
             "pvescale_last_run_success",
             "1 if the last run handled every VM of every cluster (exit code 0), else 0.",
-            if exit_of(report) == crate::error::Exit::Ok {
+            if report.exit() == crate::error::Exit::Ok {
                 1.0
             } else {
                 0.0

@@ -13,16 +13,13 @@
 
 use serde::Serialize;
 
-use crate::cli::{GlobalArgs, OutputFormat, RecommendArgs};
 use crate::dimm;
-use crate::error::{Exit, Failure};
-use crate::history_source::{
-    self, ClusterHistory, Coverage, HistoryInfo, Request, Series, VmHistory, weighted_quantile,
-};
 use crate::policy::{MemorySource, Policy};
 use crate::pve::types::VmStatus;
-use crate::report::{new_table, to_json, vm_label};
-use crate::run::load_config;
+use crate::report::{new_table, vm_label};
+use crate::rrd_history::{
+    ClusterHistory, Coverage, HistoryInfo, Series, VmHistory, weighted_quantile,
+};
 
 const DAY: u64 = 86_400;
 /// Points coarser than this smooth short peaks away: medium confidence at best.
@@ -410,59 +407,7 @@ pub fn recommend_vm(
     }
 }
 
-/// `pvescale recommend`.
-pub fn recommend(global: &GlobalArgs, args: &RecommendArgs) -> Result<Exit, Failure> {
-    let config = load_config(global)?;
-    let now = crate::clock::now();
-    let since = args.since.as_secs();
-    let req = Request {
-        from: now.saturating_sub(since),
-        to: now,
-        with_max: true,
-    };
-    let clusters: Vec<ClusterRecommendations> = config
-        .clusters()
-        .iter()
-        .map(|cluster| {
-            let read = history_source::read_cluster(&config, cluster, args.vm, req);
-            for warning in &read.warnings {
-                log::warn!("cluster {}: {warning}", read.name);
-            }
-            cluster_recommendations(read, since, args.cpu_margin)
-        })
-        .collect();
-    let report = RecommendReport {
-        time: now,
-        since_secs: since,
-        cpu_quantile: CPU_QUANTILE,
-        clusters,
-    };
-    if let Some(id) = args.vm
-        && !report
-            .clusters
-            .iter()
-            .any(|c| c.vms.iter().any(|v| v.vmid == id))
-        && report.clusters.iter().any(|c| c.error.is_none())
-    {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "VM {id} is not in any cluster (or is a template, or the token lacks VM.Audit on /vms/{id})"
-        )));
-    }
-    match args.output {
-        OutputFormat::Json => print!("{}", to_json(&report)?),
-        OutputFormat::Table => print!("{}", render(&report)),
-    }
-    Ok(Exit::of_outcome(
-        report.clusters.iter().map(|c| c.error.is_some()),
-        report
-            .clusters
-            .iter()
-            .flat_map(|c| c.vms.iter())
-            .any(|v| v.error.is_some()),
-    ))
-}
-
-fn cluster_recommendations(
+pub fn cluster_recommendations(
     read: ClusterHistory,
     since: u64,
     cpu_margin: f64,
@@ -626,7 +571,7 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history_source::Interval;
+    use crate::rrd_history::Interval;
 
     fn series(values: &[(u64, u64, f64, f64)]) -> Series {
         // (start, end, busy, used MiB)

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
+use crate::error::Exit;
+
 use crate::policy::{Action, BlockedBy, Resource};
 
 /// What was decided for one resource.
@@ -350,6 +352,14 @@ impl RunReport {
     pub fn set_notifications(&mut self, notifications: crate::notify::NotifyReport) {
         self.summary.notify_failed = notifications.failed_channels();
         self.notifications = Some(notifications);
+    }
+
+    /// The run's exit code, by the one rule of [`Exit::of_outcome`].
+    pub fn exit(&self) -> Exit {
+        Exit::of_outcome(
+            self.clusters.iter().map(|c| c.error.is_some()),
+            self.summary.failed > 0,
+        )
     }
 
     /// Nothing changed, nothing failed: `-q` prints nothing.

@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
+use super::{Finished, load_config};
 use crate::apply::ApplyTiming;
 use crate::cli::{GlobalArgs, OutputFormat, RunArgs, StatusArgs};
-use crate::config::{self, Config, SystemEnv};
+use crate::config::{Config, SystemEnv};
 use crate::engine::{self, Mode};
-use crate::error::{Exit, Failure};
+use crate::error::Failure;
 use crate::pve::Client;
 use crate::report::{self, ClusterReport, RunReport};
 use crate::state::{LockError, State, StateLock};
@@ -14,18 +15,8 @@ use crate::state::{LockError, State, StateLock};
 /// Name of the state file in the state directory.
 pub const STATE_FILE: &str = "state.json";
 
-/// Loads and validates the config; any problem is a config failure (exit 78).
-pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
-    let path = config::config_path(global.config.clone(), &SystemEnv);
-    let (config, warnings) = config::load(&path).map_err(|e| Failure::Config(e.to_string()))?;
-    for warning in warnings {
-        log::warn!("{warning}");
-    }
-    Ok(config)
-}
-
 /// `pvescale run [--dry-run]`.
-pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
+pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Finished, Failure> {
     let config = load_config(global)?;
     let mode = if args.dry_run {
         Mode::DryRun
@@ -39,8 +30,11 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
         && args.output == OutputFormat::Table
         && std::env::var_os("JOURNAL_STREAM").is_some()
     {
-        crate::actions::log_run(&report);
-        return Ok(exit_of(&report));
+        crate::history::log_run(&report);
+        return Ok(Finished {
+            output: String::new(),
+            exit: report.exit(),
+        });
     }
     let text = match args.output {
         OutputFormat::Json => report::to_json(&report)?,
@@ -53,19 +47,24 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, Failure> {
             text
         }
     };
-    print!("{text}");
-    Ok(exit_of(&report))
+    Ok(Finished {
+        output: text,
+        exit: report.exit(),
+    })
 }
 
 /// `pvescale status`.
-pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Exit, Failure> {
+pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Finished, Failure> {
     let config = load_config(global)?;
     let report = pass(&config, Mode::Status, crate::clock::now())?;
-    match args.output {
-        OutputFormat::Json => print!("{}", report::to_json(&report)?),
-        OutputFormat::Table => print!("{}", report::render_status(&report)),
-    }
-    Ok(exit_of(&report))
+    let output = match args.output {
+        OutputFormat::Json => report::to_json(&report)?,
+        OutputFormat::Table => report::render_status(&report),
+    };
+    Ok(Finished {
+        output,
+        exit: report.exit(),
+    })
 }
 
 /// One pass over every cluster at time `now`. Only `Mode::Apply` takes the lock and saves
@@ -150,7 +149,7 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
     }
     if mode == Mode::Apply {
         // Still under the lock: this run's history lines and metrics file.
-        crate::actions::record(config, &state_dir, &report);
+        crate::history::record(config, &state_dir, &report);
         crate::prometheus::record(config, &report, started.elapsed());
     }
     Ok(report)
@@ -160,12 +159,4 @@ fn save_state(state: &State, path: &Path) -> Result<(), Failure> {
     state.save(path).map_err(|e| {
         Failure::Runtime(e.context(format!("cannot write the state file {}", path.display())))
     })
-}
-
-/// The run's exit code, by the one rule of [`Exit::of_outcome`].
-pub fn exit_of(report: &RunReport) -> Exit {
-    Exit::of_outcome(
-        report.clusters.iter().map(|c| c.error.is_some()),
-        report.summary.failed > 0,
-    )
 }

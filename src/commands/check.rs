@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::{Finished, load_config};
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::config::{ClusterConfig, Config, SystemEnv};
 use crate::error::{Exit, Failure};
@@ -12,7 +13,6 @@ use crate::metrics::{Source, Window};
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
 use crate::pve::types::{PendingItem, Version, VmConfig, VmResource, VmStatus};
 use crate::pve::{Auth, Client};
-use crate::run::load_config;
 
 /// The privileges pvescale needs, and no more.
 pub const REQUIRED_PRIVILEGES: [&str; 4] =
@@ -26,10 +26,12 @@ struct ClusterCheck {
     problems: usize,
 }
 
-pub fn check(global: &GlobalArgs, args: &CheckArgs) -> Result<Exit, Failure> {
+pub fn check(global: &GlobalArgs, args: &CheckArgs) -> Result<Finished, Failure> {
     let config = load_config(global)?;
     if args.notify_test {
-        return Ok(notify_test(&config));
+        let mut out = String::new();
+        let exit = notify_test(&config, &mut out);
+        return Ok(Finished { output: out, exit });
     }
     let mut out = String::new();
     let _ = writeln!(out, "config {}: ok", config.path().display());
@@ -46,27 +48,31 @@ pub fn check(global: &GlobalArgs, args: &CheckArgs) -> Result<Exit, Failure> {
         out.push_str(&text);
         results.push(result);
     }
-    print!("{out}");
     let usable = results.iter().filter(|r| r.usable).count();
     let ready: usize = results.iter().map(|r| r.vms_ready).sum();
     let problems: usize = results.iter().map(|r| r.problems).sum();
-    Ok(if usable == 0 || ready == 0 {
-        println!("result: nothing can be scaled yet (see above)");
+    let exit = if usable == 0 || ready == 0 {
+        let _ = writeln!(out, "result: nothing can be scaled yet (see above)");
         Exit::Runtime
     } else if problems > 0 {
-        println!("result: ready, with {problems} problems to look at (see above)");
+        let _ = writeln!(
+            out,
+            "result: ready, with {problems} problems to look at (see above)"
+        );
         Exit::Partial
     } else {
-        println!("result: ready");
+        let _ = writeln!(out, "result: ready");
         Exit::Ok
-    })
+    };
+    Ok(Finished { output: out, exit })
 }
 
 /// `check --notify-test`: a test message on every channel; exit 0 when all took it.
-fn notify_test(config: &Config) -> Exit {
+fn notify_test(config: &Config, out: &mut String) -> Exit {
     let channels = crate::notify::channels(config.notify());
     if channels.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "notifications: no channel is configured ([notify.email], [notify.gotify] or \
              [[notify.webhook]] in {})",
             config.path().display()
@@ -77,18 +83,21 @@ fn notify_test(config: &Config) -> Exit {
     let mut failed = 0;
     for r in &results {
         match &r.error {
-            None => println!("{}: ok, test message sent", r.channel),
+            None => {
+                let _ = writeln!(out, "{}: ok, test message sent", r.channel);
+            }
             Some(e) => {
                 failed += 1;
-                println!("{}: FAILED ({} attempts): {e}", r.channel, r.attempts);
+                let _ = writeln!(out, "{}: FAILED ({} attempts): {e}", r.channel, r.attempts);
             }
         }
     }
     if failed == 0 {
-        println!("result: every notification channel works");
+        let _ = writeln!(out, "result: every notification channel works");
         Exit::Ok
     } else {
-        println!(
+        let _ = writeln!(
+            out,
             "result: {failed} of {} notification channels failed",
             results.len()
         );

@@ -21,15 +21,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{GlobalArgs, SimulateArgs, SimulateFormat};
-use crate::error::{Exit, Failure};
-use crate::history_source::{self, HistoryInfo, Interval, Request, Series, VmHistory};
 use crate::policy::{
     self, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation, VmFacts,
 };
 use crate::recommend::round3;
-use crate::report::{new_table, to_json, vm_label};
-use crate::run::load_config;
+use crate::report::{new_table, vm_label};
+use crate::rrd_history::{HistoryInfo, Interval, Request, Series, VmHistory};
 use crate::state::VmState;
 use crate::units::iso8601;
 
@@ -421,75 +418,6 @@ pub fn backtest_vm(
         error: (!history.errors.is_empty()).then(|| history.errors.join("; ")),
         timeline: timeline.then_some(r.timeline),
     }
-}
-
-/// `pvescale simulate`.
-pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit, Failure> {
-    let config = load_config(global)?;
-    let now = crate::clock::now();
-    let since = args.since.as_secs();
-    let req = Request {
-        from: now.saturating_sub(since),
-        to: now,
-        with_max: false,
-    };
-    let timeline = args.vm.is_some();
-    let clusters: Vec<ClusterBacktest> = config
-        .clusters()
-        .iter()
-        .map(|cluster| {
-            let read = history_source::read_cluster(&config, cluster, args.vm, req);
-            for warning in &read.warnings {
-                log::warn!("cluster {}: {warning}", read.name);
-            }
-            ClusterBacktest {
-                vms: read
-                    .vms
-                    .iter()
-                    .map(|(h, p)| backtest_vm(h, p, req, timeline))
-                    .collect(),
-                name: read.name,
-                error: read.error,
-                warnings: read.warnings,
-            }
-        })
-        .collect();
-    let report = SimulateReport {
-        time: now,
-        since_secs: since,
-        assumptions: ASSUMPTIONS.iter().map(|a| a.to_string()).collect(),
-        clusters,
-    };
-    if let Some(id) = args.vm
-        && !report
-            .clusters
-            .iter()
-            .any(|c| c.vms.iter().any(|v| v.vmid == id))
-        && report.clusters.iter().any(|c| c.error.is_none())
-    {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "VM {id} is not in any cluster (or is a template, or the token lacks VM.Audit on /vms/{id})"
-        )));
-    }
-    let text = match args.output {
-        SimulateFormat::Json => to_json(&report)?,
-        SimulateFormat::Table => render(&report),
-        SimulateFormat::Csv => render_csv(&report),
-    };
-    print!("{text}");
-    for cluster in &report.clusters {
-        if let Some(error) = &cluster.error {
-            log::error!("cluster {}: {error}", cluster.name);
-        }
-    }
-    Ok(Exit::of_outcome(
-        report.clusters.iter().map(|c| c.error.is_some()),
-        report
-            .clusters
-            .iter()
-            .flat_map(|c| c.vms.iter())
-            .any(|v| v.error.is_some()),
-    ))
 }
 
 /// The CSV header of the timeline.

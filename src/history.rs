@@ -1,10 +1,10 @@
 //! The action history: every change, refusal and failure of a run that writes, one JSON line
 //! each, appended to `history.jsonl` in the state directory (mode 0600) and rotated by size to
-//! `history.jsonl.1`; and the `pvescale history` command that shows it.
+//! `history.jsonl.1`; read back for `pvescale history` (`commands::history`).
 //!
 //! A line holds what a person needs to audit a change (time, cluster, VM, resource, from, to,
 //! reason, outcome) and nothing else: no tokens, no config. Dry runs and `status` add nothing.
-//! (`history.rs` is something else: a VM's past load as Proxmox VE keeps it.)
+//! (`rrd_history.rs` is something else: a VM's past load as Proxmox VE keeps it.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -15,9 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{GlobalArgs, HistoryArgs, OutputFormat};
-use crate::config::{self, Config, Env, SystemEnv};
-use crate::error::{Exit, Failure};
+use crate::config::Config;
+use crate::error::Failure;
 use crate::report::{RunReport, new_table, to_json, vm_label};
 use crate::units::fmt_utc;
 
@@ -217,58 +216,14 @@ impl Filter {
     }
 }
 
-/// The environment for `history`, which only reads files: a secret that only the service is
-/// given (`LoadCredential=`) must not stop an admin from reading the history, so a secret
-/// variable that is not set gets a stand-in (never used: `history` does not connect).
-struct SecretsNotNeeded;
-
-impl Env for SecretsNotNeeded {
-    fn var_os(&self, name: &str) -> Option<std::ffi::OsString> {
-        let secret = name.starts_with("PVESCALE_")
-            && ["SECRET", "PASSWORD", "TOKEN"]
-                .iter()
-                .any(|word| name.contains(word));
-        SystemEnv
-            .var_os(name)
-            .or_else(|| secret.then(|| "not-needed-to-read-the-history".into()))
-    }
-
-    fn is_root(&self) -> bool {
-        SystemEnv.is_root()
-    }
-
-    fn user_config_dir(&self) -> Option<std::path::PathBuf> {
-        SystemEnv.user_config_dir()
-    }
-
-    fn user_state_dir(&self) -> Option<std::path::PathBuf> {
-        SystemEnv.user_state_dir()
-    }
-}
-
-/// `pvescale history [--vm ID] [--cluster NAME] [--since 24h] [--output table|json]`.
-pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> Result<Exit, Failure> {
-    let path = config::config_path(global.config.clone(), &SystemEnv);
-    let (config, _) =
-        config::load_with(&path, &SecretsNotNeeded).map_err(|e| Failure::Config(e.to_string()))?;
-    let dir = config.resolved_state_dir(&SystemEnv);
-    let filter = Filter {
-        vmid: args.vm,
-        cluster: args.cluster.clone(),
-        since: args.since.map(|d| since(crate::clock::now(), d)),
-    };
-    let text = show(&dir, &filter, args.output)?;
-    print!("{text}");
-    Ok(Exit::Ok)
-}
-
 /// The cut-off time for `--since`.
 pub fn since(now: u64, ago: Duration) -> u64 {
     now.saturating_sub(ago.as_secs())
 }
 
 /// The output of `pvescale history` for the history in `dir`.
-pub fn show(dir: &Path, filter: &Filter, output: OutputFormat) -> Result<String, Failure> {
+/// The history in `dir` for people (a table) or programs (`json`).
+pub fn show(dir: &Path, filter: &Filter, json: bool) -> Result<String, Failure> {
     let (entries, bad) = read(dir).map_err(Failure::Runtime)?;
     if bad > 0 {
         log::warn!(
@@ -277,14 +232,14 @@ pub fn show(dir: &Path, filter: &Filter, output: OutputFormat) -> Result<String,
         );
     }
     let shown: Vec<&Entry> = entries.iter().filter(|e| filter.matches(e)).collect();
-    match output {
-        OutputFormat::Json => to_json(&shown),
-        OutputFormat::Table if shown.is_empty() => Ok(format!(
+    match json {
+        true => to_json(&shown),
+        false if shown.is_empty() => Ok(format!(
             "no history entries{} ({})\n",
             if entries.is_empty() { "" } else { " match" },
             dir.join(HISTORY_FILE).display()
         )),
-        OutputFormat::Table => Ok(render(&shown)),
+        false => Ok(render(&shown)),
     }
 }
 

@@ -1,0 +1,79 @@
+//! `pvescale simulate`: the history replayed through the policy `run` uses.
+
+use super::{Finished, load_config};
+use crate::cli::{GlobalArgs, SimulateArgs, SimulateFormat};
+use crate::error::{Exit, Failure};
+use crate::report::to_json;
+use crate::rrd_history::{self, Request};
+use crate::simulate::{
+    ASSUMPTIONS, ClusterBacktest, SimulateReport, backtest_vm, render, render_csv,
+};
+
+/// `pvescale simulate`.
+pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Finished, Failure> {
+    let config = load_config(global)?;
+    let now = crate::clock::now();
+    let since = args.since.as_secs();
+    let req = Request {
+        from: now.saturating_sub(since),
+        to: now,
+        with_max: false,
+    };
+    let timeline = args.vm.is_some();
+    let clusters: Vec<ClusterBacktest> = config
+        .clusters()
+        .iter()
+        .map(|cluster| {
+            let read = rrd_history::read_cluster(&config, cluster, args.vm, req);
+            for warning in &read.warnings {
+                log::warn!("cluster {}: {warning}", read.name);
+            }
+            ClusterBacktest {
+                vms: read
+                    .vms
+                    .iter()
+                    .map(|(h, p)| backtest_vm(h, p, req, timeline))
+                    .collect(),
+                name: read.name,
+                error: read.error,
+                warnings: read.warnings,
+            }
+        })
+        .collect();
+    let report = SimulateReport {
+        time: now,
+        since_secs: since,
+        assumptions: ASSUMPTIONS.iter().map(|a| a.to_string()).collect(),
+        clusters,
+    };
+    if let Some(id) = args.vm
+        && !report
+            .clusters
+            .iter()
+            .any(|c| c.vms.iter().any(|v| v.vmid == id))
+        && report.clusters.iter().any(|c| c.error.is_none())
+    {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "VM {id} is not in any cluster (or is a template, or the token lacks VM.Audit on /vms/{id})"
+        )));
+    }
+    let output = match args.output {
+        SimulateFormat::Json => to_json(&report)?,
+        SimulateFormat::Table => render(&report),
+        SimulateFormat::Csv => render_csv(&report),
+    };
+    for cluster in &report.clusters {
+        if let Some(error) = &cluster.error {
+            log::error!("cluster {}: {error}", cluster.name);
+        }
+    }
+    let exit = Exit::of_outcome(
+        report.clusters.iter().map(|c| c.error.is_some()),
+        report
+            .clusters
+            .iter()
+            .flat_map(|c| c.vms.iter())
+            .any(|v| v.error.is_some()),
+    );
+    Ok(Finished { output, exit })
+}
