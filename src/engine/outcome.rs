@@ -2,11 +2,12 @@
 
 use super::*;
 use crate::record::WriteOutcome;
-use crate::state::key_of;
+use crate::state::{InFlight, key_of};
 
 /// An earlier run started a write and did not see it end (killed, or the task outlived
 /// its wait). What went live is recorded as a change; what was left pending is reverted,
-/// so that nothing of ours waits for the VM's next reboot.
+/// so that nothing of ours waits for the VM's next reboot. The I/O shell around
+/// [`stuck_keys`], [`undo_note`] and [`record_settlement`].
 pub(super) fn settle_interrupted_write(
     client: &Client,
     plan: &mut VmPlan,
@@ -19,12 +20,7 @@ pub(super) fn settle_interrupted_write(
         return;
     };
     let vmid = plan.resource.vmid;
-    let stuck: Vec<&str> = in_flight
-        .write
-        .keys()
-        .into_iter()
-        .filter(|key| read.pending.iter().any(|p| p.key == *key && p.is_pending()))
-        .collect();
+    let stuck = stuck_keys(&in_flight, &read.pending);
     if !stuck.is_empty() {
         if mode.writes() {
             let undo = apply::Undo {
@@ -33,26 +29,7 @@ pub(super) fn settle_interrupted_write(
             };
             match undo.run(client, &plan.resource.node, vmid, &read.pending) {
                 Ok(done) => {
-                    let mut note = format!(
-                        "{} left pending by an interrupted earlier write",
-                        stuck.join(", ")
-                    );
-                    if !done.reverted.is_empty() {
-                        note = format!(
-                            "reverted {} left pending by an interrupted earlier write",
-                            done.reverted.join(", ")
-                        );
-                    }
-                    if let Some(balloon) = done.balloon_restored {
-                        note.push_str(&format!("; balloon floor put back to {balloon} MiB"));
-                    }
-                    if !done.foreign.is_empty() {
-                        note.push_str(&format!(
-                            "; {} pending with a value that is not pvescale's: left as it is",
-                            done.foreign.join(", ")
-                        ));
-                    }
-                    plan.notes.push(note);
+                    plan.notes.push(undo_note(&stuck, &done));
                     read.pending
                         .retain(|p| !done.reverted.contains(&p.key.as_str()));
                     // The undo changed the digest: a write in this run needs the new one.
@@ -81,68 +58,120 @@ pub(super) fn settle_interrupted_write(
             read.pending.retain(|p| !stuck.contains(&p.key.as_str()));
         }
     }
-    let went_live = [
+    let notes = record_settlement(
+        prev,
+        &in_flight,
+        &stuck,
+        &read.config,
+        plan.policy.backoff,
+        now,
+    );
+    plan.notes.extend(notes);
+    if mode.writes() {
+        prev.in_flight = None;
+    }
+}
+
+/// The keys of an earlier write that are still pending. Pure.
+fn stuck_keys(in_flight: &InFlight, pending: &[PendingItem]) -> Vec<&'static str> {
+    in_flight
+        .write
+        .keys()
+        .into_iter()
+        .filter(|key| pending.iter().any(|p| p.key == *key && p.is_pending()))
+        .collect()
+}
+
+/// What the run says about undoing an interrupted write. Pure.
+fn undo_note(stuck: &[&str], done: &apply::Undone) -> String {
+    let mut note = if done.reverted.is_empty() {
+        format!(
+            "{} left pending by an interrupted earlier write",
+            stuck.join(", ")
+        )
+    } else {
+        format!(
+            "reverted {} left pending by an interrupted earlier write",
+            done.reverted.join(", ")
+        )
+    };
+    if let Some(balloon) = done.balloon_restored {
+        note.push_str(&format!("; balloon floor put back to {balloon} MiB"));
+    }
+    if !done.foreign.is_empty() {
+        note.push_str(&format!(
+            "; {} pending with a value that is not pvescale's: left as it is",
+            done.foreign.join(", ")
+        ));
+    }
+    note
+}
+
+/// Records in `prev` what an interrupted write did, judged from the VM's running `config`:
+/// a size that moved went live (a change at the time of the write); a key that stayed
+/// pending was not taken live (a refusal: back off). Returns the notes to show. Pure.
+fn record_settlement(
+    prev: &mut VmState,
+    in_flight: &InFlight,
+    stuck: &[&str],
+    config: &VmConfig,
+    backoff: std::time::Duration,
+    now: u64,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let sizes = [
         (
             Resource::Cpu,
             in_flight.write.vcpus,
             in_flight.vcpus_before,
-            read.config.vcpus(),
+            config.vcpus(),
         ),
         (
             Resource::Memory,
             in_flight.write.memory_mib,
             in_flight.memory_mib_before,
-            read.config.memory.unwrap_or(in_flight.memory_mib_before),
+            config.memory.unwrap_or(in_flight.memory_mib_before),
         ),
     ];
-    for (resource, target, before, now_value) in went_live {
-        if target.is_some() && now_value != before {
-            let direction = if now_value > before {
-                Direction::Up
-            } else {
-                Direction::Down
-            };
-            prev.record_change(resource, direction, before, now_value, in_flight.at);
-            plan.notes.push(format!(
+    let direction = |from: u64, to: u64| {
+        if to > from {
+            Direction::Up
+        } else {
+            Direction::Down
+        }
+    };
+    for (resource, target, before, now_value) in sizes {
+        let Some(target) = target else { continue };
+        if now_value != before {
+            prev.record_change(
+                resource,
+                direction(before, now_value),
+                before,
+                now_value,
+                in_flight.at,
+            );
+            notes.push(format!(
                 "an interrupted earlier write did go live: {resource} {before} → {now_value}"
             ));
         }
-    }
-    // A key that stayed pending was not taken live: back off as after any refusal.
-    for (resource, target, before) in [
-        (Resource::Cpu, in_flight.write.vcpus, in_flight.vcpus_before),
-        (
-            Resource::Memory,
-            in_flight.write.memory_mib,
-            in_flight.memory_mib_before,
-        ),
-    ] {
         let key = key_of(resource);
-        let Some(target) = target else { continue };
         if stuck.contains(&key) && target != before {
-            let direction = if target > before {
-                Direction::Up
-            } else {
-                Direction::Down
-            };
             let signature = ConfigSignature {
-                vcpus: u32::try_from(read.config.vcpus()).unwrap_or(u32::MAX),
-                memory_mib: read.config.memory.unwrap_or(before),
+                vcpus: u32::try_from(config.vcpus()).unwrap_or(u32::MAX),
+                memory_mib: config.memory.unwrap_or(before),
                 digest: None,
             };
             prev.record_refusal(
                 resource,
-                direction,
+                direction(before, target),
                 now,
-                plan.policy.backoff,
+                backoff,
                 signature,
                 format!("{key} stayed pending after an interrupted write (not applied live)"),
             );
         }
     }
-    if mode.writes() {
-        prev.in_flight = None;
-    }
+    notes
 }
 
 /// Writes what happened into the VM's state and report.
@@ -233,4 +262,107 @@ pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
         };
         plan.outcome.push((resource, written));
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ConfigWrite;
+
+    fn in_flight(vcpus: Option<u64>, memory_mib: Option<u64>) -> InFlight {
+        InFlight {
+            at: 1_000,
+            write: ConfigWrite {
+                vcpus,
+                memory_mib,
+                balloon_mib: None,
+            },
+            vcpus_before: 2,
+            memory_mib_before: 8192,
+            balloon_mib_before: None,
+        }
+    }
+
+    fn config(vcpus: u64, memory: u64) -> VmConfig {
+        serde_json::from_value(serde_json::json!({
+            "digest": "d", "sockets": 1, "cores": 8, "vcpus": vcpus, "memory": memory
+        }))
+        .expect("config")
+    }
+
+    fn pending(key: &str, value: &str, wanted: &str) -> PendingItem {
+        PendingItem {
+            key: key.into(),
+            value: Some(value.into()),
+            pending: Some(wanted.into()),
+            delete: None,
+        }
+    }
+
+    #[test]
+    fn a_write_that_went_live_is_recorded_as_a_change_at_its_time() {
+        let mut prev = VmState::default();
+        let write = in_flight(Some(4), None);
+        let notes = record_settlement(&mut prev, &write, &[], &config(4, 8192), HOUR, 5_000);
+        let change = prev.cpu.last_change.as_ref().expect("a change");
+        assert_eq!((change.from, change.to, change.at), (2, 4, 1_000));
+        assert!(prev.cpu.backoff_up.is_none());
+        assert_eq!(
+            notes,
+            ["an interrupted earlier write did go live: cpu 2 → 4"]
+        );
+    }
+
+    #[test]
+    fn a_key_left_pending_is_a_refusal_and_part_of_an_unplug_counts() {
+        let mut prev = VmState::default();
+        let write = in_flight(None, Some(4096));
+        let left = [pending("memory", "7680", "4096")];
+        let stuck = stuck_keys(&write, &left);
+        assert_eq!(stuck, ["memory"]);
+        // One DIMM went before the guest refused the rest.
+        let notes = record_settlement(&mut prev, &write, &stuck, &config(2, 7680), HOUR, 5_000);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let change = prev
+            .memory
+            .last_change
+            .as_ref()
+            .expect("the part that went");
+        assert_eq!((change.from, change.to), (8192, 7680));
+        let backoff = prev.memory.backoff_down.as_ref().expect("backed off");
+        assert_eq!(backoff.until, 5_000 + 3600);
+        assert!(prev.memory.backoff_up.is_none());
+    }
+
+    #[test]
+    fn nothing_moved_and_nothing_pending_records_nothing() {
+        let mut prev = VmState::default();
+        let write = in_flight(Some(4), Some(4096));
+        assert!(stuck_keys(&write, &[]).is_empty());
+        let notes = record_settlement(&mut prev, &write, &[], &config(2, 8192), HOUR, 5_000);
+        assert!(notes.is_empty());
+        assert_eq!(prev, VmState::default());
+    }
+
+    #[test]
+    fn the_undo_note_says_what_was_done() {
+        let done = apply::Undone {
+            reverted: vec!["memory"],
+            foreign: vec![],
+            balloon_restored: Some(8192),
+        };
+        assert_eq!(
+            undo_note(&["memory"], &done),
+            "reverted memory left pending by an interrupted earlier write; balloon floor put \
+             back to 8192 MiB"
+        );
+        let left = apply::Undone {
+            reverted: vec![],
+            foreign: vec!["memory"],
+            balloon_restored: None,
+        };
+        assert!(undo_note(&["memory"], &left).contains("not pvescale's: left as it is"));
+    }
+
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 }
