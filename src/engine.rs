@@ -86,10 +86,56 @@ pub fn process_cluster(
         .warnings
         .extend(invisible_vms(config, &resources.vms));
 
-    let export_unavailable_since = state.metrics_export_unavailable.get(&name).copied();
+    let usage = read_metrics(config, client, &managed, state, &name, now, &mut report);
+
+    let mut pass = Pass {
+        config,
+        client,
+        now,
+        mode,
+        previous: state.clusters.get(&name).cloned().unwrap_or_default(),
+        usage,
+        nodes: resources
+            .nodes
+            .iter()
+            .map(|n| (n.node.clone(), headroom(n)))
+            .collect(),
+        down: nodes_down(&resources.nodes),
+    };
+    report
+        .warnings
+        .extend(skipped_on_down_nodes(&pass.down, &managed));
+
+    let mut plans: Vec<VmPlan> = managed.iter().map(|vm| pass.plan(vm)).collect();
+    pass.refine(&mut plans);
+    if mode.writes() {
+        pass.apply(&mut plans, state, &name, timing, checkpoint, &mut report);
+    }
+
+    store_states(state, &name, &plans);
+    mark_seen(state, &name, &resources.vms, now);
+    for plan in &plans {
+        report.vms.push(vm_report(&name, plan, now, mode));
+    }
+    fill_traffic(&mut report, client);
+    report
+}
+
+/// Reads the managed VMs' usage (export or rrddata), says in the report where it came from,
+/// and remembers in the state whether the cluster has `metrics/export`.
+fn read_metrics(
+    config: &Config,
+    client: &Client,
+    managed: &[&VmResource],
+    state: &mut State,
+    name: &str,
+    now: u64,
+    report: &mut ClusterReport,
+) -> HashMap<u32, VmUsage> {
+    let export_unavailable_since = state.metrics_export_unavailable.get(name).copied();
     let read = read_usage(
         client,
-        &managed,
+        managed,
         config.policy().window,
         config.policy().min_samples,
         now,
@@ -107,59 +153,40 @@ pub fn process_cluster(
             reason: w.note().unwrap_or_default(),
         })
         .collect();
-    let usage = read.usage;
     match read.export {
         ExportAvailability::Available => {
-            state.metrics_export_unavailable.remove(&name);
+            state.metrics_export_unavailable.remove(name);
         }
         ExportAvailability::Unavailable(since) => {
-            state.metrics_export_unavailable.insert(name.clone(), since);
+            state
+                .metrics_export_unavailable
+                .insert(name.to_string(), since);
         }
         ExportAvailability::Unknown => {}
     }
+    read.usage
+}
 
-    let mut pass = Pass {
-        config,
-        client,
-        now,
-        mode,
-        previous: state.clusters.get(&name).cloned().unwrap_or_default(),
-        usage,
-        nodes: resources
-            .nodes
-            .iter()
-            .map(|n| (n.node.clone(), headroom(n)))
-            .collect(),
-        down: nodes_down(&resources.nodes),
-    };
-    for (node, status) in &pass.down {
-        let count = managed.iter().filter(|vm| vm.node == *node).count();
-        if count > 0 {
-            report.warnings.push(format!(
-                "node {node} is {status}: its {count} managed VMs are skipped this run"
-            ));
-        }
-    }
+/// A warning per node that is down with managed VMs on it.
+fn skipped_on_down_nodes(down: &HashMap<String, String>, managed: &[&VmResource]) -> Vec<String> {
+    down.iter()
+        .filter_map(|(node, status)| {
+            let count = managed.iter().filter(|vm| vm.node == *node).count();
+            (count > 0).then(|| {
+                format!("node {node} is {status}: its {count} managed VMs are skipped this run")
+            })
+        })
+        .collect()
+}
 
-    let mut plans: Vec<VmPlan> = managed.iter().map(|vm| pass.plan(vm)).collect();
-    pass.refine(&mut plans);
-    if mode.writes() {
-        pass.apply(&mut plans, state, &name, timing, checkpoint, &mut report);
-    }
-
-    store_states(state, &name, &plans);
-    let cluster_state = state.clusters.entry(name.clone()).or_default();
-    // Remember every VM seen (whatever its status) so that pruning only drops gone VMs.
-    for vm in &resources.vms {
+/// Remembers every VM seen (whatever its status), so that pruning only drops gone VMs.
+fn mark_seen(state: &mut State, cluster: &str, seen: &[VmResource], now: u64) {
+    let cluster_state = state.clusters.entry(cluster.to_string()).or_default();
+    for vm in seen {
         if let Some(entry) = cluster_state.get_mut(&vm.vmid) {
             entry.last_seen = now;
         }
     }
-    for plan in &plans {
-        report.vms.push(vm_report(&name, plan, now, mode));
-    }
-    fill_traffic(&mut report, client);
-    report
 }
 
 fn fill_traffic(report: &mut ClusterReport, client: &Client) {

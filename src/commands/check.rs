@@ -12,7 +12,7 @@ use crate::error::{Exit, Failure};
 use crate::metrics::{Source, Window};
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
 use crate::pve::types::{PendingItem, Version, VmConfig, VmResource, VmStatus};
-use crate::pve::{Auth, Client};
+use crate::pve::{Auth, Client, ClusterTarget};
 
 /// The privileges pvescale needs, and no more.
 pub const REQUIRED_PRIVILEGES: [&str; 4] =
@@ -134,44 +134,10 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
         cluster.name(),
         target.urls.join(", ")
     );
-    let client = match Client::new(target) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(out, "  connection: FAILED: {e}");
-            return (out, result);
-        }
+    let Some((client, version)) = connect(target, &mut out) else {
+        return (out, result);
     };
-    for warning in client.warnings() {
-        let _ = writeln!(out, "  WARNING: {warning}");
-    }
-    let version = match client.version() {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = writeln!(out, "  connection and authentication: FAILED: {e}");
-            return (out, result);
-        }
-    };
-    let auth = match &target.auth {
-        Auth::Token { id, .. } => format!("API token {id}"),
-        Auth::Password { user, .. } => format!("user {user} (ticket)"),
-    };
-    let _ = writeln!(
-        out,
-        "  connection: ok, Proxmox VE {} ({})",
-        version.version, version.release
-    );
-    let _ = writeln!(out, "  authentication: ok, {auth}");
-    match client.permissions() {
-        Ok(perms) => {
-            let (text, missing) = privilege_report(&perms);
-            out.push_str(&text);
-            result.problems += missing;
-        }
-        Err(e) => {
-            let _ = writeln!(out, "  privileges: could not be read ({e})");
-            result.problems += 1;
-        }
-    }
+    result.problems += privileges(&client, &mut out);
     out.push_str(&metrics_plan(config, &version));
     let resources = match client.resources() {
         Ok(r) => r,
@@ -186,6 +152,68 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
         .iter()
         .filter(|vm| config.manages(vm.vmid, &vm.tags, vm.pool.as_deref()))
         .collect();
+    result.problems += selection(config, &managed, &resources.vms, &mut out);
+    let (ready, problems) = vms_readiness(config, &client, &managed, &mut out);
+    result.vms_ready += ready;
+    result.problems += problems;
+    (out, result)
+}
+
+/// Connects and authenticates (one `version` call); says how, or why not.
+fn connect(target: &ClusterTarget, out: &mut String) -> Option<(Client, Version)> {
+    let client = match Client::new(target) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "  connection: FAILED: {e}");
+            return None;
+        }
+    };
+    for warning in client.warnings() {
+        let _ = writeln!(out, "  WARNING: {warning}");
+    }
+    let version = match client.version() {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(out, "  connection and authentication: FAILED: {e}");
+            return None;
+        }
+    };
+    let auth = match &target.auth {
+        Auth::Token { id, .. } => format!("API token {id}"),
+        Auth::Password { user, .. } => format!("user {user} (ticket)"),
+    };
+    let _ = writeln!(
+        out,
+        "  connection: ok, Proxmox VE {} ({})",
+        version.version, version.release
+    );
+    let _ = writeln!(out, "  authentication: ok, {auth}");
+    Some((client, version))
+}
+
+/// The token's privileges against what pvescale needs; returns the problems found.
+fn privileges(client: &Client, out: &mut String) -> usize {
+    match client.permissions() {
+        Ok(perms) => {
+            let (text, missing) = privilege_report(&perms);
+            out.push_str(&text);
+            missing
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  privileges: could not be read ({e})");
+            1
+        }
+    }
+}
+
+/// Which VMs are managed, and selected VMs the token cannot see; returns the problems.
+fn selection(
+    config: &Config,
+    managed: &[&VmResource],
+    visible: &[VmResource],
+    out: &mut String,
+) -> usize {
+    let mut problems = 0;
     let _ = writeln!(out, "  managed VMs: {}", managed.len());
     if managed.is_empty() {
         let _ = writeln!(
@@ -193,18 +221,30 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
             "    none: check [select] (tags, vmids, pools), and that the token has VM.Audit \
              (VMs it cannot see are silently missing)"
         );
-        result.problems += 1;
+        problems += 1;
     }
     for vmid in config.selection().vmids() {
-        if !resources.vms.iter().any(|vm| vm.vmid == *vmid) {
+        if !visible.iter().any(|vm| vm.vmid == *vmid) {
             let _ = writeln!(
                 out,
                 "    VM {vmid}: NOT VISIBLE: it does not exist, or the token lacks VM.Audit on /vms/{vmid}"
             );
-            result.problems += 1;
+            problems += 1;
         }
     }
-    let reads = map_bounded(&managed, DEFAULT_PARALLELISM, |vm| {
+    problems
+}
+
+/// Each managed VM's readiness (its config and pending changes, read in parallel); returns
+/// (VMs ready, problems).
+fn vms_readiness(
+    config: &Config,
+    client: &Client,
+    managed: &[&VmResource],
+    out: &mut String,
+) -> (usize, usize) {
+    let (mut ready, mut problems) = (0, 0);
+    let reads = map_bounded(managed, DEFAULT_PARALLELISM, |vm| {
         let config = client.vm_config_current(&vm.node, vm.vmid)?;
         let pending = client.vm_pending(&vm.node, vm.vmid)?;
         Ok::<_, crate::pve::ApiError>((config, pending))
@@ -222,18 +262,18 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
                 );
                 out.push_str(&verdict.text);
                 if verdict.ready {
-                    result.vms_ready += 1;
+                    ready += 1;
                 } else {
-                    result.problems += 1;
+                    problems += 1;
                 }
             }
             Err(e) => {
                 let _ = writeln!(out, "    VM {}: config could not be read: {e}", vm.vmid);
-                result.problems += 1;
+                problems += 1;
             }
         }
     }
-    (out, result)
+    (ready, problems)
 }
 
 /// Where a run will read metrics from, and over which window when the policy's is too short
@@ -361,12 +401,46 @@ fn vm_readiness(
         vm.node,
         vm.status.as_str()
     );
-    let mut needs_features: Vec<&str> = Vec::new();
-    let mut needs_numa = false;
-    let cpu_line = if !cpu_enabled {
+    let mut needs = Needs::default();
+    let _ = writeln!(
+        text,
+        "      cpu: {}",
+        cpu_line(config, cpu_enabled, &mut needs)
+    );
+    let _ = writeln!(
+        text,
+        "      memory: {}",
+        memory_line(config, memory_enabled, &mut needs)
+    );
+    if let Some(fix) = fix_line(vm.vmid, config, pending, &needs) {
+        let _ = writeln!(text, "      fix: {fix}");
+    }
+    if vm.status != VmStatus::Running {
+        let _ = writeln!(
+            text,
+            "      note: not running; pvescale only scales running VMs"
+        );
+    }
+    let cpu_ok = !cpu_enabled || config.cpu_hotplug();
+    let memory_ok = !memory_enabled || (config.memory_hotplug() && config.numa);
+    Verdict {
+        ready: cpu_ok && memory_ok && (cpu_enabled || memory_enabled),
+        text,
+    }
+}
+
+/// What a VM's config lacks for live scaling.
+#[derive(Default)]
+struct Needs {
+    features: Vec<&'static str>,
+    numa: bool,
+}
+
+fn cpu_line(config: &VmConfig, enabled: bool, needs: &mut Needs) -> String {
+    if !enabled {
         "not managed (cpu.enabled = false)".to_string()
     } else if !config.cpu_hotplug() {
-        needs_features.push("cpu");
+        needs.features.push("cpu");
         "NOT live: cpu is not in hotplug".to_string()
     } else if config.vcpus() >= config.max_vcpus() {
         format!(
@@ -379,73 +453,65 @@ fn vm_readiness(
             config.vcpus(),
             config.max_vcpus()
         )
-    };
-    let memory_line = if !memory_enabled {
-        "not managed (memory.enabled = false)".to_string()
-    } else if !config.memory_hotplug() || !config.numa {
-        if !config.memory_hotplug() {
-            needs_features.push("memory");
-        }
-        needs_numa = !config.numa;
+    }
+}
+
+fn memory_line(config: &VmConfig, enabled: bool, needs: &mut Needs) -> String {
+    if !enabled {
+        return "not managed (memory.enabled = false)".to_string();
+    }
+    if !config.memory_hotplug() || !config.numa {
         let mut why = Vec::new();
         if !config.memory_hotplug() {
+            needs.features.push("memory");
             why.push("memory is not in hotplug");
         }
         if !config.numa {
+            needs.numa = true;
             why.push("numa is off");
         }
-        format!("NOT live: {}", why.join(" and "))
-    } else if config.memory.is_some_and(|m| m < 1024) {
-        "NOT live: memory hotplug needs at least 1024 MiB".to_string()
-    } else {
-        let balloon = match config.balloon {
-            Some(0) => {
-                "; no balloon device: the memory figure is a host-side estimate, so memory is never shrunk"
-            }
-            _ => "",
-        };
-        format!("live: {} MiB{balloon}", config.memory.unwrap_or(0))
-    };
-    let _ = writeln!(text, "      cpu: {cpu_line}");
-    let _ = writeln!(text, "      memory: {memory_line}");
-    let cpu_ok = !cpu_enabled || config.cpu_hotplug();
-    let memory_ok = !memory_enabled || (config.memory_hotplug() && config.numa);
-    if !needs_features.is_empty() || needs_numa {
-        let waiting: Vec<&str> = pending
-            .iter()
-            .filter(|p| p.is_pending() && (p.key == "hotplug" || p.key == "numa"))
-            .map(|p| p.key.as_str())
-            .collect();
-        if !waiting.is_empty() {
-            let _ = writeln!(
-                text,
-                "      fix: {} already changed and pending: a cold restart applies it (qm shutdown {id} && qm start {id})",
-                waiting.join(" and "),
-                id = vm.vmid
-            );
-        } else {
-            let features = config.hotplug_features();
-            let cmd = crate::policy::readiness::fix_command(
-                vm.vmid,
-                Some(&features),
-                &needs_features,
-                needs_numa || !config.numa,
-            );
-            let _ = writeln!(
-                text,
-                "      fix: {cmd}, then a cold restart (qm shutdown {id} && qm start {id})",
-                id = vm.vmid
-            );
+        return format!("NOT live: {}", why.join(" and "));
+    }
+    if config.memory.is_some_and(|m| m < 1024) {
+        return "NOT live: memory hotplug needs at least 1024 MiB".to_string();
+    }
+    let balloon = match config.balloon {
+        Some(0) => {
+            "; no balloon device: the memory figure is a host-side estimate, so memory is never shrunk"
         }
+        _ => "",
+    };
+    format!("live: {} MiB{balloon}", config.memory.unwrap_or(0))
+}
+
+/// The exact fix, or that it is already pending and needs a cold restart.
+fn fix_line(
+    vmid: u32,
+    config: &VmConfig,
+    pending: &[PendingItem],
+    needs: &Needs,
+) -> Option<String> {
+    if needs.features.is_empty() && !needs.numa {
+        return None;
     }
-    if vm.status != VmStatus::Running {
-        let _ = writeln!(
-            text,
-            "      note: not running; pvescale only scales running VMs"
-        );
+    let restart = format!("(qm shutdown {vmid} && qm start {vmid})");
+    let waiting: Vec<&str> = pending
+        .iter()
+        .filter(|p| p.is_pending() && (p.key == "hotplug" || p.key == "numa"))
+        .map(|p| p.key.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        return Some(format!(
+            "{} already changed and pending: a cold restart applies it {restart}",
+            waiting.join(" and ")
+        ));
     }
-    Verdict {
-        ready: cpu_ok && memory_ok && (cpu_enabled || memory_enabled),
-        text,
-    }
+    let features = config.hotplug_features();
+    let cmd = crate::policy::readiness::fix_command(
+        vmid,
+        Some(&features),
+        &needs.features,
+        needs.numa || !config.numa,
+    );
+    Some(format!("{cmd}, then a cold restart {restart}"))
 }
