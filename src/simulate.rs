@@ -193,6 +193,54 @@ fn window_use(values: &[f64], size: f64) -> (Option<f64>, u32) {
     (Some(sum / values.len() as f64), values.len() as u32)
 }
 
+/// The window's utilisation as a run at `t` would see it, against the simulated sizes.
+fn window_utilisation(
+    inp: &ReplayInput<'_>,
+    t: u64,
+    window_minutes: u64,
+    min_samples: u32,
+    (vcpus, memory_mib): (u64, u64),
+) -> Utilisation {
+    let in_window: Vec<&Interval> = (0..window_minutes)
+        .filter_map(|k| t.checked_sub(k * TICK_SECS))
+        .filter(|s| *s > inp.from)
+        .filter_map(|s| inp.series.at(s))
+        .collect();
+    let busy_values: Vec<f64> = in_window.iter().filter_map(|i| i.busy).collect();
+    let used_values: Vec<f64> = in_window.iter().filter_map(|i| i.used_mib).collect();
+    let (cpu, cpu_n) = window_use(&busy_values, vcpus as f64);
+    let (memory, mem_n) = window_use(&used_values, memory_mib as f64);
+    Utilisation {
+        cpu,
+        memory,
+        memory_source: inp.memory_source,
+        cpu_samples: if cpu_n > 0 { cpu_n.max(min_samples) } else { 0 },
+        memory_samples: if mem_n > 0 { mem_n.max(min_samples) } else { 0 },
+    }
+}
+
+/// The facts `decide` sees in the replay: the simulated sizes, a VM ready for live scaling.
+fn simulated_facts(
+    inp: &ReplayInput<'_>,
+    vcpus: u64,
+    memory_mib: u64,
+    balloon: Option<u64>,
+) -> VmFacts {
+    let mut facts = VmFacts::new(
+        inp.vmid,
+        inp.node,
+        u32::try_from(vcpus).unwrap_or(u32::MAX),
+        memory_mib,
+    );
+    facts.max_vcpus = inp.envelope.map(|e| u32::try_from(e).unwrap_or(u32::MAX));
+    facts.cpu_hotplug = Some(true);
+    facts.memory_hotplug = Some(true);
+    facts.numa = Some(true);
+    facts.balloon_mib = balloon;
+    facts.pending = Some(Vec::new());
+    facts
+}
+
 /// Replays the history minute by minute through [`policy::decide`].
 pub fn replay(inp: &ReplayInput<'_>) -> Replay {
     let policy = inp.policy;
@@ -239,35 +287,8 @@ pub fn replay(inp: &ReplayInput<'_>) -> Replay {
         if let Some(u) = used {
             mem_tally.add(u, actual_memory, sim_memory as f64, policy.memory.high);
         }
-        // The window average, as a run at `t` would see it.
-        let in_window: Vec<&Interval> = (0..window_minutes)
-            .filter_map(|k| t.checked_sub(k * TICK_SECS))
-            .filter(|s| *s > inp.from)
-            .filter_map(|s| inp.series.at(s))
-            .collect();
-        let busy_values: Vec<f64> = in_window.iter().filter_map(|i| i.busy).collect();
-        let used_values: Vec<f64> = in_window.iter().filter_map(|i| i.used_mib).collect();
-        let (cpu, cpu_n) = window_use(&busy_values, sim_vcpus as f64);
-        let (memory, mem_n) = window_use(&used_values, sim_memory as f64);
-        let util = Utilisation {
-            cpu,
-            memory,
-            memory_source: inp.memory_source,
-            cpu_samples: if cpu_n > 0 { cpu_n.max(min_samples) } else { 0 },
-            memory_samples: if mem_n > 0 { mem_n.max(min_samples) } else { 0 },
-        };
-        let mut facts = VmFacts::new(
-            inp.vmid,
-            inp.node,
-            u32::try_from(sim_vcpus).unwrap_or(u32::MAX),
-            sim_memory,
-        );
-        facts.max_vcpus = inp.envelope.map(|e| u32::try_from(e).unwrap_or(u32::MAX));
-        facts.cpu_hotplug = Some(true);
-        facts.memory_hotplug = Some(true);
-        facts.numa = Some(true);
-        facts.balloon_mib = balloon;
-        facts.pending = Some(Vec::new());
+        let util = window_utilisation(inp, t, window_minutes, min_samples, (sim_vcpus, sim_memory));
+        let facts = simulated_facts(inp, sim_vcpus, sim_memory, balloon);
         let (decision, mut new_state) =
             policy::decide(policy, &facts, &util, &node, state.as_ref(), t);
         let tick_vcpus = sim_vcpus;
