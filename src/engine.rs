@@ -133,12 +133,23 @@ fn read_metrics(
     report: &mut ClusterReport,
 ) -> HashMap<u32, VmUsage> {
     let export_unavailable_since = state.metrics_export_unavailable.get(name).copied();
+    // The oldest "newest sample seen" of the VMs: samples after it are read, so that none
+    // goes unwatched between runs.
+    let since = state.clusters.get(name).and_then(|vms| {
+        managed
+            .iter()
+            .filter_map(|vm| vms.get(&vm.vmid))
+            .flat_map(|s| [s.cpu.observed_at, s.memory.observed_at])
+            .flatten()
+            .min()
+    });
     let read = read_usage(
         client,
         managed,
         config.policy().window,
         config.policy().min_samples,
         now,
+        since,
         export_unavailable_since,
     );
     report.metrics_source = read.source;
@@ -255,7 +266,7 @@ impl Pass<'_> {
         } else {
             source
         };
-        let util = utilisation(self.usage.get(&vm.vmid), &facts, assumed);
+        let util = utilisation(self.usage.get(&vm.vmid), &facts, assumed, prev);
         let node = node_of(&self.nodes, &vm.node);
         let (mut decision, state) = policy::decide(&policy, &facts, &util, &node, prev, self.now);
         if let Some(status) = self.down.get(&vm.node) {
@@ -407,6 +418,7 @@ impl Pass<'_> {
             self.usage.get(&plan.resource.vmid),
             &facts,
             read.memory_source,
+            prev.as_ref(),
         );
         let node = node_of(&self.nodes, &plan.resource.node);
         let (decision, mut state) =

@@ -25,7 +25,18 @@ pub fn cpu_fraction_sample(value: f64) -> Option<f64> {
     (value.is_finite() && (0.0..=ABSURD_CPU_FRACTION).contains(&value)).then(|| value.min(1.0))
 }
 
-/// Average use of one VM over the window, in absolute units.
+/// One sample of one resource: what was in use (busy cores, or MiB) and the size the VM had
+/// then (vCPUs, or MiB; `None` where the source did not say).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SizedSample {
+    /// The end of the interval the sample covers (Proxmox's figures are averages over the
+    /// `step` seconds before their timestamp).
+    pub t: u64,
+    pub used: f64,
+    pub size: Option<f64>,
+}
+
+/// Average use of one VM over the window, in absolute units, and the samples behind it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VmUsage {
     /// Average busy vCPUs.
@@ -36,6 +47,14 @@ pub struct VmUsage {
     pub used_mib: Option<f64>,
     /// Number of memory samples behind `used_mib`.
     pub mem_samples: u32,
+    /// Every CPU sample read (which may reach further back than the window), oldest first.
+    pub cpu_series: Vec<SizedSample>,
+    /// Every memory sample read (MiB), oldest first.
+    pub mem_series: Vec<SizedSample>,
+    /// Seconds between the source's samples (10 for the export, 60 for rrddata).
+    pub step_secs: u64,
+    /// Where the window read starts (the policy's, or wider for a sparse source).
+    pub window_start: u64,
 }
 
 impl VmUsage {
@@ -65,9 +84,8 @@ struct Accumulator {
     /// matched. Samples come sorted by timestamp, so the entry wanted is almost always the
     /// last one.
     cpu: Vec<(u64, f64, f64)>,
-    /// Sum and count of `mem_used` (bytes).
-    mem_sum: f64,
-    mem_count: u32,
+    /// Per timestamp: `mem_used` and `mem_total` (bytes; NaN until seen).
+    mem: Vec<(u64, f64, f64)>,
 }
 
 impl Accumulator {
@@ -81,13 +99,26 @@ impl Accumulator {
         };
         &mut self.cpu[index]
     }
+
+    fn mem_entry(&mut self, timestamp: u64) -> &mut (u64, f64, f64) {
+        let index = match self.mem.iter().rposition(|(t, _, _)| *t == timestamp) {
+            Some(index) => index,
+            None => {
+                self.mem.push((timestamp, f64::NAN, f64::NAN));
+                self.mem.len() - 1
+            }
+        };
+        &mut self.mem[index]
+    }
 }
 
 /// Collects `metrics/export` samples of the VMs we manage inside `[start, end]`, and the
-/// nodes that sent any.
+/// nodes that sent any. The window's averages cover `[window_start, end]`; the series keep
+/// every sample from `start` (earlier when the last run's samples are further back).
 #[derive(Debug)]
 pub struct WindowAggregator {
     start: u64,
+    window_start: u64,
     end: u64,
     vms: HashMap<u32, Accumulator>,
     nodes: BTreeSet<String>,
@@ -98,6 +129,7 @@ impl WindowAggregator {
     pub fn new(start: u64, end: u64, managed: impl IntoIterator<Item = u32>) -> Self {
         WindowAggregator {
             start,
+            window_start: start,
             end,
             vms: managed
                 .into_iter()
@@ -105,6 +137,12 @@ impl WindowAggregator {
                 .collect(),
             nodes: BTreeSet::new(),
         }
+    }
+
+    /// Averages over `[window_start, end]` only; samples before it still go into the series.
+    pub fn with_window_start(mut self, window_start: u64) -> Self {
+        self.window_start = window_start.max(self.start);
+        self
     }
 
     /// The nodes whose own metrics (`node/NAME`) were in the window. The export leaves out,
@@ -149,35 +187,74 @@ impl WindowAggregator {
                 acc.cpu_entry(sample.timestamp).2 = value;
             }
             "mem_used" => {
-                acc.mem_sum += value;
-                acc.mem_count += 1;
+                acc.mem_entry(sample.timestamp).1 = value;
+            }
+            "mem_total" if value > 0.0 => {
+                acc.mem_entry(sample.timestamp).2 = value;
             }
             _ => {}
         }
     }
 
     pub fn finish(self) -> HashMap<u32, VmUsage> {
+        let window_start = self.window_start;
         self.vms
             .into_iter()
             .map(|(vmid, acc)| {
-                let busy: Vec<f64> = acc
+                let known = |v: f64| (!v.is_nan()).then_some(v);
+                let cpu_series: Vec<SizedSample> = acc
                     .cpu
                     .iter()
                     .filter(|(_, fraction, max)| !fraction.is_nan() && !max.is_nan())
-                    .map(|(_, fraction, max)| fraction * max)
+                    .map(|&(t, fraction, max)| SizedSample {
+                        t,
+                        used: fraction * max,
+                        size: Some(max),
+                    })
                     .collect();
-                (
-                    vmid,
-                    VmUsage {
-                        busy_cpus: mean(&busy),
-                        cpu_samples: busy.len() as u32,
-                        used_mib: (acc.mem_count > 0)
-                            .then(|| acc.mem_sum / f64::from(acc.mem_count) / MIB),
-                        mem_samples: acc.mem_count,
-                    },
-                )
+                let mem_series: Vec<SizedSample> = acc
+                    .mem
+                    .iter()
+                    .filter(|(_, used, _)| !used.is_nan())
+                    .map(|&(t, used, total)| SizedSample {
+                        t,
+                        used: used / MIB,
+                        size: known(total).map(|b| b / MIB),
+                    })
+                    .collect();
+                (vmid, usage_of(cpu_series, mem_series, window_start, 10))
             })
             .collect()
+    }
+}
+
+/// The window's averages (from `window_start`) and the series.
+fn usage_of(
+    mut cpu_series: Vec<SizedSample>,
+    mut mem_series: Vec<SizedSample>,
+    window_start: u64,
+    step_secs: u64,
+) -> VmUsage {
+    cpu_series.sort_by_key(|s| s.t);
+    mem_series.sort_by_key(|s| s.t);
+    let in_window = |series: &[SizedSample]| -> Vec<f64> {
+        series
+            .iter()
+            .filter(|s| s.t >= window_start)
+            .map(|s| s.used)
+            .collect()
+    };
+    let busy = in_window(&cpu_series);
+    let used = in_window(&mem_series);
+    VmUsage {
+        busy_cpus: mean(&busy),
+        cpu_samples: busy.len() as u32,
+        used_mib: mean(&used),
+        mem_samples: used.len() as u32,
+        cpu_series,
+        mem_series,
+        step_secs,
+        window_start,
     }
 }
 
@@ -269,29 +346,102 @@ impl Window {
     }
 }
 
-/// Usage from `rrddata` points (the fallback where `metrics/export` is missing).
-pub fn usage_from_rrd(points: &[RrdPoint], start: u64, end: u64) -> VmUsage {
-    let in_window = points
-        .iter()
-        .filter(|p| p.time.is_some_and(|t| t >= start && t <= end));
-    let mut busy = Vec::new();
-    let mut used = Vec::new();
-    for point in in_window {
+/// Usage from `rrddata` points (the fallback where `metrics/export` is missing): the
+/// averages over `[window_start, end]`, the series from `start`.
+pub fn usage_from_rrd(points: &[RrdPoint], start: u64, window_start: u64, end: u64) -> VmUsage {
+    let mut cpu_series = Vec::new();
+    let mut mem_series = Vec::new();
+    for point in points {
+        let Some(t) = point.time.filter(|t| *t >= start && *t <= end) else {
+            continue;
+        };
         if let (Some(cpu), Some(max)) = (point.cpu, point.maxcpu)
             && let Some(fraction) = cpu_fraction_sample(cpu)
             && max >= 1.0
         {
-            busy.push(fraction * max);
+            cpu_series.push(SizedSample {
+                t,
+                used: fraction * max,
+                size: Some(max),
+            });
         }
         if let Some(mem) = point.mem.filter(|m| m.is_finite() && *m >= 0.0) {
-            used.push(mem);
+            mem_series.push(SizedSample {
+                t,
+                used: mem / MIB,
+                size: point.maxmem.filter(|m| *m > 0.0).map(|m| m / MIB),
+            });
         }
     }
-    VmUsage {
-        busy_cpus: mean(&busy),
-        cpu_samples: busy.len() as u32,
-        used_mib: mean(&used).map(|b| b / MIB),
-        mem_samples: used.len() as u32,
+    usage_of(cpu_series, mem_series, window_start.max(start), 60)
+}
+
+/// How a resource's samples look to a decision against the VM's size now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceView {
+    /// Average use / current size over the window, from samples at the current size only.
+    pub long: Option<f64>,
+    pub long_samples: u32,
+    /// Each sample newer than `after`, oldest first, with the short view at it.
+    pub points: Vec<ViewPoint>,
+    /// The newest sample of any size.
+    pub newest: Option<u64>,
+}
+
+pub use crate::policy::ViewPoint;
+
+/// The view of one resource: only samples at `current` size that are newer than
+/// `valid_from` count (after a resize the new size is judged on its own samples).
+pub fn resource_view(
+    series: &[SizedSample],
+    current: f64,
+    valid_from: u64,
+    after: Option<u64>,
+    short: u64,
+    window_start: u64,
+) -> ResourceView {
+    let newest = series.last().map(|s| s.t);
+    if current <= 0.0 {
+        return ResourceView {
+            newest,
+            ..ResourceView::default()
+        };
+    }
+    // A size differing by less than half a unit is the same (MiB rounding, float vCPUs).
+    let own: Vec<&SizedSample> = series
+        .iter()
+        .filter(|s| s.t > valid_from && s.size.is_none_or(|size| (size - current).abs() < 0.5))
+        .collect();
+    let long: Vec<f64> = own
+        .iter()
+        .filter(|s| s.t >= window_start)
+        .map(|s| s.used)
+        .collect();
+    let mut points = Vec::new();
+    for (i, sample) in own.iter().enumerate() {
+        if after.is_some_and(|a| sample.t <= a) {
+            continue;
+        }
+        let from = sample.t.saturating_sub(short);
+        let recent: Vec<f64> = own[..=i]
+            .iter()
+            .rev()
+            .take_while(|s| s.t > from)
+            .map(|s| s.used)
+            .collect();
+        if let Some(m) = mean(&recent) {
+            points.push(ViewPoint {
+                t: sample.t,
+                sample: sample.used / current,
+                short: m / current,
+            });
+        }
+    }
+    ResourceView {
+        long: mean(&long).map(|m| m / current),
+        long_samples: long.len() as u32,
+        points,
+        newest,
     }
 }
 
@@ -354,7 +504,8 @@ mod tests {
         agg.add(&sample(150, "qemu/102", "mem_used", 1.0));
         agg.add(&sample(150, "lxc/101", "mem_used", 1.0));
         let usage = &agg.finish()[&101];
-        assert_eq!(usage, &VmUsage::default());
+        assert!(!usage.has_samples(), "{usage:?}");
+        assert!(usage.cpu_series.is_empty() && usage.mem_series.is_empty());
         assert_eq!(usage.cpu_fraction(2), None, "no data is unknown, not 0");
     }
 
@@ -377,7 +528,7 @@ mod tests {
             maxmem: None,
             memhost: None,
         };
-        let usage = usage_from_rrd(&[point(120, 1.3), point(180, 0.5)], 100, 200);
+        let usage = usage_from_rrd(&[point(120, 1.3), point(180, 0.5)], 100, 100, 200);
         assert_eq!(usage.cpu_samples, 2);
         assert_eq!(usage.busy_cpus, Some(1.5));
     }
@@ -429,6 +580,41 @@ mod tests {
     }
 
     #[test]
+    fn a_resized_vm_is_judged_on_its_own_samples() {
+        // Pinned at 2 vCPUs until 200, then 4 vCPUs (settle until 230), still pinned.
+        let series: Vec<SizedSample> = (1..=40)
+            .map(|k| {
+                let t = k * 10;
+                let size = if t <= 200 { 2.0 } else { 4.0 };
+                SizedSample {
+                    t,
+                    used: size,
+                    size: Some(size),
+                }
+            })
+            .collect();
+        let view = resource_view(&series, 4.0, 230, None, 60, 100);
+        assert_eq!(
+            view.long,
+            Some(1.0),
+            "the old samples (50 % of 4) do not count"
+        );
+        assert_eq!(view.long_samples, 17, "240..=400");
+        assert_eq!(view.points.first().map(|p| p.t), Some(240));
+        assert!(
+            view.points
+                .iter()
+                .all(|p| p.short == 1.0 && p.sample == 1.0)
+        );
+        assert_eq!(view.newest, Some(400));
+        // Only samples newer than the last run's are points.
+        let view = resource_view(&series, 4.0, 230, Some(380), 60, 100);
+        let times: Vec<u64> = view.points.iter().map(|p| p.t).collect();
+        assert_eq!(times, [390, 400]);
+        assert_eq!(view.points[0].short, 1.0, "the short view still looks back");
+    }
+
+    #[test]
     fn rrd_points_with_gaps_count_only_known_values() {
         let points = vec![
             RrdPoint {
@@ -448,7 +634,7 @@ mod tests {
                 memhost: None,
             },
         ];
-        let usage = usage_from_rrd(&points, 100, 200);
+        let usage = usage_from_rrd(&points, 100, 100, 200);
         assert_eq!(usage.busy_cpus, Some(1.0));
         assert_eq!(usage.cpu_samples, 1);
         assert_eq!(usage.used_mib, Some(512.0));

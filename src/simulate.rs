@@ -216,6 +216,7 @@ fn window_utilisation(
         memory_source: inp.memory_source,
         cpu_samples: if cpu_n > 0 { cpu_n.max(min_samples) } else { 0 },
         memory_samples: if mem_n > 0 { mem_n.max(min_samples) } else { 0 },
+        ..Utilisation::unknown()
     }
 }
 

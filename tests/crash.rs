@@ -180,7 +180,7 @@ fn the_settling_run_reverts_only_its_own_value_and_sends_the_digest() {
 #[test]
 fn killed_after_a_write_that_went_live_the_next_run_records_the_change() {
     let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.95))),
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.95))),
         "[policy.cpu]\nup_after = \"1m\"\ncooldown_up = \"10m\"\n",
     );
     advance_until_a_change_is_due(&env);

@@ -14,7 +14,12 @@ const IDLE_VM: u32 = 102;
 fn env_with_changes_due() -> TestEnv {
     let env = TestEnv::start(
         cluster()
-            .vm(ready_vm(BUSY_VM, "pve1").cpu_load(Pattern::Constant(1.95)))
+            // Busy from 90 s on: the setup run sees 30 s of it (< up_after), the next 90 s.
+            .vm(ready_vm(BUSY_VM, "pve1").cpu_load(Pattern::Step {
+                before: 0.5,
+                after: 1.95,
+                at: 90,
+            }))
             .vm(ready_vm(IDLE_VM, "pve1")
                 .memory_mib(8192)
                 .mem_load(Pattern::Constant(1000.0))),
@@ -24,7 +29,7 @@ fn env_with_changes_due() -> TestEnv {
         env.sim.advance(Duration::from_secs(60));
         assert_eq!(env.run(&["run", "--dry-run"]).code, 0);
     }
-    // One real run starts the breach timers; the next one acts.
+    // One real run starts the breach timers (the busy VM's from its samples); the next acts.
     env.run(&["run"]);
     env.sim.advance(Duration::from_secs(60));
     env

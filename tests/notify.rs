@@ -1100,7 +1100,7 @@ fn texts(rx: &Receiver) -> Vec<String> {
 fn e2e_a_scale_up_is_told_once_and_a_dry_run_only_shows_it() {
     let rx = Receiver::start();
     let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.95))),
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.95))),
         &format!(
             "[policy.cpu]\nup_after = \"1m\"\n\n[policy.memory]\nenabled = false\n\n{}",
             hook_toml(&rx)
@@ -1232,7 +1232,7 @@ fn e2e_a_dead_channel_never_fails_the_run_and_no_secret_shows_anywhere() {
     let dead = dead_port();
     let smtp = SmtpServer::start(SmtpMode::Plain);
     let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.95))),
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.95))),
         "",
     );
     write_private(&env.path("smtp.password"), "Smtp-Pa55word-xyz\n");

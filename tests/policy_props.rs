@@ -258,6 +258,7 @@ proptest! {
                 memory_source: t.source,
                 cpu_samples: t.cpu_samples,
                 memory_samples: t.memory_samples,
+                ..Utilisation::unknown()
             };
             let node = NodeHeadroom {
                 name: "pve1".into(),
@@ -380,6 +381,7 @@ proptest! {
             memory_source: MemorySource::Guest,
             cpu_samples: 100,
             memory_samples: 100,
+            ..Utilisation::unknown()
         };
         let node = NodeHeadroom { cpu: node_cpu, ..NodeHeadroom::unknown("pve1") };
         let mut state = None;
@@ -411,6 +413,7 @@ proptest! {
             memory_source: MemorySource::Guest,
             cpu_samples: if figure.is_none() { samples } else { 50 },
             memory_samples: if figure.is_none() { samples } else { 50 },
+            ..Utilisation::unknown()
         };
         let mut state = None;
         let mut now = T0;

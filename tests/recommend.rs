@@ -266,7 +266,8 @@ fn spikes() {
                 duration: 600,
             })
             .mem_load(Pattern::Constant(2400.0))),
-        "[policy]\nwindow = \"1m\"\n\n[policy.cpu]\nmin = 2\n",
+        // The step of 2 keeps the arithmetic below (a saturated VM wants × 3, bounded by it).
+        "[policy]\nwindow = \"1m\"\n\n[policy.cpu]\nmin = 2\nmax_step_up = 2\n",
     );
 
     // The minute points of an hour H (samples T−50..T): T = H holds one spike sample

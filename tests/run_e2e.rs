@@ -7,7 +7,7 @@ use common::*;
 #[test]
 fn sustained_high_cpu_scales_up_after_up_after_not_before() {
     let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
         "",
     );
     // Default up_after is 2m: the first run sees the breach start, the next waits.
@@ -115,8 +115,8 @@ fn sustained_low_cpu_scales_down_after_down_after_and_never_below_min() {
 fn cooldown_holds_across_runs() {
     // Demand far above any size: each allowed step goes up by max_step_up (2).
     let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(7.9))),
-        "[policy.cpu]\nup_after = \"1m\"\ncooldown_up = \"5m\"\nmax = 8\n",
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(7.9))),
+        "[policy.cpu]\nup_after = \"1m\"\ncooldown_up = \"5m\"\nmax = 8\nmax_step_up = 2\n",
     );
     let mut sizes = Vec::new();
     for _ in 0..12 {
@@ -181,7 +181,7 @@ fn cpu_hotplug_off_is_blocked_with_the_fix_and_no_write() {
         cluster().vm(ready_vm(101, "pve1")
             .hotplug("network,disk,usb")
             .numa(false)
-            .cpu_load(Pattern::Constant(1.95))),
+            .cpu_load(busy_from_start(1.95))),
         "",
     );
     let mut last = None;
@@ -208,7 +208,7 @@ fn vcpus_are_capped_by_sockets_times_cores() {
             .sockets(1)
             .cores(3)
             .vcpus(2)
-            .cpu_load(Pattern::Constant(16.0))),
+            .cpu_load(busy_from_start(16.0))),
         "[policy.cpu]\nup_after = \"1m\"\ncooldown_up = \"1m\"\nmax = 16\n",
     );
     for _ in 0..8 {
@@ -403,7 +403,7 @@ fn locked_template_and_stopped_vms_are_skipped() {
         cluster()
             .vm(ready_vm(101, "pve1")
                 .lock("backup")
-                .cpu_load(Pattern::Constant(1.95)))
+                .cpu_load(busy_from_start(1.95)))
             .vm(ready_vm(102, "pve1").template(true))
             .vm(ready_vm(103, "pve1").status(pvesim::VmStatus::Stopped)),
         "[policy.cpu]\nup_after = \"1m\"\n",
@@ -431,7 +431,7 @@ fn locked_template_and_stopped_vms_are_skipped() {
 
 #[test]
 fn selection_by_tags_pools_and_exclusions_with_overrides() {
-    let busy = Pattern::Constant(1.95);
+    let busy = busy_from_start(1.95);
     let env = TestEnv::start(
         cluster()
             .vm(ready_vm(101, "pve1").cpu_load(busy.clone()))

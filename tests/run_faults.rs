@@ -34,7 +34,7 @@ fn writes_to(env: &TestEnv, vmid: u32) -> Vec<Recorded> {
 /// the second run (one simulated minute after the first) raises its vCPUs.
 fn busy_env() -> TestEnv {
     TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
         "[policy.cpu]\nup_after = \"1m\"\n",
     )
 }
@@ -170,7 +170,7 @@ fn a_concurrent_edit_seen_by_the_task_is_changed_meanwhile_not_a_failure() {
         let env = TestEnv::start(
             cluster()
                 .version(version)
-                .vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+                .vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
             "[policy.cpu]\nup_after = \"1m\"\n",
         );
         assert_eq!(env.run(&["run"]).code, 0);
@@ -270,7 +270,8 @@ fn write_596_after_apply_rereads_and_never_writes_twice() {
         let state: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
         assert_eq!(
-            state["clusters"]["lab"]["101"]["cpu"]["last_change"]["to"], 4,
+            state["clusters"]["lab"]["101"]["cpu"]["last_change"]["to"],
+            env.vcpus(101),
             "{state:#}"
         );
         minute(&env);
@@ -610,9 +611,13 @@ fn missing_memory_privilege_fails_that_vm_and_handles_the_others() {
         // 101: memory 95 % used, CPU comfortable (50 %) → a memory scale-up only.
         .vm(ready_vm(101, "pve1")
             .cpu_load(Pattern::Constant(1.0))
-            .mem_load(Pattern::Constant(3900.0)))
+            .mem_load(Pattern::Step {
+                before: 2000.0,
+                after: 3900.0,
+                at: 0,
+            }))
         // 102: CPU 95 % → a CPU scale-up, which the token may do.
-        .vm(ready_vm(102, "pve1").cpu_load(Pattern::Constant(1.9)));
+        .vm(ready_vm(102, "pve1").cpu_load(busy_from_start(1.9)));
     let env = TestEnv::start(
         builder,
         "[policy.cpu]\nup_after = \"1m\"\n\n[policy.memory]\nup_after = \"1m\"\n",

@@ -26,7 +26,7 @@ fn api_writes(env: &TestEnv) -> Vec<pvesim::Recorded> {
 #[test]
 fn dry_run_writes_nothing_and_leaves_the_state_file_alone() {
     let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
         "[policy.cpu]\nup_after = \"1m\"\n",
     );
     let first = env.run(&["run"]);
@@ -51,7 +51,7 @@ fn dry_run_writes_nothing_and_leaves_the_state_file_alone() {
     assert!(dry.stdout.contains("dry run"), "{}", dry.stdout);
     let text = squash(&dry.stdout);
     assert!(
-        text.contains("up 2 → 4 vCPUs"),
+        text.contains("up 2 → 6 vCPUs"),
         "the planned change:\n{}",
         dry.stdout
     );
@@ -65,7 +65,7 @@ fn dry_run_writes_nothing_and_leaves_the_state_file_alone() {
     assert_eq!(report["summary"]["changed"], 0);
     let vm = vm_json(&report, 101);
     assert_eq!(vm["cpu"]["action"], "up", "{vm:#}");
-    assert_eq!(vm["cpu"]["to"], 4, "{vm:#}");
+    assert_eq!(vm["cpu"]["to"], 6, "{vm:#}");
     assert!(vm["cpu"]["outcome"].is_null(), "nothing applied: {vm:#}");
     assert!(api_writes(&env).is_empty());
     assert_eq!(std::fs::read(env.state_file()).unwrap(), before);
@@ -74,7 +74,7 @@ fn dry_run_writes_nothing_and_leaves_the_state_file_alone() {
     let real = env.run(&["run"]);
     assert_eq!(real.code, 0, "{}", real.all_output());
     env.sim.wait_tasks(Duration::from_secs(5));
-    assert_eq!(env.vcpus(101), 4, "{}", real.all_output());
+    assert_eq!(env.vcpus(101), 6, "{}", real.all_output());
     assert!(!api_writes(&env).is_empty());
     assert_ne!(std::fs::read(env.state_file()).unwrap(), before);
 }
@@ -82,7 +82,7 @@ fn dry_run_writes_nothing_and_leaves_the_state_file_alone() {
 #[test]
 fn dry_run_without_a_state_file_creates_none() {
     let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
         "",
     );
     let dry = env.run(&["run", "--dry-run"]);
@@ -366,7 +366,7 @@ fn missing_config_file_exits_78() {
 
 #[test]
 fn locked_template_and_stopped_vms_are_skipped() {
-    let busy = |vmid| ready_vm(vmid, "pve1").cpu_load(Pattern::Constant(1.9));
+    let busy = |vmid| ready_vm(vmid, "pve1").cpu_load(busy_from_start(1.9));
     let env = TestEnv::start(
         cluster()
             .vm(busy(101))
@@ -504,7 +504,7 @@ fn dry_run_and_status_change_no_file_at_all() {
     // A state directory as a real run leaves it, with a change due, a corrupt state file (a
     // real run would set it aside) and a metrics file configured.
     let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.9))),
+        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
         "[policy.cpu]\nup_after = \"1m\"\n",
     );
     let config = std::fs::read_to_string(env.config_path()).expect("config");

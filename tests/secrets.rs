@@ -32,7 +32,7 @@ fn env() -> TestEnv {
     let env = TestEnv::start(
         cluster()
             .user("admin@pam", PASSWORD, Privs::pvescale())
-            .vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.95)))
+            .vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.95)))
             .vm(ready_vm(102, "pve1")
                 .memory_mib(8192)
                 .mem_load(Pattern::Constant(900.0))),

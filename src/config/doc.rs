@@ -460,7 +460,7 @@ pub const SECTIONS: &[Section] = &[
             "\"15m\"",
             "\"3m\"",
             "\"15m\"",
-            "2",
+            "4",
             "1",
             "4",
             "The smallest size pvescale sets; at least 1.",

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::memory_source;
+use crate::metrics::{self, SizedSample};
+use crate::policy::SampleView;
 use crate::units::MIB;
 
 /// How long what we learned from a VM's config is trusted without reading it again.
@@ -128,10 +130,15 @@ pub(super) fn facts_from_config(
     facts
 }
 
+/// Utilisation against the VM's size now: the window's figure and the samples behind it,
+/// counting only samples of the current size from `SETTLE_SECS` after the resource's last
+/// change (the new size is judged on its own samples), and, for breaches, only those newer
+/// than the last run observed.
 pub(super) fn utilisation(
     usage: Option<&VmUsage>,
     facts: &VmFacts,
     source: MemorySource,
+    prev: Option<&VmState>,
 ) -> Utilisation {
     let Some(usage) = usage else {
         return Utilisation {
@@ -139,12 +146,38 @@ pub(super) fn utilisation(
             ..Utilisation::unknown()
         };
     };
+    let window_start = usage.window_start;
+    let view = |resource: Resource, series: &[SizedSample], size: f64| {
+        let rs = prev.map(|p| p.resource(resource));
+        let valid_from = rs
+            .and_then(|r| r.last_change.as_ref())
+            .map_or(0, |c| c.at + policy::SETTLE_SECS);
+        let after = rs.and_then(|r| r.observed_at);
+        metrics::resource_view(
+            series,
+            size,
+            valid_from,
+            after,
+            policy::SHORT_VIEW_SECS,
+            window_start,
+        )
+    };
+    let cpu = view(Resource::Cpu, &usage.cpu_series, f64::from(facts.vcpus));
+    let memory = view(Resource::Memory, &usage.mem_series, facts.memory_mib as f64);
     Utilisation {
-        cpu: usage.cpu_fraction(u64::from(facts.vcpus)),
-        memory: usage.memory_fraction(facts.memory_mib),
+        cpu: cpu.long,
+        memory: memory.long,
         memory_source: source,
-        cpu_samples: usage.cpu_samples,
-        memory_samples: usage.mem_samples,
+        cpu_samples: cpu.long_samples,
+        memory_samples: memory.long_samples,
+        cpu_view: SampleView {
+            points: cpu.points,
+            step_secs: usage.step_secs,
+        },
+        memory_view: SampleView {
+            points: memory.points,
+            step_secs: usage.step_secs,
+        },
     }
 }
 

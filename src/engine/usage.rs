@@ -9,6 +9,20 @@ use super::*;
 /// How long a cluster without `metrics/export` goes before the export is probed again.
 const EXPORT_REPROBE_SECS: u64 = 3600;
 
+/// How far back samples are read at most: what `metrics/export` keeps (180 old generations
+/// of pvestatd's 10 s loop). Samples older than the previous run's newest are read so that no
+/// minute goes unwatched, whatever the timer's interval or jitter, up to this.
+pub(super) const LOOKBACK_LIMIT_SECS: u64 = 1800;
+
+/// The first second to read: the window, or further back to just before the samples the
+/// previous run saw last (`since`, less the short view that the first new sample needs).
+fn read_from(window_start: u64, since: Option<u64>, now: u64) -> u64 {
+    let wanted = since.map_or(window_start, |t| {
+        window_start.min(t.saturating_sub(policy::SHORT_VIEW_SECS))
+    });
+    wanted.max(now.saturating_sub(LOOKBACK_LIMIT_SECS))
+}
+
 /// What this run learned about the cluster's `metrics/export`.
 pub(super) enum ExportAvailability {
     Available,
@@ -41,6 +55,7 @@ pub(super) fn read_usage(
     window: Duration,
     min_samples: u32,
     now: u64,
+    since: Option<u64>,
     export_unavailable_since: Option<u64>,
 ) -> UsageRead {
     let running: Vec<&VmResource> = managed
@@ -67,8 +82,10 @@ pub(super) fn read_usage(
         read.export = ExportAvailability::Unavailable(since);
         "metrics/export unavailable on this cluster (checked again hourly)".to_string()
     } else {
-        let start = export_window.start(now);
-        let mut aggregator = WindowAggregator::new(start, now, running.iter().map(|vm| vm.vmid));
+        let window_start = export_window.start(now);
+        let start = read_from(window_start, since, now);
+        let mut aggregator = WindowAggregator::new(start, now, running.iter().map(|vm| vm.vmid))
+            .with_window_start(window_start);
         match client.metrics_export(start, |sample| aggregator.add(&sample)) {
             Ok(count) => {
                 read.export = ExportAvailability::Available;
@@ -76,7 +93,15 @@ pub(super) fn read_usage(
                 push_widened(&mut read, &export_window);
                 let nodes_seen = aggregator.nodes_seen().clone();
                 read.usage = aggregator.finish();
-                fill_gaps(client, &running, &nodes_seen, &rrd_window, now, &mut read);
+                fill_gaps(
+                    client,
+                    &running,
+                    &nodes_seen,
+                    &rrd_window,
+                    now,
+                    since,
+                    &mut read,
+                );
                 return read;
             }
             Err(e) => match e.kind {
@@ -97,7 +122,7 @@ pub(super) fn read_usage(
         client.cluster(),
         running.len()
     );
-    read.usage = read_rrddata(client, &running, &rrd_window, now);
+    read.usage = read_rrddata(client, &running, &rrd_window, now, since);
     read.source = format!("rrddata per VM ({fallback_reason})");
     push_widened(&mut read, &rrd_window);
     read
@@ -112,6 +137,7 @@ fn fill_gaps(
     nodes_seen: &BTreeSet<String>,
     rrd_window: &Window,
     now: u64,
+    since: Option<u64>,
     read: &mut UsageRead,
 ) {
     let lacking: Vec<&VmResource> = running
@@ -144,7 +170,7 @@ fn fill_gaps(
         }
     );
     read.usage
-        .extend(read_rrddata(client, &lacking, rrd_window, now));
+        .extend(read_rrddata(client, &lacking, rrd_window, now, since));
     read.source.push_str(&format!(
         "; rrddata for the {} VMs it lacked",
         lacking.len()
@@ -174,12 +200,14 @@ fn read_rrddata(
     vms: &[&VmResource],
     window: &Window,
     now: u64,
+    since: Option<u64>,
 ) -> HashMap<u32, VmUsage> {
-    let start = window.start(now);
+    let window_start = window.start(now);
+    let start = read_from(window_start, since, now);
     let results = map_bounded(vms, DEFAULT_PARALLELISM, |vm| {
         client
             .rrddata(&vm.node, vm.vmid, Timeframe::Hour, Consolidation::Average)
-            .map(|points| usage_from_rrd(&points, start, now))
+            .map(|points| usage_from_rrd(&points, start, window_start, now))
     });
     let mut usage = HashMap::new();
     for (vm, result) in vms.iter().zip(results) {

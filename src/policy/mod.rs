@@ -37,6 +37,10 @@ pub const MAX_PLAUSIBLE_UTILISATION: f64 = 1.5;
 /// longer gap nobody watched, so the breach starts again.
 pub const MIN_BREACH_GAP_SECS: u64 = 120;
 
+/// Between two samples, a gap longer than three of the source's steps, and at least this,
+/// ends a breach: samples nobody saw.
+pub const MIN_SAMPLE_GAP_SECS: u64 = 60;
+
 /// Decide what to do with one VM, and the VM's new state.
 ///
 /// Pure: the same inputs give the same outputs. `prev` is `None` for a VM never seen before.
@@ -125,6 +129,14 @@ impl Ctx<'_> {
         }
     }
 
+    /// The samples of this resource, if the caller has them.
+    fn view(&self) -> &SampleView {
+        match self.res {
+            Resource::Cpu => &self.util.cpu_view,
+            Resource::Memory => &self.util.memory_view,
+        }
+    }
+
     /// The utilisation fraction (clamped to 1), or why it is unknown.
     fn reading(&self) -> Result<f64, String> {
         let (figure, samples) = match self.res {
@@ -179,6 +191,11 @@ fn decide_resource(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
         }
     }
 
+    let view = ctx.view();
+    if !view.points.is_empty() {
+        return decide_on_samples(ctx, rs, view);
+    }
+
     let frac = match ctx.reading() {
         Ok(frac) => frac,
         Err(why) => {
@@ -198,23 +215,80 @@ fn decide_resource(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
     rs.observed_at = Some(ctx.now);
 
     let pct = frac * 100.0;
-    let (low, high) = (ctx.rp.low, ctx.rp.high);
-    if pct > high {
-        scale_up(ctx, rs, frac)
-    } else if pct < low {
+    if pct > ctx.rp.high {
+        scale_up(ctx, rs, frac, ctx.now)
+    } else if pct < ctx.rp.low {
         scale_down(ctx, rs, frac)
     } else {
         rs.reset_breach();
-        ctx.make(
-            Action::Keep,
-            format!(
-                "{name} {}% within {}-{}%: keep",
-                round_pct(pct),
-                num(low),
-                num(high)
-            ),
-        )
+        within_band(ctx, frac)
     }
+}
+
+/// The decision measured on the samples' own timestamps: a scale-up needs the short view
+/// above `high` on every sample for `up_after` (quick up); a scale-down needs the window
+/// below `low` for `down_after`, and any sample above `high` ends that (slow down). Samples
+/// are taken up where the last run left off; more than a few missing in a row end a breach.
+fn decide_on_samples(ctx: &Ctx<'_>, rs: &mut ResourceState, view: &SampleView) -> ResourceDecision {
+    let (name, rp) = (ctx.name(), ctx.rp);
+    let step = view.step_secs.max(1);
+    let max_gap = (3 * step).max(MIN_SAMPLE_GAP_SECS);
+    for point in &view.points {
+        let t = point.t;
+        if rs.observed_at.is_some_and(|seen| t <= seen) {
+            continue;
+        }
+        if rs.observed_at.is_some_and(|seen| t - seen > max_gap) {
+            rs.reset_breach();
+        }
+        // A breach starts with the first sample above `high` (each sample covers the
+        // `step` seconds before its timestamp) and lasts while the short view stays above
+        // it: quick to notice, not ended by one low sample.
+        if point.sample * 100.0 > rp.high {
+            rs.above_since.get_or_insert(t.saturating_sub(step));
+            rs.below_since = None;
+        } else if point.short * 100.0 <= rp.high {
+            rs.above_since = None;
+        }
+        rs.observed_at = Some(t);
+    }
+    let Some(newest) = view.points.last() else {
+        return ctx.make(Action::Keep, format!("{name}: no data: keep"));
+    };
+    // The figure the decision states and sizes on: the short view, or the newest sample
+    // where that alone keeps the breach alive.
+    let (newest, short) = if newest.short * 100.0 > rp.high {
+        (newest.t, newest.short)
+    } else {
+        (newest.t, newest.short.max(newest.sample))
+    };
+    if rs.above_since.is_some() {
+        return scale_up(ctx, rs, short.min(1.0), newest);
+    }
+    match ctx.reading() {
+        Ok(long) if long * 100.0 < rp.low => scale_down(ctx, rs, long),
+        Ok(long) => {
+            rs.below_since = None;
+            within_band(ctx, long.max(short.min(1.0)))
+        }
+        Err(why) => {
+            rs.below_since = None;
+            ctx.make(Action::Keep, format!("{name}: {why} in the window: keep"))
+        }
+    }
+}
+
+fn within_band(ctx: &Ctx<'_>, frac: f64) -> ResourceDecision {
+    ctx.make(
+        Action::Keep,
+        format!(
+            "{} {}% within {}-{}%: keep",
+            ctx.name(),
+            round_pct(frac * 100.0),
+            num(ctx.rp.low),
+            num(ctx.rp.high)
+        ),
+    )
 }
 
 /// The checks between "the breach held long enough" and sizing, the same for both
@@ -279,8 +353,9 @@ fn gate(
     Ok(head)
 }
 
-fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecision {
-    let (name, rp, now) = (ctx.name(), ctx.rp, ctx.now);
+/// `at`: when the breach is measured to (the newest sample, or the run's time).
+fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64, at: u64) -> ResourceDecision {
+    let (name, rp) = (ctx.name(), ctx.rp);
     rs.below_since = None;
     if ctx.res == Resource::Memory && ctx.util.memory_source != MemorySource::Guest {
         // A host-side figure counts what the guest ever touched (page cache included): it
@@ -296,8 +371,8 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecisio
             ),
         );
     }
-    let since = *rs.above_since.get_or_insert(now);
-    let held = now.saturating_sub(since);
+    let since = *rs.above_since.get_or_insert(at);
+    let held = at.saturating_sub(since);
     let head = format!(
         "{name} {} > {}% for {}",
         pct_against(frac * 100.0, rp.high),

@@ -40,7 +40,7 @@ pub(super) fn size_cpu_up(ctx: &Ctx<'_>, frac: f64) -> Sized<(BlockedBy, String)
         };
         return Err((by, why));
     }
-    let wanted = ceil_units(frac * c as f64 / ctx.target());
+    let wanted = wanted_up(ctx, frac, c);
     let step = ctx.rp.max_step_up.max(1);
     Ok(wanted.max(c + 1).min(c.saturating_add(step)).min(upper))
 }
@@ -97,7 +97,7 @@ pub(super) fn size_memory_up(ctx: &Ctx<'_>, frac: f64) -> Sized<(BlockedBy, Stri
         return Err((by, why));
     }
     let upper = c.saturating_add(ctx.rp.max_step_up.max(1)).min(hard);
-    let wanted = ceil_units(frac * c as f64 / ctx.target());
+    let wanted = wanted_up(ctx, frac, c);
     let t = wanted.max(c + 1).min(upper);
     let mut to = match dimm::round_up(t) {
         Some(up) if up <= upper => up,
@@ -213,4 +213,14 @@ pub(super) fn host_guard(ctx: &Ctx<'_>, from: u64, to: u64) -> Option<String> {
         }
     }
     None
+}
+
+/// The size a scale-up aims at: toward the target; or, for a resource pinned at its size,
+/// which shows no demand beyond it, the size times `saturated_factor`.
+fn wanted_up(ctx: &Ctx<'_>, frac: f64, current: u64) -> u64 {
+    if frac >= SATURATED {
+        ceil_units(current as f64 * ctx.rp.saturated_factor.max(1.0))
+    } else {
+        ceil_units(frac * current as f64 / ctx.target())
+    }
 }

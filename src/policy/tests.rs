@@ -28,6 +28,7 @@ fn util(cpu: f64, memory: f64) -> Utilisation {
         memory_source: MemorySource::Guest,
         cpu_samples: 30,
         memory_samples: 30,
+        ..Utilisation::unknown()
     }
 }
 
@@ -312,7 +313,8 @@ fn sizes_toward_the_target() {
 
 #[test]
 fn steps_bound_the_change() {
-    let p = Policy::default();
+    let mut p = Policy::default();
+    p.cpu.max_step_up = 2;
     let f = VmFacts {
         vcpus: 4,
         ..facts()
@@ -321,7 +323,7 @@ fn steps_bound_the_change() {
     assert_eq!(
         d.cpu.action,
         Action::Up { from: 4, to: 6 },
-        "wanted 8, step 2"
+        "wanted 12 (saturated: × 3), step 2"
     );
     let (d, _) = hold(&p, &f, &util(0.05, 0.6), &node(), None, T0, T0 + 15 * MIN);
     assert_eq!(
@@ -438,14 +440,18 @@ fn vcpus_stay_within_sockets_times_cores() {
         ..facts()
     };
     let (d, _) = hold(&p, &f, &util(1.0, 0.6), &node(), None, T0, T0 + 2 * MIN);
-    assert_eq!(d.cpu.action, Action::Up { from: 4, to: 6 });
+    assert_eq!(
+        d.cpu.action,
+        Action::Up { from: 4, to: 8 },
+        "saturated: × 3, step 4, policy max 8"
+    );
 }
 
 #[test]
 fn memory_up_lands_on_the_grid_rounded_up() {
     let p = Policy::default();
-    // 4096 at 95 %: 3891 in use / 62.5 % = 6226 → grid up 6656.
-    let (d, _) = hold(&p, &facts(), &util(0.5, 0.95), &node(), None, T0, T0 + MIN);
+    // 4096 at 94 % (not saturated): 3850 in use / 62.5 % = 6160 → grid up 6656.
+    let (d, _) = hold(&p, &facts(), &util(0.5, 0.94), &node(), None, T0, T0 + MIN);
     assert_eq!(
         d.memory.action,
         Action::Up {
@@ -455,7 +461,7 @@ fn memory_up_lands_on_the_grid_rounded_up() {
     );
     assert_eq!(
         d.memory.reason,
-        "memory 95% > 85% for 1m (needs 1m): 4096 → 6656 MiB"
+        "memory 94% > 85% for 1m (needs 1m): 4096 → 6656 MiB"
     );
     // Above 17408 the grid steps by 1024: 17408 at 90 % → 25068 → step 4096 → 21504.
     let mut p = Policy::default();
@@ -767,7 +773,8 @@ fn memory_needs_hotplug_and_numa() {
 
 #[test]
 fn unknown_envelope_neither_blocks_nor_bounds_and_the_second_call_decides() {
-    let p = Policy::default();
+    let mut p = Policy::default();
+    p.cpu.max_step_up = 2;
     let phase1 = VmFacts::new(101, "pve1", 2, 4096);
     let (d1, s1) = hold(
         &p,
@@ -991,6 +998,7 @@ fn reserving_memory_guards_the_next_vm() {
 fn cooldown_up_after_any_change() {
     let mut p = Policy::default(); // cooldown_up 3m
     p.cpu.up_after = Duration::from_secs(60);
+    p.cpu.max_step_up = 2;
     let (d, mut s) = hold(&p, &facts(), &util(1.0, 0.6), &node(), None, T0, T0 + MIN);
     assert_eq!(d.cpu.action, Action::Up { from: 2, to: 4 });
     s.record_change(Resource::Cpu, Direction::Up, 2, 4, T0 + MIN);
@@ -1341,5 +1349,183 @@ fn durations_and_percentages_read_well() {
     assert_eq!(
         Action::Blocked(BlockedBy::HostGuard).to_string(),
         "blocked (host guard)"
+    );
+}
+
+// --- breaches measured on the samples' own timestamps -----------------------------------------
+
+/// A CPU utilisation whose samples (every 10 s, fraction of the size) are `f(t)` for
+/// `t` in `(from, to]`, as a run at `to` reads them; the window figure is their mean.
+fn sampled(from: u64, to: u64, f: impl Fn(u64) -> f64) -> Utilisation {
+    let mut points = Vec::new();
+    let mut t = from + 10;
+    while t <= to {
+        let sample = f(t);
+        let recent: Vec<f64> = (0..6)
+            .map(|k| t.saturating_sub(k * 10))
+            .filter(|s| *s > from)
+            .map(&f)
+            .collect();
+        let short = recent.iter().sum::<f64>() / recent.len() as f64;
+        points.push(ViewPoint { t, sample, short });
+        t += 10;
+    }
+    let mean = points.iter().map(|p| p.sample).sum::<f64>() / points.len().max(1) as f64;
+    Utilisation {
+        cpu: Some(mean),
+        memory: Some(0.6),
+        memory_source: MemorySource::Guest,
+        cpu_samples: points.len() as u32,
+        memory_samples: 30,
+        cpu_view: SampleView {
+            points,
+            step_secs: 10,
+        },
+        ..Utilisation::unknown()
+    }
+}
+
+#[test]
+fn a_run_that_starts_mid_breach_acts_on_the_breach_the_samples_show() {
+    let p = Policy::default(); // up_after 2m
+    // Saturated since T0; the first run ever, at T0 + 2m, sees it all.
+    let u = sampled(
+        T0 - 5 * MIN,
+        T0 + 2 * MIN,
+        |t| if t > T0 { 1.0 } else { 0.5 },
+    );
+    let (d, s) = once(&p, &facts(), &u, None, T0 + 2 * MIN);
+    assert_eq!(
+        d.cpu.action,
+        Action::Up { from: 2, to: 6 },
+        "{}",
+        d.cpu.reason
+    );
+    assert_eq!(
+        s.cpu.above_since,
+        Some(T0),
+        "from the first sample above, less its 10 s"
+    );
+    // A minute earlier it was only 1 minute: waiting.
+    let u = sampled(T0 - 5 * MIN, T0 + MIN, |t| if t > T0 { 1.0 } else { 0.5 });
+    let (d, _) = once(&p, &facts(), &u, None, T0 + MIN);
+    assert_eq!(d.cpu.action, Action::Keep, "{}", d.cpu.reason);
+}
+
+#[test]
+fn runs_far_apart_lose_nothing_while_the_samples_are_continuous() {
+    let mut p = Policy {
+        window: Duration::from_secs(60),
+        ..Policy::default()
+    };
+    p.cpu.up_after = Duration::from_secs(5 * MIN);
+    let busy = |t: u64| if t > T0 { 1.0 } else { 0.5 };
+    // Runs 121 s apart (the legacy gap limit was max(window, 120 s)): the samples in between
+    // are read, so the breach goes on.
+    let mut state = None;
+    let mut last = T0 - 5 * MIN;
+    let mut acted = None;
+    for now in [T0 + 121, T0 + 242, T0 + 363] {
+        let u = sampled(last.min(now - 60), now, busy);
+        let (d, s) = once(&p, &facts(), &u, state.as_ref(), now);
+        if d.cpu.is_change() {
+            acted = Some(now);
+        }
+        state = Some(s);
+        last = now;
+    }
+    assert_eq!(
+        acted,
+        Some(T0 + 363),
+        "5 minutes of samples: acts at the run after"
+    );
+}
+
+#[test]
+fn one_low_sample_does_not_end_a_breach_but_a_gap_in_the_samples_does() {
+    let p = Policy::default();
+    // One 10 s dip at T0 + 60: the short view stays above 80 %.
+    let u = sampled(T0 - MIN, T0 + 2 * MIN, |t| {
+        if t == T0 + 60 {
+            0.1
+        } else if t > T0 {
+            1.0
+        } else {
+            0.5
+        }
+    });
+    let (d, _) = once(&p, &facts(), &u, None, T0 + 2 * MIN);
+    assert!(d.cpu.is_change(), "{}", d.cpu.reason);
+    // No sample for 2 minutes in the middle: nobody saw those minutes.
+    let mut u = sampled(T0 - MIN, T0 + 4 * MIN, |t| if t > T0 { 1.0 } else { 0.5 });
+    u.cpu_view
+        .points
+        .retain(|p| p.t <= T0 + MIN || p.t > T0 + 3 * MIN);
+    let (d, s) = once(&p, &facts(), &u, None, T0 + 4 * MIN);
+    assert_eq!(d.cpu.action, Action::Keep, "{}", d.cpu.reason);
+    assert_eq!(
+        s.cpu.above_since,
+        Some(T0 + 3 * MIN),
+        "restarted after the gap"
+    );
+}
+
+#[test]
+fn a_spike_shorter_than_up_after_changes_nothing_and_ends_a_scale_down_breach() {
+    let mut p = Policy::default();
+    p.cpu.down_after = Duration::from_secs(10 * MIN);
+    // Idle, with a 1-minute spike to 100 % at T0 + 5m.
+    let f = |t: u64| {
+        if t > T0 + 5 * MIN && t <= T0 + 6 * MIN {
+            1.0
+        } else {
+            0.1
+        }
+    };
+    let mut state = None;
+    for minute in 1..=12 {
+        let now = T0 + minute * MIN;
+        let u = sampled(now - 5 * MIN, now, f);
+        let (d, s) = once(&p, &facts(), &u, state.as_ref(), now);
+        assert!(!d.cpu.is_change(), "minute {minute}: {}", d.cpu.reason);
+        state = Some(s);
+    }
+    let s = state.expect("state");
+    assert!(
+        s.cpu.below_since.is_some_and(|t| t > T0 + 6 * MIN),
+        "the spike restarted the scale-down breach: {:?}",
+        s.cpu.below_since
+    );
+}
+
+#[test]
+fn a_saturated_resource_steps_up_by_its_factor_within_the_bounds() {
+    let mut p = Policy::default();
+    let f = VmFacts {
+        vcpus: 2,
+        ..facts()
+    };
+    let (d, _) = hold(&p, &f, &util(1.0, 0.6), &node(), None, T0, T0 + 2 * MIN);
+    assert_eq!(d.cpu.action, Action::Up { from: 2, to: 6 }, "× 3");
+    // Below SATURATED: toward the target (0.9 × 2 / 0.525 = 3.4 → 4).
+    let (d, _) = hold(&p, &f, &util(0.9, 0.6), &node(), None, T0, T0 + 2 * MIN);
+    assert_eq!(d.cpu.action, Action::Up { from: 2, to: 4 });
+    // Bounded by max_step_up and max.
+    p.cpu.max_step_up = 1;
+    let (d, _) = hold(&p, &f, &util(1.0, 0.6), &node(), None, T0, T0 + 2 * MIN);
+    assert_eq!(d.cpu.action, Action::Up { from: 2, to: 3 });
+    p.cpu.max_step_up = 8;
+    p.cpu.max = 5;
+    let (d, _) = hold(&p, &f, &util(1.0, 0.6), &node(), None, T0, T0 + 2 * MIN);
+    assert_eq!(d.cpu.action, Action::Up { from: 2, to: 5 });
+    // Memory pinned at its size with the guest's own figure: × 1.5 (4096 → 6144).
+    let p = Policy::default();
+    let (d, _) = hold(&p, &facts(), &util(0.5, 0.99), &node(), None, T0, T0 + MIN);
+    assert_eq!(
+        d.memory.action,
+        Action::Up {
+            from: 4096,
+            to: 6144
+        }
     );
 }

@@ -48,6 +48,10 @@ pub struct ResourcePolicy {
     pub max_step_up: u64,
     /// Largest single shrink (vCPUs or MiB).
     pub max_step_down: u64,
+    /// A resource pinned at its size (utilisation at or above [`SATURATED`]) wants more by an
+    /// unknown amount: it grows by this factor (then bounded by `max_step_up`, `max` and the
+    /// live envelope) instead of toward `target`.
+    pub saturated_factor: f64,
 }
 
 /// Guard on the VM's own node, applied to scale-ups only.
@@ -94,8 +98,11 @@ impl Default for Policy {
                 down_after: minute(15),
                 cooldown_up: minute(3),
                 cooldown_down: minute(15),
-                max_step_up: 2,
+                // Quick up (as Kubernetes' HPA): a VM pinned at 2 vCPUs goes to 6 at once;
+                // idle vCPUs cost little, a starved VM costs latency.
+                max_step_up: 4,
                 max_step_down: 1,
+                saturated_factor: 3.0,
             },
             memory: ResourcePolicy {
                 enabled: true,
@@ -112,6 +119,8 @@ impl Default for Policy {
                 cooldown_down: minute(30),
                 max_step_up: 4 * MIB_PER_GIB,
                 max_step_down: MIB_PER_GIB,
+                // Memory is dearer than vCPUs: half again.
+                saturated_factor: 1.5,
             },
             memory_margin: 15.0,
             backoff: minute(60),
@@ -270,6 +279,36 @@ impl VmFacts {
     }
 }
 
+/// Utilisation at or above this (a fraction of the size) is a resource pinned at its size.
+pub const SATURATED: f64 = 0.95;
+
+/// The short view scale-ups look at: the average of the last minute's samples.
+pub const SHORT_VIEW_SECS: u64 = 60;
+
+/// After a change, samples of the new size count from this long after it (the guest brings
+/// new vCPUs and memory online).
+pub const SETTLE_SECS: u64 = 30;
+
+/// One sample as the decision sees it: its own figure and the short view at it (the last
+/// minute's average), both fractions of the current size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewPoint {
+    pub t: u64,
+    pub sample: f64,
+    pub short: f64,
+}
+
+/// A resource's samples as the decision sees them (empty where the caller has no samples,
+/// only a window figure: then each call is one observation at its `now`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SampleView {
+    /// The samples newer than the last one observed, oldest first, from samples of the
+    /// current size only.
+    pub points: Vec<ViewPoint>,
+    /// Seconds each sample covers (10 for `metrics/export`, 60 for `rrddata`).
+    pub step_secs: u64,
+}
+
 /// Utilisation over the policy window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Utilisation {
@@ -282,6 +321,9 @@ pub struct Utilisation {
     pub cpu_samples: u32,
     /// Memory samples behind `memory`.
     pub memory_samples: u32,
+    /// The samples behind the figures, for breaches measured on their own timestamps.
+    pub cpu_view: SampleView,
+    pub memory_view: SampleView,
 }
 
 impl Utilisation {
@@ -293,6 +335,8 @@ impl Utilisation {
             memory_source: MemorySource::Unknown,
             cpu_samples: 0,
             memory_samples: 0,
+            cpu_view: SampleView::default(),
+            memory_view: SampleView::default(),
         }
     }
 }

@@ -55,6 +55,16 @@ pub fn ready_vm(vmid: u32, node: &str) -> VmSpec {
         .tags(&["autoscale"])
 }
 
+/// CPU demand of `cores` from the simulation's start on (half a core before it): the samples
+/// Proxmox keeps from before the first run do not already hold the breach.
+pub fn busy_from_start(cores: f64) -> Pattern {
+    Pattern::Step {
+        before: 0.5,
+        after: cores,
+        at: 0,
+    }
+}
+
 /// A builder with one node and the pvescale token.
 pub fn cluster() -> SimBuilder {
     Sim::builder()
