@@ -108,6 +108,7 @@ pub fn process_cluster(
 
     let mut plans: Vec<VmPlan> = managed.iter().map(|vm| pass.plan(vm)).collect();
     pass.refine(&mut plans);
+    pass.watch_data(&mut plans);
     if mode.writes() {
         pass.apply(&mut plans, state, &name, timing, checkpoint, &mut report);
     }
@@ -286,6 +287,7 @@ impl Pass<'_> {
             config: None,
             error: None,
             notes: Vec::new(),
+            data_age: None,
             outcome: Vec::new(),
         }
     }
@@ -367,6 +369,44 @@ impl Pass<'_> {
                     // Without the config nothing is changed; keep the timers of phase 1.
                     plan.decision = no_change(&plan.decision, "config could not be read: keep");
                 }
+            }
+        }
+    }
+
+    /// How old each running VM's newest sample is: older than `stale_after`, pvescale is
+    /// blind for that VM, and the run says so as a failure (exit 3, a `failed` notification)
+    /// instead of keeping it quietly.
+    fn watch_data(&self, plans: &mut [VmPlan]) {
+        for plan in plans {
+            if plan.facts.status != VmStatus::Running || self.down.contains_key(&plan.resource.node)
+            {
+                continue;
+            }
+            let prev = self.previous.get(&plan.resource.vmid);
+            let newest = self
+                .usage
+                .get(&plan.resource.vmid)
+                .and_then(VmUsage::newest)
+                .max(prev.and_then(|s| s.data_at));
+            plan.state.data_at = newest;
+            plan.state.no_data_since = match newest {
+                Some(_) => None,
+                None => Some(prev.and_then(|s| s.no_data_since).unwrap_or(self.now)),
+            };
+            let Some(since) = newest.or(plan.state.no_data_since) else {
+                continue;
+            };
+            let age = self.now.saturating_sub(since);
+            plan.data_age = Some(age);
+            let limit = plan.policy.stale_after.as_secs();
+            if age > limit && plan.error.is_none() {
+                plan.error = Some(format!(
+                    "no usable metrics for {} (stale_after {}): pvescale cannot see this VM's \
+                     load; check the metrics source above and pvestatd on node {}",
+                    policy::fmt_duration(age),
+                    policy::fmt_duration(limit),
+                    plan.resource.node
+                ));
             }
         }
     }
@@ -524,6 +564,8 @@ struct VmPlan {
     error: Option<String>,
     /// Things worth telling that are not a decision (an earlier write settled, ...).
     notes: Vec<String>,
+    /// Seconds since the VM's newest metrics sample (running VMs).
+    data_age: Option<u64>,
     /// Per resource: what happened to its change.
     outcome: Vec<(Resource, crate::record::WriteOutcome)>,
 }

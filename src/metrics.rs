@@ -63,6 +63,12 @@ impl VmUsage {
         self.cpu_samples > 0 || self.mem_samples > 0
     }
 
+    /// The newest sample of either resource.
+    pub fn newest(&self) -> Option<u64> {
+        let last = |series: &[SizedSample]| series.last().map(|s| s.t);
+        last(&self.cpu_series).max(last(&self.mem_series))
+    }
+
     /// CPU as a fraction of `vcpus` (the VM's current count).
     pub fn cpu_fraction(&self, vcpus: u64) -> Option<f64> {
         let busy = self.busy_cpus?;

@@ -206,6 +206,9 @@ pub struct VmReport {
     pub memory: ResourceReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Seconds since the VM's newest metrics sample (running VMs on reachable nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_age_secs: Option<u64>,
     /// Things worth telling that are not a decision (an interrupted write settled, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,

@@ -468,6 +468,7 @@ fn vm(vmid: u32) -> VmReport {
         cpu: resource(ActionKind::Keep),
         memory: resource(ActionKind::Keep),
         error: None,
+        data_age_secs: Some(20),
         notes: Vec::new(),
         failed: false,
     }

@@ -654,3 +654,64 @@ fn missing_memory_privilege_fails_that_vm_and_handles_the_others() {
         table.stdout
     );
 }
+
+// --- going blind ---------------------------------------------------------------------------
+
+#[test]
+fn a_vm_without_metrics_for_longer_than_stale_after_fails_the_run_until_data_is_back() {
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.0))),
+        "",
+    );
+    assert_eq!(env.run(&["run"]).code, 0);
+    // Every metrics source fails from now on: the export (gone, as on an older node) and
+    // rrddata.
+    env.sim
+        .add_fault(Fault::on("GET", "/cluster/metrics/export").status(501));
+    env.sim
+        .add_fault(Fault::on("GET", "/nodes/pve1/qemu/101/rrddata").status(500));
+    let mut first_failed = None;
+    for minute_no in 1..=12 {
+        minute(&env);
+        let run = env.run(&["run", "--output", "json"]);
+        if run.code == 3 && first_failed.is_none() {
+            first_failed = Some((minute_no, run));
+        } else if first_failed.is_none() {
+            assert_eq!(run.code, 0, "minute {minute_no}: {}", run.all_output());
+        }
+    }
+    let (minute_no, run) = first_failed.expect("the run says it went blind");
+    assert_eq!(minute_no, 11, "after stale_after (10m), not before");
+    let vm = vm_json(&run.json(), 101);
+    assert_eq!(vm["failed"], true, "{vm:#}");
+    assert!(
+        vm["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no usable metrics for 11m (stale_after 10m)")),
+        "{vm:#}"
+    );
+    assert!(
+        vm["data_age_secs"].as_u64().is_some_and(|a| a > 600),
+        "{vm:#}"
+    );
+    let history = env.run(&["history", "--output", "json"]).json();
+    assert!(
+        history
+            .as_array()
+            .is_some_and(|h| h.iter().any(|e| e["outcome"] == "failed"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("no usable metrics")))),
+        "{history:#}"
+    );
+    // Data back: the failure clears.
+    env.sim.clear_faults();
+    minute(&env);
+    let run = env.run(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let vm = vm_json(&run.json(), 101);
+    assert!(
+        vm["data_age_secs"].as_u64().is_some_and(|a| a <= 60),
+        "{vm:#}"
+    );
+}

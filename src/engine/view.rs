@@ -51,6 +51,7 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
         cpu: resource_report(Resource::Cpu),
         memory: resource_report(Resource::Memory),
         error: plan.error.clone(),
+        data_age_secs: plan.data_age,
         notes: plan.notes.clone(),
         failed,
     }

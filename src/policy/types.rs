@@ -76,6 +76,9 @@ pub struct Policy {
     pub memory_margin: f64,
     /// After a VM refused a change: no new attempt in that direction for this long.
     pub backoff: Duration,
+    /// A running VM without a metrics sample for longer than this is a failure of the run:
+    /// pvescale has gone blind for it.
+    pub stale_after: Duration,
     pub host: HostGuard,
 }
 
@@ -124,6 +127,7 @@ impl Default for Policy {
             },
             memory_margin: 15.0,
             backoff: minute(60),
+            stale_after: minute(10),
             host: HostGuard {
                 max_memory: 90.0,
                 max_cpu: 90.0,

@@ -105,6 +105,12 @@ pub struct VmState {
     /// larger size (qemu-server `get_max_mem`: 2^(physical address bits − 21)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_max_memory_mib: Option<u64>,
+    /// The newest metrics sample of this VM any run has seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_at: Option<u64>,
+    /// Since when a running VM that never had a sample has been without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_data_since: Option<u64>,
 }
 
 /// A memory source and when it was learned.
