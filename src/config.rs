@@ -263,6 +263,7 @@ pub struct ResourceOverride {
     pub cooldown_down: Option<Duration>,
     pub max_step_up: Option<u64>,
     pub max_step_down: Option<u64>,
+    pub saturated_factor: Option<f64>,
 }
 
 impl ResourceOverride {
@@ -293,6 +294,7 @@ impl ResourceOverride {
         set(&mut p.cooldown_down, self.cooldown_down);
         set(&mut p.max_step_up, self.max_step_up);
         set(&mut p.max_step_down, self.max_step_down);
+        set(&mut p.saturated_factor, self.saturated_factor);
     }
 }
 

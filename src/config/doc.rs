@@ -73,7 +73,8 @@ pub const UNITS: &[(&str, &str)] = &[
 macro_rules! resource_keys {
     ($unit:literal, $min:literal, $max:literal, $high:literal, $low:literal, $up:literal,
      $down:literal, $cup:literal, $cdown:literal, $step_up:literal, $step_down:literal,
-     $ex_size:literal, $min_rule:literal, $step_rule:literal) => {
+     $ex_size:literal, $min_rule:literal, $step_rule:literal, $saturated:literal,
+     $ex_saturated:literal) => {
         &[
             key(
                 "enabled",
@@ -179,6 +180,16 @@ macro_rules! resource_keys {
                 Some($step_down),
                 $ex_size,
                 "The most removed in one change (the same lower bound as max_step_up).",
+            ),
+            key(
+                "saturated_factor",
+                "number",
+                $saturated,
+                Some($saturated),
+                $ex_saturated,
+                "A resource pinned at its size (95 % or more) shows no demand beyond it: it \
+                 grows by this factor (then bounded by max_step_up, max and the live envelope) \
+                 instead of toward target. 1 to 10.",
             ),
         ]
     };
@@ -443,6 +454,15 @@ pub const SECTIONS: &[Section] = &[
                 "After a VM refused a change (left pending, unplug failed), no new attempt in that \
                  direction for this long. More than 0s.",
             ),
+            key(
+                "stale_after",
+                "duration",
+                "\"10m\"",
+                Some("\"10m\""),
+                "\"15m\"",
+                "A running VM without a metrics sample for longer than this fails the run (exit \
+                 3, a failed notification): pvescale has gone blind for it. At least 2m.",
+            ),
         ],
     },
     Section {
@@ -464,7 +484,9 @@ pub const SECTIONS: &[Section] = &[
             "1",
             "4",
             "The smallest size pvescale sets; at least 1.",
-            "The most added in one change; at least 1."
+            "The most added in one change; at least 1.",
+            "3",
+            "2"
         ),
     },
     Section {
@@ -488,7 +510,9 @@ pub const SECTIONS: &[Section] = &[
             "\"2GiB\"",
             "The smallest size pvescale sets; at least 1GiB (memory hotplug needs 1 GiB of \
              static memory).",
-            "The most added in one change; at least 512MiB, the smallest DIMM."
+            "The most added in one change; at least 512MiB, the smallest DIMM.",
+            "1.5",
+            "2"
         ),
     },
     Section {

@@ -81,6 +81,7 @@ pub(super) struct RawPolicy {
     pub min_samples: Option<u32>,
     pub memory_margin: Option<Percent>,
     pub backoff: Option<Dur>,
+    pub stale_after: Option<Dur>,
     #[serde(default)]
     pub cpu: RawResource<Vcpus>,
     #[serde(default)]
@@ -106,6 +107,7 @@ pub(super) struct RawResource<A> {
     pub cooldown_down: Option<Dur>,
     pub max_step_up: Option<A>,
     pub max_step_down: Option<A>,
+    pub saturated_factor: Option<f64>,
 }
 
 impl<A> Default for RawResource<A> {
@@ -125,6 +127,7 @@ impl<A> Default for RawResource<A> {
             cooldown_down: None,
             max_step_up: None,
             max_step_down: None,
+            saturated_factor: None,
         }
     }
 }
@@ -145,6 +148,7 @@ impl<A> RawResource<A> {
             && self.cooldown_down.is_none()
             && self.max_step_up.is_none()
             && self.max_step_down.is_none()
+            && self.saturated_factor.is_none()
     }
 }
 

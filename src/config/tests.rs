@@ -960,3 +960,26 @@ fn state_dir_is_taken_from_the_config_directory() {
     let msg = err(&format!("state_dir = \"\"\n{MINIMAL}"));
     assert!(msg.contains("state_dir: is empty"), "{msg}");
 }
+
+#[test]
+fn stale_after_and_saturated_factor_are_loaded_or_refused_with_the_reason() {
+    let c = ok(&format!(
+        "{MINIMAL}\n[policy]\nstale_after = \"15m\"\n[policy.cpu]\nsaturated_factor = 2\n\
+         [policy.memory]\nsaturated_factor = 1.25\n"
+    ));
+    assert_eq!(c.policy().stale_after, Duration::from_secs(900));
+    assert_eq!(c.policy().cpu.saturated_factor, 2.0);
+    assert_eq!(c.policy().memory.saturated_factor, 1.25);
+    let msg = err(&format!("{MINIMAL}\n[policy]\nstale_after = \"1m\"\n"));
+    assert!(
+        msg.contains("policy.stale_after: 1m is too short: at least 2m"),
+        "{msg}"
+    );
+    let msg = err(&format!(
+        "{MINIMAL}\n[policy.cpu]\nsaturated_factor = 0.5\n"
+    ));
+    assert!(
+        msg.contains("policy.cpu.saturated_factor: 0.5 is out of range: 1 to 10"),
+        "{msg}"
+    );
+}

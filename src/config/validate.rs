@@ -673,6 +673,20 @@ impl Validator<'_> {
                 );
             }
         }
+        if let Some(Dur(s)) = p.stale_after {
+            if s < Duration::from_secs(120) {
+                self.problem(
+                    &key.key("stale_after"),
+                    format!(
+                        "{} is too short: at least 2m (a run a minute, and the newest sample may \
+                         lag it)",
+                        fmt_duration(s)
+                    ),
+                );
+            } else {
+                policy.stale_after = s;
+            }
+        }
         if let Some(Dur(b)) = p.backoff {
             if b.is_zero() {
                 self.problem(
@@ -737,6 +751,16 @@ impl Validator<'_> {
             cooldown_down: raw.cooldown_down.map(|d| d.0),
             ..ResourceOverride::default()
         };
+        if let Some(f) = raw.saturated_factor {
+            if f.is_finite() && (1.0..=10.0).contains(&f) {
+                o.saturated_factor = Some(f);
+            } else {
+                self.problem(
+                    &key.key("saturated_factor"),
+                    format!("{f} is out of range: 1 to 10 (1 = no faster than toward target)"),
+                );
+            }
+        }
         for (name, value, slot) in [
             ("high", raw.high, &mut o.high),
             ("low", raw.low, &mut o.low),
