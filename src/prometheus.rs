@@ -140,6 +140,11 @@ pub fn render(report: &RunReport, duration: Duration) -> String {
         "pvescale_vm_memory_utilisation_ratio",
         "Used / current memory of the VM over the policy window (absent when unknown).",
     );
+    let mut data_age = Family::new(
+        "pvescale_vm_data_age_seconds",
+        "Seconds since the running VM's newest metrics sample (over stale_after: pvescale is \
+         blind for it and the run fails).",
+    );
     for vm in vms(report) {
         let labels = || {
             vec![
@@ -163,8 +168,11 @@ pub fn render(report: &RunReport, duration: Duration) -> String {
         if let Some(p) = vm.memory_percent.filter(|p| p.is_finite()) {
             mem_util.add(labels(), ratio(p));
         }
+        if let Some(age) = vm.data_age_secs {
+            data_age.add(labels(), age as f64);
+        }
     }
-    families.extend([vcpus, max_vcpus, memory, cpu_util, mem_util]);
+    families.extend([vcpus, max_vcpus, memory, cpu_util, mem_util, data_age]);
 
     let mut out = String::new();
     for f in families {

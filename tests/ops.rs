@@ -646,6 +646,9 @@ fn every_run_writes_valid_metrics_and_dry_runs_do_not() {
         assert!(max.is_none_or(|m| m == 8.0), "{text}");
         let cpu = vm("pvescale_vm_cpu_utilisation_ratio", 101);
         assert!(cpu.is_none_or(|r| (0.0..=1.5).contains(&r)), "{text}");
+        // The newest sample is the one at the run's time (the simulator's 10 s grid).
+        let age = vm("pvescale_vm_data_age_seconds", 101);
+        assert!(age.is_some_and(|a| (0.0..=10.0).contains(&a)), "{text}");
         let ups = series["pvescale_last_run_changes{direction=\"up\",resource=\"cpu\"}"];
         if env.vcpus(101) > 2 && changed.is_none() {
             assert_eq!(
