@@ -22,7 +22,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::policy::{
-    self, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation, VmFacts,
+    self, Direction, MemorySource, NodeHeadroom, Policy, Resource, SampleView, Utilisation,
+    ViewPoint, VmFacts,
 };
 use crate::recommend::round3;
 use crate::report::{new_table, vm_label};
@@ -210,13 +211,29 @@ fn window_utilisation(
     let used_values: Vec<f64> = in_window.iter().filter_map(|i| i.used_mib).collect();
     let (cpu, cpu_n) = window_use(&busy_values, vcpus as f64);
     let (memory, mem_n) = window_use(&used_values, memory_mib as f64);
+    // The minute point at `t` as the sample a run reads (rrddata: one a minute, which is
+    // also its short view), so that breaches are measured as `run` measures them.
+    let here = inp.series.at(t);
+    let point = |used: Option<f64>, size: u64| {
+        let fraction = (used? / size.max(1) as f64).min(1.0);
+        Some(ViewPoint {
+            t,
+            sample: fraction,
+            short: fraction,
+        })
+    };
+    let view = |point: Option<ViewPoint>| SampleView {
+        points: point.into_iter().collect(),
+        step_secs: TICK_SECS,
+    };
     Utilisation {
         cpu,
         memory,
         memory_source: inp.memory_source,
         cpu_samples: if cpu_n > 0 { cpu_n.max(min_samples) } else { 0 },
         memory_samples: if mem_n > 0 { mem_n.max(min_samples) } else { 0 },
-        ..Utilisation::unknown()
+        cpu_view: view(point(here.and_then(|i| i.busy), vcpus)),
+        memory_view: view(point(here.and_then(|i| i.used_mib), memory_mib)),
     }
 }
 

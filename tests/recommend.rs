@@ -248,10 +248,11 @@ fn daily_cycle() {
     }
     // Without pvescale, 4 vCPUs are above 80 % while sin > 0.75: (π − 2 asin 0.75) / 2π of the
     // day = 23.0 % = 331 minutes (332 one-minute points). With pvescale, each scale-up comes
-    // after 3 minutes above (the minute the breach starts, then 2 minutes of up_after): 9 min.
+    // after 2 minutes above (the breach starts with the first minute above, as `run` measures
+    // it on the samples' timestamps, then 2 minutes of up_after): 6 min.
     let above = u(&v["cpu"]["above_high_actual_secs"]);
     assert!((330 * 60..=333 * 60).contains(&above), "{above}");
-    assert_eq!(u(&v["cpu"]["above_high_simulated_secs"]), 9 * 60);
+    assert_eq!(u(&v["cpu"]["above_high_simulated_secs"]), 6 * 60);
 }
 
 #[test]
@@ -302,13 +303,14 @@ fn spikes() {
     // 1 down; up_after 2m, down_after 15m, cooldowns 3m up / 15m down):
     // Hour 0 at 4 vCPUs: the spike is 3.0 / 4 = 75 %, in the band; from H0+11m 0.8 / 4 = 20 %:
     //   at H0+26m down to 3 (max step 1). 0.8 / 3 = 26.7 %: in the band.
-    // Every later hour H at 3 vCPUs: H+1m, +2m, +3m at 3.0 / 3 = 100 %: at H+3m up toward
-    //   ceil(1.0 × 3 / 0.525) = 6, by at most 2: 5. 3.0 / 5 = 60 %, 2.633 / 5 = 53 %.
+    // Every later hour H at 3 vCPUs: H+1m, +2m at 3.0 / 3 = 100 %; the breach starts with the
+    //   first of them (its minute: H), as `run` measures it on the samples' timestamps: at
+    //   H+2m up, saturated: × 3 = 9, by at most 2: 5. 3.0 / 5 = 60 %, 2.633 / 5 = 53 %.
     //   From H+11m 0.8 / 5 = 16 %: at H+26m down to 4 (target 2, step 1); 0.8 / 4 = 20 %:
     //   the breach restarts at H+27m, at H+42m down to 3.
     // So 23 hours × (1 up, 2 down) + 1 down: 23 up, 47 down. Flaps (a change reversed by the
-    // next one within an hour): each up follows a down by 21 min (H−18m → H+3m) and is followed
-    // by one 23 min later: 46.
+    // next one within an hour): each up follows a down by 20 min (H−18m → H+2m) and is followed
+    // by one 24 min later: 46.
     let sim = ok_json(&env, &["simulate", "--since", "1d", "--output", "json"]);
     let v = vm_of(&sim, 104);
     assert_eq!(counts(&v["cpu"]), (23, 47, 46));
@@ -322,19 +324,19 @@ fn spikes() {
         first,
         vec![
             (26 * 60, 4, 3),
-            (3600 + 3 * 60, 3, 5),
+            (3600 + 2 * 60, 3, 5),
             (3600 + 26 * 60, 5, 4),
             (3600 + 42 * 60, 4, 3),
         ]
     );
-    // Without pvescale 75 % at most: never above 80 %. With: 3 minutes an hour at 3 vCPUs in
-    // hours 1..23: 69 minutes.
+    // Without pvescale 75 % at most: never above 80 %. With: 2 minutes an hour at 3 vCPUs in
+    // hours 1..23: 46 minutes.
     assert_eq!(u(&v["cpu"]["above_high_actual_secs"]), 0);
-    assert_eq!(u(&v["cpu"]["above_high_simulated_secs"]), 69 * 60);
+    assert_eq!(u(&v["cpu"]["above_high_simulated_secs"]), 46 * 60);
     // Average vCPUs with pvescale: hour 0: 26 minutes at 4 and 34 at 3 = 206; each later
-    // hour: 3 minutes at 3, 23 at 5, 16 at 4, 18 at 3 = 242; (206 + 23 × 242) / 1440 = 4.008.
+    // hour: 2 minutes at 3, 24 at 5, 16 at 4, 18 at 3 = 244; (206 + 23 × 244) / 1440 = 4.04.
     assert_eq!(f(&v["cpu"]["average_actual"]), 4.0);
-    assert_eq!(f(&v["cpu"]["average_simulated"]), 4.008);
+    assert_eq!(f(&v["cpu"]["average_simulated"]), 4.04);
     assert_eq!(counts(&v["memory"]), (0, 0, 0));
 
     // The same minute by minute, as CSV.
@@ -400,10 +402,11 @@ fn growth() {
     // ending at T averages the ramp over samples T−1770 … T, i.e. its value at T − 885 s.
     // - W0+1m: 0.604 / 4 = 15 % < 25 %: at W0+16m down to ceil(0.604 / 0.525) = 2 (30 %).
     // - busy / 2 > 80 % needs busy > 1.6, reached 2.5 days in; the first point above it ends
-    //   at W0+217800 s: 0.6 + 2.8 × (217800 − 885) / 604800 = 1.6042. Its minutes start at
-    //   W0+216060 s; two minutes later (W0+216180 s) up to ceil(1.6042 / 0.525) = 4 (40 %).
+    //   at W0+217800 s: 0.6 + 2.8 × (217800 − 885) / 604800 = 1.6042. The breach starts with
+    //   it (W0+216000 s); two minutes later (W0+216120 s) up to ceil(1.6042 / 0.525) = 4 (40 %).
     // - busy / 4 > 80 % needs busy > 3.2, reached 6.5 days in, within the last day (minute
-    //   points, ramp value at T − 25 s): first at W0+561660 s, up at W0+561780 s to
+    //   points, ramp value at T − 25 s): first at W0+561660 s (covering the minute before),
+    //   up at W0+561720 s to
     //   ceil(3.2007 / 0.525) = 7 (46 %, 49 % at the end).
     let sim = ok_json(&env, &["simulate", "--output", "json"]);
     let v = vm_of(&sim, 105);
@@ -412,19 +415,19 @@ fn growth() {
         changes(v),
         vec![
             (w0 + 16 * 60, "cpu".to_string(), 4, 2),
-            (w0 + 216_180, "cpu".to_string(), 2, 4),
-            (w0 + 561_780, "cpu".to_string(), 4, 7),
+            (w0 + 216_120, "cpu".to_string(), 2, 4),
+            (w0 + 561_720, "cpu".to_string(), 4, 7),
         ]
     );
     assert_eq!(counts(&v["cpu"]), (2, 1, 0));
     // Memory 2800..3400 of 4096 is 68..83 %: in the band, no change.
     assert_eq!(counts(&v["memory"]), (0, 0, 0));
     // Without pvescale 4 vCPUs are above 80 % from W0+561660 s to the end: 720 minutes.
-    // With: 3 minutes at 2 vCPUs and 3 at 4.
+    // With: 2 minutes at 2 vCPUs and 2 at 4.
     assert_eq!(u(&v["cpu"]["above_high_actual_secs"]), 720 * 60);
-    assert_eq!(u(&v["cpu"]["above_high_simulated_secs"]), 6 * 60);
-    // Minutes at each size: 16 at 4, 3587 at 2, 5760 at 4, 717 at 7:
-    // (64 + 7174 + 23040 + 5019) / 10080 = 3.502.
+    assert_eq!(u(&v["cpu"]["above_high_simulated_secs"]), 4 * 60);
+    // Minutes at each size: 16 at 4, 3586 at 2, 5760 at 4, 718 at 7:
+    // (64 + 7172 + 23040 + 5026) / 10080 = 3.502.
     assert_eq!(f(&v["cpu"]["average_simulated"]), 3.502);
     assert_eq!(u(&v["cpu"]["simulated_end"]), 7);
 }
