@@ -636,3 +636,51 @@ fn quiet_prints_nothing_when_nothing_changed_and_the_summary_when_something_did(
     let changed = changed.expect("scaled up");
     assert!(changed.stdout.contains("1 changed"), "{}", changed.stdout);
 }
+
+#[test]
+fn a_step_in_demand_is_answered_within_minutes() {
+    // Issue 14's step: demand from 1 to 5 cores at 2 vCPUs (window 5m, up_after 2m), a run a
+    // minute. Targets: first scale-up no later than up_after + one run, 5 vCPUs or more
+    // within 10 minutes, at most 6 core-minutes of unmet demand.
+    const STEP: u64 = 10 * 60;
+    let env = TestEnv::start(
+        cluster().vm(ready_vm(101, "pve1")
+            .io_overhead(0.1)
+            .cpu_load(Pattern::Step {
+                before: 1.0,
+                after: 5.0,
+                at: STEP as i64,
+            })),
+        "[policy]\nwindow = \"5m\"\n[policy.cpu]\nup_after = \"2m\"\n",
+    );
+    let start = env.sim.now() as u64;
+    let mut first_up = None;
+    let mut five = None;
+    let mut unmet = 0.0;
+    for minute_no in 1..=30u64 {
+        let before = env.vcpus(101) as f64;
+        // Demand above the vCPUs over the minute that ends with this run.
+        if minute_no * 60 > STEP {
+            unmet += (5.0 - before).max(0.0);
+        }
+        assert_ok(&minute(&env));
+        let now = env.sim.now() as u64 - start;
+        let vcpus = env.vcpus(101);
+        if vcpus > 2 && first_up.is_none() {
+            first_up = Some(now - STEP);
+        }
+        if vcpus >= 5 && five.is_none() {
+            five = Some(now - STEP);
+        }
+    }
+    let first_up = first_up.expect("scaled up");
+    assert!(
+        first_up <= 3 * 60,
+        "first scale-up {first_up} s after the step"
+    );
+    assert!(
+        five.is_some_and(|t| t <= 10 * 60),
+        "5 vCPUs after {five:?} s"
+    );
+    assert!(unmet <= 6.0, "{unmet} core-minutes of unmet demand");
+}
