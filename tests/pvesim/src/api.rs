@@ -1197,8 +1197,10 @@ fn cluster_resources(world: &World, p: &Principal, ty: Option<&str>) -> Value {
                     r["maxmem"] = json!(s.mem_total);
                     r["maxdisk"] = json!(vm.maxdisk);
                     r["disk"] = json!(0);
-                    r["cpu"] = json!(s.cpu);
-                    r["mem"] = json!(s.mem_used);
+                    if !s.blind {
+                        r["cpu"] = json!(s.cpu);
+                        r["mem"] = json!(s.mem_used);
+                    }
                     r["uptime"] = json!(s.uptime);
                     r["netin"] = json!(s.netin);
                     r["netout"] = json!(s.netout);

@@ -53,6 +53,8 @@ pub(crate) struct Sample {
     /// Per second rates, for rrddata.
     pub net_rate: f64,
     pub disk_rate: f64,
+    /// Running, but without stats (see `VmSpec::metrics_gap`).
+    pub blind: bool,
 }
 
 impl Sample {
@@ -83,6 +85,9 @@ pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample
         diskwrite: 0,
         net_rate: 0.0,
         disk_rate: 0.0,
+        blind: vm
+            .metrics_gap
+            .is_some_and(|(from, to)| (from..to).contains(&rel)),
     };
     if !e.status.is_live() {
         return Some(s);
@@ -279,7 +284,7 @@ pub(crate) fn export(
                 totals[n].busy += s.cpu * s.vcpus as f64;
                 totals[n].mem_used += s.mem_host;
             }
-            if s.live() {
+            if s.live() && !s.blind {
                 push_row(&mut buf, &mut first, ts, id, "cpu_current", s.cpu, "gauge");
             }
             push_row(
@@ -291,7 +296,7 @@ pub(crate) fn export(
                 s.vcpus as f64,
                 "gauge",
             );
-            if s.live() {
+            if s.live() && !s.blind {
                 push_row(
                     &mut buf,
                     &mut first,
@@ -489,6 +494,7 @@ pub(crate) fn rrddata(
             let ts = t - step + (k + 1) * step / subs;
             if let Some(s) = vm_sample(vm, ts, start, nz)
                 && s.live()
+                && !s.blind
             {
                 known.push(s);
             }

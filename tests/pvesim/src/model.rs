@@ -531,6 +531,7 @@ pub struct VmSpec {
     pub(crate) refuse_cpu_unplug: Option<u32>,
     pub(crate) refuse_mem_unplug: Option<u32>,
     pub(crate) io_overhead: f64,
+    pub(crate) metrics_gap: Option<(i64, i64)>,
     pub(crate) extra: Vec<(String, String)>,
     pub(crate) created_ago: i64,
     pub(crate) booted_ago: i64,
@@ -566,6 +567,7 @@ impl VmSpec {
             refuse_cpu_unplug: None,
             refuse_mem_unplug: None,
             io_overhead: 0.0,
+            metrics_gap: None,
             extra: Vec::new(),
             created_ago: 30 * 86400,
             booted_ago: 5 * 86400,
@@ -662,6 +664,15 @@ impl VmSpec {
         self.io_overhead = fraction.max(0.0);
         self
     }
+    /// No stats for this guest from `from` to `to` (seconds after the simulation start): the
+    /// guest runs, but pvestatd gets nothing from it (a QMP timeout, a hung agent). Its
+    /// `cluster/resources` row has no `cpu`/`mem`, the export no `cpu_current`/`mem_used`,
+    /// rrddata no `cpu`/`mem` for those minutes (pve-manager PVE/Service/pvestatd.pm
+    /// `update_qemu_status` skips what `vmstatus` could not read).
+    pub fn metrics_gap(mut self, from: i64, to: i64) -> Self {
+        self.metrics_gap = Some((from, to));
+        self
+    }
     /// CPU demand in busy cores over time.
     pub fn cpu_load(mut self, p: Pattern) -> Self {
         self.cpu_load = Some(p);
@@ -736,6 +747,8 @@ pub(crate) struct Vm {
     pub refuse_mem_unplug: Option<u32>,
     /// See [`VmSpec::io_overhead`].
     pub io_overhead: f64,
+    /// See [`VmSpec::metrics_gap`].
+    pub metrics_gap: Option<(i64, i64)>,
     pub created_at: i64,
     pub history: Vec<Epoch>,
     pub status_reads: u64,
@@ -882,6 +895,7 @@ impl Vm {
             refuse_cpu_unplug: spec.refuse_cpu_unplug,
             refuse_mem_unplug: spec.refuse_mem_unplug,
             io_overhead: spec.io_overhead,
+            metrics_gap: spec.metrics_gap,
             created_at,
             history: Vec::new(),
             status_reads: 0,

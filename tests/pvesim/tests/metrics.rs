@@ -187,6 +187,48 @@ fn export_leaves_out_the_nodes_it_cannot_ask() {
 }
 
 #[test]
+fn a_metrics_gap_leaves_the_guest_running_without_figures() {
+    let sim = Sim::builder()
+        .node(NodeSpec::new("pve1"))
+        .vm(VmSpec::new(101, "pve1").metrics_gap(-600, 600))
+        .token(TOKEN_ID, SECRET, Privs::pvescale())
+        .start()
+        .unwrap();
+    let mut api = Api::token(&sim);
+    let r = api.get("/cluster/resources?type=vm");
+    let row = &r.json()["data"][0];
+    assert_eq!(row["status"], "running");
+    assert!(row["cpu"].is_null() && row["mem"].is_null(), "{row}");
+    let since = sim.now() - 300;
+    let r = api.get(&format!(
+        "/cluster/metrics/export?history=1&start-time={since}"
+    ));
+    let metrics: Vec<String> = rows_of(&r.json())
+        .iter()
+        .filter(|m| m["id"] == "qemu/101")
+        .map(|m| m["metric"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        metrics.contains(&"cpu_max".to_string()),
+        "{}",
+        metrics.len()
+    );
+    assert!(
+        !metrics
+            .iter()
+            .any(|m| m == "cpu_current" || m == "mem_used"),
+        "figures within the gap"
+    );
+    let r = api.get("/nodes/pve1/qemu/101/rrddata?timeframe=hour&cf=AVERAGE");
+    let rows = r.json()["data"].as_array().cloned().unwrap_or_default();
+    assert!(rows.iter().rev().take(5).all(|p| p["cpu"].is_null()));
+    // After the gap, figures again.
+    sim.advance(Duration::from_secs(700));
+    let r = api.get("/cluster/resources?type=vm");
+    assert!(r.json()["data"][0]["cpu"].is_number());
+}
+
+#[test]
 fn past_samples_use_the_size_the_vm_had() {
     let sim = sim("8.4");
     let mut api = Api::token(&sim);
