@@ -207,7 +207,7 @@ fn cluster_failures(report: &RunReport) -> String {
 }
 
 /// The look of every table pvescale prints.
-pub(crate) fn new_table(header: &[&str]) -> Table {
+pub fn new_table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
