@@ -22,7 +22,7 @@
 //! that runs pvescale). Request counts per endpoint come from the simulator's log.
 //!
 //! `--version 8.0` (no `metrics/export`) or `--no-sys-audit` (export refused) show the
-//! `rrddata` fallback. Figures are printed, never asserted (`tests/request_counts.rs` asserts
+//! `rrddata` fallback. Figures are printed, never asserted (`tests/it/request_counts.rs` asserts
 //! the request counts).
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 //! - `packaging/completions/{pvescale.bash,_pvescale,pvescale.fish}` with clap_complete.
 //!
 //! `cargo run --example gen-man` rewrites them; `cargo run --example gen-man -- --check` only
-//! says which are stale. The test `tests/ops.rs` fails when a committed file differs from what
+//! says which are stale. The test `tests/it/ops.rs` fails when a committed file differs from what
 //! this generates. The generators are dev-dependencies, so the shipped binary does not carry
 //! them.
 

@@ -55,6 +55,29 @@ pub fn ready_vm(vmid: u32, node: &str) -> VmSpec {
         .tags(&["autoscale"])
 }
 
+/// One simulated minute passes (a run a minute, as the timer does).
+pub fn minute(env: &TestEnv) {
+    env.sim.advance(Duration::from_secs(60));
+}
+
+/// One simulated minute passes, then `pvescale run`.
+pub fn run_in_a_minute(env: &TestEnv) -> Run {
+    minute(env);
+    env.run(&["run"])
+}
+
+/// Waits for a config task of node `pve1` through the client (polls every 20 ms, 10 s at most).
+pub fn wait_task(client: &pvescale::pve::Client, upid: &str) -> pvescale::pve::TaskOutcome {
+    client
+        .wait_task(
+            "pve1",
+            upid,
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+        )
+        .expect("task status readable")
+}
+
 /// CPU demand of `cores` from the simulation's start on (half a core before it): the samples
 /// Proxmox keeps from before the first run do not already hold the breach.
 pub fn busy_from_start(cores: f64) -> Pattern {

@@ -3,8 +3,6 @@
 //! real binary against the simulated cluster for the scaled, refused, failed and recovered
 //! paths, dry run, `check --notify-test`, a dead channel and secrets.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -13,7 +11,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pvescale::config::{self, FakeEnv};
 use pvescale::notify::{self, NotifyReport};
 use pvescale::policy::BlockedBy;

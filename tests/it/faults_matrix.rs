@@ -1,11 +1,9 @@
 //! Server faults on every endpoint a run uses: never a panic, never a VM left half-changed,
 //! always a valid state file, and the exit code says what happened.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BUSY_VM: u32 = 101;
 const IDLE_VM: u32 = 102;

@@ -1,8 +1,6 @@
 //! `pvescale run` end to end: the real binary against the simulated cluster over HTTPS.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn sustained_high_cpu_scales_up_after_up_after_not_before() {
@@ -47,8 +45,8 @@ fn a_saturated_vm_reading_above_100_percent_is_scaled_up() {
     let vm = &status.json()["clusters"][0]["vms"][0];
     assert_eq!(vm["cpu_percent"], 100.0, "saturated, not missing: {vm:#}");
     env.run(&["run"]);
-    minute(&env);
-    let third = minute(&env);
+    run_in_a_minute(&env);
+    let third = run_in_a_minute(&env);
     assert_ok(&third);
     assert!(
         env.vcpus(101) > 2,
@@ -58,11 +56,6 @@ fn a_saturated_vm_reading_above_100_percent_is_scaled_up() {
 }
 
 use std::time::Duration;
-
-fn minute(env: &TestEnv) -> Run {
-    env.sim.advance(Duration::from_secs(60));
-    env.run(&["run"])
-}
 
 fn assert_ok(run: &Run) {
     assert_eq!(run.code, 0, "exit code\n{}", run.all_output());
@@ -81,7 +74,7 @@ fn a_brief_spike_changes_nothing() {
         "[policy]\nwindow = \"1m\"\n",
     );
     for _ in 0..20 {
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
     }
     assert_eq!(env.vcpus(101), 2);
     assert_eq!(env.writes(), 0, "no write for a spike");
@@ -97,7 +90,7 @@ fn sustained_low_cpu_scales_down_after_down_after_and_never_below_min() {
     );
     let mut changed_at = None;
     for minute_no in 1..=30 {
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
         if env.vcpus(101) < 4 && changed_at.is_none() {
             changed_at = Some(minute_no);
         }
@@ -120,7 +113,7 @@ fn cooldown_holds_across_runs() {
     );
     let mut sizes = Vec::new();
     for _ in 0..12 {
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
         sizes.push(env.vcpus(101));
     }
     let changes: Vec<usize> = sizes
@@ -147,7 +140,7 @@ fn memory_is_raised_onto_the_dimm_grid() {
         "[policy.memory]\nup_after = \"1m\"\n",
     );
     for _ in 0..3 {
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
     }
     let memory = env.memory(101);
     assert!(memory > 2048, "memory raised: {memory}");
@@ -186,7 +179,7 @@ fn cpu_hotplug_off_is_blocked_with_the_fix_and_no_write() {
     );
     let mut last = None;
     for _ in 0..5 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         assert_ok(&run);
         last = Some(run);
     }
@@ -212,7 +205,7 @@ fn vcpus_are_capped_by_sockets_times_cores() {
         "[policy.cpu]\nup_after = \"1m\"\ncooldown_up = \"1m\"\nmax = 16\n",
     );
     for _ in 0..8 {
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
     }
     assert_eq!(env.vcpus(101), 3, "never above sockets × cores");
     let pending = env.sim.vm(101).expect("vm").pending;
@@ -235,7 +228,7 @@ fn a_refused_memory_shrink_puts_the_balloon_floor_back() {
     );
     let mut refused = None;
     for _ in 0..6 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         if run.stdout.contains("refused") {
             refused = Some(run);
             break;
@@ -300,7 +293,7 @@ fn the_hosts_memory_maximum_is_learned_and_reported_as_blocked() {
     );
     let mut blocked = None;
     for _ in 0..5 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         if run.stdout.contains("host allows at most") {
             blocked = Some(run);
             break;
@@ -329,7 +322,7 @@ fn the_hosts_memory_maximum_is_learned_and_reported_as_blocked() {
     // From now on: blocked at the envelope, no write retried every back-off period.
     let writes = env.writes();
     for _ in 0..5 {
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
     }
     assert_eq!(
         env.writes(),
@@ -355,7 +348,7 @@ fn a_refused_memory_unplug_is_reverted_backed_off_and_not_retried() {
     );
     let mut refused_run = None;
     for _ in 0..6 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         if run.stdout.contains("refused") {
             refused_run = Some(run);
             break;
@@ -382,7 +375,7 @@ fn a_refused_memory_unplug_is_reverted_backed_off_and_not_retried() {
     // Backed off: no new attempt in the next runs.
     let writes_after_refusal = env.writes();
     for _ in 0..10 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         assert_ok(&run);
     }
     assert_eq!(
@@ -410,7 +403,7 @@ fn locked_template_and_stopped_vms_are_skipped() {
     );
     let mut last = None;
     for _ in 0..4 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         assert_ok(&run);
         last = Some(run);
     }
@@ -453,7 +446,7 @@ fn selection_by_tags_pools_and_exclusions_with_overrides() {
          [[override]]\ntags = [\"db\"]\ncpu = { scale_up = false }\n",
     );
     for _ in 0..3 {
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
     }
     assert!(env.vcpus(101) > 2, "tagged: scaled");
     assert_eq!(env.vcpus(102), 2, "excluded by tag");
@@ -484,7 +477,7 @@ fn the_host_guard_blocks_memory_growth_on_a_full_node() {
     );
     let mut last = None;
     for _ in 0..3 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         assert_ok(&run);
         last = Some(run);
     }
@@ -556,7 +549,7 @@ fn memory_without_balloon_statistics_is_never_grown_or_shrunk() {
     );
     let mut last = None;
     for _ in 0..15 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         assert_ok(&run);
         last = Some(run);
     }
@@ -592,7 +585,7 @@ fn a_partly_refused_unplug_is_backed_off_too() {
     );
     let mut refused = false;
     for _ in 0..8 {
-        let run = minute(&env);
+        let run = run_in_a_minute(&env);
         if run.stdout.contains("refused") {
             refused = true;
             break;
@@ -603,7 +596,7 @@ fn a_partly_refused_unplug_is_backed_off_too() {
     assert!(after_refusal < 8192, "one DIMM went: {after_refusal}");
     let writes = env.writes();
     for _ in 0..10 {
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
     }
     assert_eq!(env.writes(), writes, "no new attempt while backed off");
     assert!(env.sim.vm(101).expect("vm").pending.is_empty());
@@ -663,7 +656,7 @@ fn a_step_in_demand_is_answered_within_minutes() {
         if minute_no * 60 > STEP {
             unmet += (5.0 - before).max(0.0);
         }
-        assert_ok(&minute(&env));
+        assert_ok(&run_in_a_minute(&env));
         let now = env.sim.now() as u64 - start;
         let vcpus = env.vcpus(101);
         if vcpus > 2 && first_up.is_none() {

@@ -7,12 +7,10 @@
 //! `metrics/export` (PVE < 8.2.5, or a token without `Sys.Audit`) every managed running VM costs
 //! one `rrddata` call instead, made in parallel. Timings belong to `examples/bench.rs`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pvesim::Recorded;
 
 const VMS: u32 = 50;

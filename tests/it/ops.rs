@@ -4,9 +4,7 @@
 //! the systemd units verify and are hardened, and the .deb metadata names files that exist.
 //! End-to-end parts run the real binary against the simulated cluster on 127.0.0.1.
 
-mod common;
-
-#[path = "../examples/gen-man.rs"]
+#[path = "../../examples/gen-man.rs"]
 #[allow(dead_code)]
 mod gen_man;
 
@@ -16,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use clap::CommandFactory;
-use common::*;
 use pvescale::config::doc::SECTIONS;
 use pvescale::config::{self, ConfigError, FakeEnv};
 

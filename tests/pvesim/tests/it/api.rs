@@ -1,10 +1,8 @@
 //! Authentication, privileges, reading endpoints, error shapes, HTTP robustness.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Api, Conn, SECRET, TOKEN_ID, num, token_header};
+use crate::common::{Api, Conn, SECRET, TOKEN_ID, num, token_header};
 use pvesim::{AuthKind, NodeSpec, Pattern, Privs, Sim, VmSpec};
 use sha2::{Digest, Sha256};
 
@@ -437,10 +435,10 @@ fn metrics_export_exists_from_pve_manager_8_2_5() {
 }
 
 trait Delete {
-    fn call_delete(&mut self, path: &str) -> common::Resp;
+    fn call_delete(&mut self, path: &str) -> crate::common::Resp;
 }
 impl Delete for Api<'_> {
-    fn call_delete(&mut self, path: &str) -> common::Resp {
+    fn call_delete(&mut self, path: &str) -> crate::common::Resp {
         let h = token_header();
         self.conn.request(
             "DELETE",

@@ -2,11 +2,9 @@
 //! `rrddata` before, the VMs of a node the export left out, and a window too short for
 //! `rrddata`'s one point a minute.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The first cluster of a `--output json` report.
 fn cluster_json(run: &Run) -> serde_json::Value {

@@ -1,10 +1,8 @@
 //! Config reads and writes: current vs pending, digest, hotplug rules, DIMM grid, refusals, tasks.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Api, SECRET, TOKEN_ID};
+use crate::common::{Api, SECRET, TOKEN_ID};
 use pvesim::{NodeSpec, Privs, Sim, VmSpec, VmStatus};
 use serde_json::Value;
 

@@ -1,10 +1,8 @@
 //! Faults on demand.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Api, Conn, SECRET, TOKEN_ID, token_header};
+use crate::common::{Api, Conn, SECRET, TOKEN_ID, token_header};
 use pvesim::{Fault, FaultKind, Privs, Sim, VmSpec};
 
 fn sim() -> Sim {

@@ -2,19 +2,13 @@
 //! failing metric reads, a bad token, a held lock, a corrupt state file, missing privileges.
 //! The real binary against the simulated cluster over HTTPS.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pvesim::Recorded;
 
 /// qemu-server's answer to a write with a stale digest (API2/Qemu.pm, update_vm_api).
 const DIGEST_MISMATCH: &str = "checksum mismatch (file change by other user?)";
-
-fn minute(env: &TestEnv) {
-    env.sim.advance(Duration::from_secs(60));
-}
 
 fn config_path(vmid: u32) -> String {
     format!("/nodes/pve1/qemu/{vmid}/config")

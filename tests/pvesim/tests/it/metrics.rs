@@ -1,10 +1,8 @@
 //! metrics/export, rrddata and load patterns over simulated time.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Api, SECRET, TOKEN_ID, num};
+use crate::common::{Api, SECRET, TOKEN_ID, num};
 use pvesim::{NodeSpec, Pattern, Privs, Sim, VmSpec};
 use serde_json::Value;
 

@@ -18,11 +18,9 @@
 //! Simulation: one decision a minute at S − since + 60 s, …, S. Every test uses
 //! `window = "1m"`, so each decision sees exactly the history point of its minute.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const DAY: u64 = 86_400;

@@ -1,12 +1,10 @@
 //! Crash safety: a run killed (SIGKILL) at any point leaves a valid state file, and whatever
 //! of ours it left pending on a VM is found and cleaned up by the next run.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn spawn_run(env: &TestEnv) -> Child {
     Command::new(env!("CARGO_BIN_EXE_pvescale"))

@@ -2,15 +2,9 @@
 //! config errors, and the VMs a run must leave alone. The real binary against the simulated
 //! cluster over HTTPS.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-
-fn minute(env: &TestEnv) {
-    env.sim.advance(Duration::from_secs(60));
-}
+use crate::common::*;
 
 /// API writes of any kind (POST/PUT) recorded so far.
 fn api_writes(env: &TestEnv) -> Vec<pvesim::Recorded> {

@@ -3,13 +3,11 @@
 //! version differences, metrics and the hotplug rules as `config?current=1` and `pending`
 //! show them.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{TOKEN_ID, TOKEN_SECRET, cluster, ready_vm};
+use crate::common::{TOKEN_ID, TOKEN_SECRET, cluster, ready_vm, wait_task};
 use pvescale::pve::parallel::map_bounded;
 use pvescale::pve::types::{
     ConfigDigest, Consolidation, MetricSample, PendingItem, Timeframe, VmStatus,
@@ -90,17 +88,6 @@ fn closed_port() -> u16 {
     port
 }
 
-fn wait(client: &Client, upid: &str) -> TaskOutcome {
-    client
-        .wait_task(
-            NODE,
-            upid,
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-        )
-        .expect("task status readable")
-}
-
 fn pending_of<'a>(rows: &'a [PendingItem], key: &str) -> Option<&'a PendingItem> {
     rows.iter().find(|r| r.key == key && r.is_pending())
 }
@@ -161,7 +148,7 @@ fn ticket_auth_uses_cookie_and_sends_csrf_on_every_write() {
     let upid = client
         .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())], &cfg.digest)
         .expect("POST config");
-    assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
+    assert!(matches!(wait_task(&client, &upid), TaskOutcome::Ok(_)));
     let cfg = client.vm_config_current(NODE, 101).expect("config");
     assert_eq!(cfg.vcpus, Some(3));
     client
@@ -651,7 +638,7 @@ fn stale_digest_is_a_digest_mismatch() {
         let upid = client
             .vm_config_post(NODE, 101, &[("vcpus", "3".to_string())], &fresh.digest)
             .expect("write with fresh digest");
-        assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
+        assert!(matches!(wait_task(&client, &upid), TaskOutcome::Ok(_)));
     }
 }
 
@@ -945,7 +932,7 @@ fn vcpus_apply_live_with_cpu_hotplug() {
         .vm_config_post(NODE, 101, &[("vcpus", "6".to_string())], &cfg.digest)
         .expect("POST");
     assert!(upid.starts_with("UPID:pve1:"), "{upid}");
-    assert_eq!(wait(&client, &upid), TaskOutcome::Ok("OK".to_string()));
+    assert_eq!(wait_task(&client, &upid), TaskOutcome::Ok("OK".to_string()));
     let after = client.vm_config_current(NODE, 101).expect("config");
     assert_eq!(after.vcpus, Some(6));
     assert_ne!(after.digest, cfg.digest, "digest changes on every write");
@@ -960,7 +947,7 @@ fn vcpus_apply_live_with_cpu_hotplug() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    assert!(matches!(wait(&client, &upid), TaskOutcome::Failed(_)));
+    assert!(matches!(wait_task(&client, &upid), TaskOutcome::Failed(_)));
     assert_eq!(
         client.vm_config_current(NODE, 101).expect("config").vcpus,
         Some(6)
@@ -986,7 +973,7 @@ fn vcpus_without_cpu_hotplug_stay_pending() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
+    assert!(matches!(wait_task(&client, &upid), TaskOutcome::Ok(_)));
     assert_eq!(
         client.vm_config_current(NODE, 101).expect("config").vcpus,
         Some(2)
@@ -1010,7 +997,7 @@ fn cores_change_stays_pending_on_a_running_vm() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    assert_eq!(wait(&client, &upid), TaskOutcome::Ok("OK".to_string()));
+    assert_eq!(wait_task(&client, &upid), TaskOutcome::Ok("OK".to_string()));
     let cfg = client.vm_config_current(NODE, 101).expect("config");
     assert_eq!(cfg.cores, Some(8), "current config keeps the old cores");
     let pending = client.vm_pending(NODE, 101).expect("pending");
@@ -1037,7 +1024,7 @@ fn memory_hotplug_rounds_to_the_dimm_grid() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
+    assert!(matches!(wait_task(&client, &upid), TaskOutcome::Ok(_)));
     assert_eq!(
         client.vm_config_current(NODE, 101).expect("config").memory,
         Some(5120)
@@ -1051,7 +1038,7 @@ fn memory_hotplug_rounds_to_the_dimm_grid() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
+    assert!(matches!(wait_task(&client, &upid), TaskOutcome::Ok(_)));
     assert_eq!(
         client.vm_config_current(NODE, 101).expect("config").memory,
         Some(2560)
@@ -1072,7 +1059,7 @@ fn memory_without_hotplug_stays_pending_and_revert_drops_it() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    assert_eq!(wait(&client, &upid), TaskOutcome::Ok("OK".to_string()));
+    assert_eq!(wait_task(&client, &upid), TaskOutcome::Ok("OK".to_string()));
     let cfg = client.vm_config_current(NODE, 101).expect("config");
     assert_eq!(cfg.memory, Some(2048));
     let pending = client.vm_pending(NODE, 101).expect("pending");
@@ -1111,7 +1098,7 @@ fn refused_memory_unplug_fails_the_task_and_leaves_the_target_pending() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    match wait(&client, &upid) {
+    match wait_task(&client, &upid) {
         TaskOutcome::Failed(text) => {
             assert!(text.contains("error unplug memory module"), "{text}")
         }
@@ -1138,7 +1125,7 @@ fn refused_unplug_set_later_through_update_vm() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    assert!(matches!(wait(&client, &upid), TaskOutcome::Failed(_)));
+    assert!(matches!(wait_task(&client, &upid), TaskOutcome::Failed(_)));
     assert_eq!(
         client.vm_config_current(NODE, 101).expect("config").memory,
         Some(6144)
@@ -1163,7 +1150,7 @@ fn stopped_vm_applies_everything_at_once() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("POST");
-    assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
+    assert!(matches!(wait_task(&client, &upid), TaskOutcome::Ok(_)));
     let cfg = client.vm_config_current(NODE, 101).expect("config");
     assert_eq!(
         (cfg.cores, cfg.memory, cfg.balloon),
@@ -1239,7 +1226,7 @@ fn fallback_url_is_used_for_a_first_write() {
             &sim_digest(&lab.sim, 101),
         )
         .expect("a refused connection proves the write was never sent: try the next URL");
-    assert!(matches!(wait(&client, &upid), TaskOutcome::Ok(_)));
+    assert!(matches!(wait_task(&client, &upid), TaskOutcome::Ok(_)));
     assert_eq!(lab.sim.count("POST", "/nodes/pve1/qemu/101/config"), 1);
 }
 

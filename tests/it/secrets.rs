@@ -2,11 +2,9 @@
 //! dead notification channels; all output, the state, the history and the metrics file are
 //! searched for every credential pvescale holds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const PASSWORD: &str = "Pa55-w0rd-never-printed-7c1e";
 const SMTP_PASSWORD: &str = "smtp-secret-never-printed-93ab";
