@@ -31,6 +31,7 @@ pub enum Auth {
 pub mod api;
 pub mod client;
 pub mod error;
+pub mod export;
 pub mod parallel;
 pub mod types;
 
