@@ -46,7 +46,15 @@ impl Family {
 
 /// The text of the metrics file for a run that took `duration`.
 pub fn render(report: &RunReport, duration: Duration) -> String {
-    let mut families = vec![
+    let mut families = run_families(report, duration);
+    families.extend(outcome_families(report));
+    families.extend(vm_families(report));
+    write_families(families)
+}
+
+/// The run as a whole: when, how long, whether it succeeded, how many VMs.
+fn run_families(report: &RunReport, duration: Duration) -> Vec<Family> {
+    vec![
         Family::one(
             "pvescale_last_run_timestamp_seconds",
             "Unix time at which the last run started.",
@@ -71,8 +79,12 @@ pub fn render(report: &RunReport, duration: Duration) -> String {
             "VMs the last run managed (selected and seen).",
             report.summary.managed as f64,
         ),
-    ];
+    ]
+}
 
+/// What the run did: changes by resource and direction, failures, clusters read.
+fn outcome_families(report: &RunReport) -> Vec<Family> {
+    let mut families = Vec::new();
     let mut changes = Family::new(
         "pvescale_last_run_changes",
         "Changes the last run applied, by resource and direction.",
@@ -122,7 +134,11 @@ pub fn render(report: &RunReport, duration: Duration) -> String {
         );
     }
     families.push(cluster_up);
+    families
+}
 
+/// Per VM: sizes, utilisation and the age of its data.
+fn vm_families(report: &RunReport) -> Vec<Family> {
     let mut vcpus = Family::new("pvescale_vm_vcpus", "vCPUs of the VM after the last run.");
     let mut max_vcpus = Family::new(
         "pvescale_vm_max_vcpus",
@@ -172,8 +188,11 @@ pub fn render(report: &RunReport, duration: Duration) -> String {
             data_age.add(labels(), age as f64);
         }
     }
-    families.extend([vcpus, max_vcpus, memory, cpu_util, mem_util, data_age]);
+    vec![vcpus, max_vcpus, memory, cpu_util, mem_util, data_age]
+}
 
+/// The families in the text format.
+fn write_families(families: Vec<Family>) -> String {
     let mut out = String::new();
     for f in families {
         let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
