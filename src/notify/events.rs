@@ -256,9 +256,43 @@ pub fn plan(
 ) -> (Outbox, Notifications) {
     let mut next = state.clone();
     next.sent_at.retain(|&t| t <= now && now - t < HOUR);
-    let mut candidates: Vec<(Event, Option<String>)> = Vec::new();
+    let mut candidates = track_conditions(observed, &mut next, now);
+    candidates.extend(recoveries(observed, &mut next));
+    candidates.extend(observed.instant.iter().cloned().map(|e| (e, None)));
+    candidates.retain(|(e, _)| settings.events.contains(&e.kind));
+    let mut outbox = Outbox::default();
+    let go = deduplicate(candidates, &next, settings, now, &mut outbox);
+    if go.is_empty() && next.held_back == 0 {
+        return (outbox, next);
+    }
+    if next.sent_at.len() >= settings.max_per_hour as usize {
+        // The hourly cap: conditions stay pending, instant events are counted as held back.
+        let instant = go.iter().filter(|(_, key)| key.is_none()).count();
+        outbox.capped = go.len();
+        next.held_back = next.held_back.saturating_add(instant as u64);
+        return (outbox, next);
+    }
+    for (event, key) in &go {
+        next.last_sent.insert(event.dedup_key(), now);
+        if let Some(c) = key.as_ref().and_then(|k| next.conditions.get_mut(k)) {
+            c.notified = true;
+        }
+    }
+    next.sent_at.push(now);
+    outbox.held_back = next.held_back;
+    next.held_back = 0;
+    outbox.events = go.into_iter().map(|(e, _)| e).collect();
+    outbox.send = true;
+    (outbox, next)
+}
 
-    // Conditions that hold now: new, changed, or still pending.
+/// An event to tell, with the key of the condition it belongs to (none for an instant event).
+type Candidate = (Event, Option<String>);
+
+/// Conditions that hold now: new or changed ones start over; those not told yet are
+/// candidates.
+fn track_conditions(observed: &Observed, next: &mut Notifications, now: u64) -> Vec<Candidate> {
+    let mut candidates = Vec::new();
     for (key, (identity, event)) in &observed.conditions {
         let fresh = match next.conditions.get(key) {
             Some(old) => old.identity != *identity,
@@ -291,8 +325,12 @@ pub fn plan(
             candidates.push((event, Some(key.clone())));
         }
     }
+    candidates
+}
 
-    // Conditions that no longer hold, where the run could see: forget, and tell a recovery.
+/// Conditions that no longer hold, where the run could see: forgotten, and a failure that
+/// was told is told as recovered.
+fn recoveries(observed: &Observed, next: &mut Notifications) -> Vec<Candidate> {
     let gone: Vec<String> = next
         .conditions
         .iter()
@@ -303,6 +341,7 @@ pub fn plan(
         })
         .map(|(key, _)| key.clone())
         .collect();
+    let mut candidates = Vec::new();
     for key in gone {
         let Some(c) = next.conditions.remove(&key) else {
             continue;
@@ -326,13 +365,18 @@ pub fn plan(
             ));
         }
     }
+    candidates
+}
 
-    candidates.extend(observed.instant.iter().cloned().map(|e| (e, None)));
-    candidates.retain(|(e, _)| settings.events.contains(&e.kind));
-
-    // Deduplication: one message per (VM, kind) per min_interval. A recovery follows a
-    // failure that was told, so it is never held back by it.
-    let mut outbox = Outbox::default();
+/// One message per (VM, kind) per `min_interval`; what goes, in the order messages list it.
+/// A recovery follows a failure that was told, so it is never held back by it.
+fn deduplicate(
+    candidates: Vec<Candidate>,
+    next: &Notifications,
+    settings: &Settings,
+    now: u64,
+    outbox: &mut Outbox,
+) -> Vec<Candidate> {
     let allowed = |e: &Event| {
         e.kind == EventKind::Recovered
             || next
@@ -345,28 +389,7 @@ pub fn plan(
     go.sort_by(|(a, _), (b, _)| {
         (a.kind, &a.cluster, a.vmid, &a.resource).cmp(&(b.kind, &b.cluster, b.vmid, &b.resource))
     });
-
-    if go.is_empty() && next.held_back == 0 {
-        return (outbox, next);
-    }
-    if next.sent_at.len() >= settings.max_per_hour as usize {
-        let instant = go.iter().filter(|(_, key)| key.is_none()).count();
-        outbox.capped = go.len();
-        next.held_back = next.held_back.saturating_add(instant as u64);
-        return (outbox, next);
-    }
-    for (event, key) in &go {
-        next.last_sent.insert(event.dedup_key(), now);
-        if let Some(c) = key.as_ref().and_then(|k| next.conditions.get_mut(k)) {
-            c.notified = true;
-        }
-    }
-    next.sent_at.push(now);
-    outbox.held_back = next.held_back;
-    next.held_back = 0;
-    outbox.events = go.into_iter().map(|(e, _)| e).collect();
-    outbox.send = true;
-    (outbox, next)
+    go
 }
 
 #[cfg(test)]
