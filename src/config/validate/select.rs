@@ -1,0 +1,110 @@
+//! `[select]`: tags, VM ids and pools.
+
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn selection(&mut self, raw: Option<&RawSelect>) -> Option<Selection> {
+        let key = root().key("select");
+        let Some(raw) = raw else {
+            self.problem(
+                &key,
+                "[select] is missing, so no VM would be managed: set tags, vmids or pools",
+            );
+            return None;
+        };
+        let tags = self.tags(&key.key("tags"), &raw.tags);
+        let vmids = self.vmids(&key.key("vmids"), &raw.vmids);
+        let pools = self.pools(&key.key("pools"), &raw.pools);
+        let exclude_tags = self.tags(&key.key("exclude_tags"), &raw.exclude_tags);
+        let exclude_vmids = self.vmids(&key.key("exclude_vmids"), &raw.exclude_vmids);
+        if tags.is_empty() && vmids.is_empty() && pools.is_empty() {
+            self.problem(&key, "[select] matches no VM: set tags, vmids or pools");
+            return None;
+        }
+        for t in tags.iter().filter(|t| exclude_tags.contains(t)) {
+            self.warn(
+                &key.key("exclude_tags"),
+                format_args!("tag {t:?} is both selected and excluded; excluded wins"),
+            );
+        }
+        for id in vmids.intersection(&exclude_vmids) {
+            self.warn(
+                &key.key("exclude_vmids"),
+                format_args!("VM {id} is both selected and excluded; excluded wins"),
+            );
+        }
+        Some(Selection {
+            tags,
+            vmids,
+            pools,
+            exclude_tags,
+            exclude_vmids,
+        })
+    }
+
+    /// Tags as Proxmox VE allows them (`[a-z0-9_][a-z0-9_+.-]*`, any case), lowercased, deduplicated.
+    pub(super) fn tags(&mut self, key: &KeyPath, raw: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (i, t) in raw.iter().enumerate() {
+            if !valid_tag(t) {
+                self.problem(
+                    &key.index(i),
+                    format!(
+                        "{t:?} is not a Proxmox VE tag: letters, digits, '_', '-', '+' and '.', not \
+                         starting with '-', '+' or '.'"
+                    ),
+                );
+                continue;
+            }
+            let t = t.to_ascii_lowercase();
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    pub(super) fn vmids(&mut self, key: &KeyPath, raw: &[u32]) -> BTreeSet<u32> {
+        let mut out = BTreeSet::new();
+        for (i, id) in raw.iter().enumerate() {
+            if (100..=999_999_999).contains(id) {
+                out.insert(*id);
+            } else {
+                self.problem(
+                    &key.index(i),
+                    format!("{id} is not a VM ID: Proxmox VE uses 100 to 999999999"),
+                );
+            }
+        }
+        out
+    }
+
+    pub(super) fn pools(&mut self, key: &KeyPath, raw: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (i, p) in raw.iter().enumerate() {
+            let ok = !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'));
+            if !ok {
+                self.problem(
+                    &key.index(i),
+                    format!(
+                        "{p:?} is not a Proxmox VE pool name: letters, digits, '-', '_' (and '/' \
+                         for nested pools)"
+                    ),
+                );
+            } else if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+}
+
+pub(super) fn valid_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
+}
