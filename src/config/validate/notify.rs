@@ -257,6 +257,38 @@ impl Validator<'_> {
                  (no scheme, no port: set port)",
             );
         }
+        let (security, port) = self.smtp_transport(key, raw);
+        let (from, to) = self.mail_addresses(key, raw);
+        let local = is_loopback(&host);
+        let login = self.smtp_login(key, raw, security, local, enabled);
+        if security == SmtpSecurity::None && !local && raw.user.is_none() {
+            self.warn(
+                &key.key("security"),
+                format_args!("mail to {host} goes in clear text; \"none\" is meant for a relay on this machine"),
+            );
+        }
+        let ca_file = self.ca_file(&key.key("ca_file"), raw.ca_file.as_ref());
+        if raw.ca_file.is_some() && security == SmtpSecurity::None {
+            self.problem(&key.key("ca_file"), "is for TLS, but security is \"none\"");
+        }
+        let events = self.channel_events(key, raw.events.as_ref(), global);
+        if self.problems.len() > before || !enabled {
+            return None;
+        }
+        Some(EmailConfig {
+            host,
+            port,
+            security,
+            from: from?,
+            to,
+            login,
+            ca_file,
+            events,
+        })
+    }
+
+    /// `security` and `port` of `[notify.email]`.
+    fn smtp_transport(&mut self, key: &KeyPath, raw: &RawEmail) -> (SmtpSecurity, u16) {
         let security = match raw.security.as_deref() {
             None if raw.port == Some(465) => SmtpSecurity::Tls,
             None | Some("starttls") => SmtpSecurity::StartTls,
@@ -283,6 +315,11 @@ impl Validator<'_> {
                 }
             },
         };
+        (security, port)
+    }
+
+    /// `from` and `to` of `[notify.email]`.
+    fn mail_addresses(&mut self, key: &KeyPath, raw: &RawEmail) -> (Option<Mailbox>, Vec<Mailbox>) {
         let from_text = self.required(
             key,
             "from",
@@ -323,8 +360,20 @@ impl Validator<'_> {
                 ),
             }
         }
-        let local = is_loopback(&host);
-        let login = match (
+        (from, to)
+    }
+
+    /// `user` and the password of `[notify.email]`: no login, or the login with its secret
+    /// (read only for a channel that is on).
+    fn smtp_login(
+        &mut self,
+        key: &KeyPath,
+        raw: &RawEmail,
+        security: SmtpSecurity,
+        local: bool,
+        enabled: bool,
+    ) -> Option<SmtpLogin> {
+        match (
             &raw.user,
             raw.password_file.is_some() || raw.password.is_some(),
         ) {
@@ -385,31 +434,7 @@ impl Validator<'_> {
                     }
                 }
             }
-        };
-        if security == SmtpSecurity::None && !local && raw.user.is_none() {
-            self.warn(
-                &key.key("security"),
-                format_args!("mail to {host} goes in clear text; \"none\" is meant for a relay on this machine"),
-            );
         }
-        let ca_file = self.ca_file(&key.key("ca_file"), raw.ca_file.as_ref());
-        if raw.ca_file.is_some() && security == SmtpSecurity::None {
-            self.problem(&key.key("ca_file"), "is for TLS, but security is \"none\"");
-        }
-        let events = self.channel_events(key, raw.events.as_ref(), global);
-        if self.problems.len() > before || !enabled {
-            return None;
-        }
-        Some(EmailConfig {
-            host,
-            port,
-            security,
-            from: from?,
-            to,
-            login,
-            ca_file,
-            events,
-        })
     }
 
     fn gotify(
