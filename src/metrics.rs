@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::policy::fmt_duration;
 use crate::pve::types::{MetricSample, RrdPoint};
 
-const MIB: f64 = 1024.0 * 1024.0;
+const MIB: f64 = crate::units::MIB as f64;
 
 /// Above this a CPU figure is not a measurement. Proxmox's `cpu` (qemu-server `vmstatus`) is
 /// the CPU time of the whole QEMU process (vCPU threads, I/O threads, vhost workers) over

@@ -176,7 +176,7 @@ fn vm_families(report: &RunReport) -> Vec<Family> {
         }
         memory.add(
             labels(),
-            size_after(&vm.memory, vm.memory_mib) as f64 * 1024.0 * 1024.0,
+            size_after(&vm.memory, vm.memory_mib) as f64 * crate::units::MIB as f64,
         );
         if let Some(p) = vm.cpu_percent.filter(|p| p.is_finite()) {
             cpu_util.add(labels(), ratio(p));

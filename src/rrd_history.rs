@@ -247,7 +247,7 @@ impl VmHistory {
             .as_ref()
             .ok()
             .and_then(|c| c.memory)
-            .or_else(|| self.vm.maxmem.map(|b| b / (1024 * 1024)))
+            .or_else(|| self.vm.maxmem.map(|b| b / crate::units::MIB))
             .filter(|m| *m > 0)
     }
 
