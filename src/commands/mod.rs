@@ -18,6 +18,31 @@ pub struct Finished {
     pub exit: Exit,
 }
 
+/// How a history command (`recommend`, `simulate`) went, per cluster: whether it could be read,
+/// and whether any of its VMs failed.
+pub struct ClusterOutcome {
+    pub read: bool,
+    pub vmids: Vec<u32>,
+    pub vm_failed: bool,
+}
+
+/// The end of a history command: `--vm` naming a VM no readable cluster has is a failure
+/// with the likely causes; else the exit code by the one rule.
+pub fn history_exit(vm: Option<u32>, clusters: &[ClusterOutcome]) -> Result<Exit, Failure> {
+    if let Some(id) = vm
+        && !clusters.iter().any(|c| c.vmids.contains(&id))
+        && clusters.iter().any(|c| c.read)
+    {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "VM {id} is not in any cluster (or is a template, or the token lacks VM.Audit on /vms/{id})"
+        )));
+    }
+    Ok(Exit::of_outcome(
+        clusters.iter().map(|c| !c.read),
+        clusters.iter().any(|c| c.vm_failed),
+    ))
+}
+
 /// Loads and validates the config; any problem is a config failure (exit 78).
 pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
     let path = config::config_path(global.config.clone(), &SystemEnv);

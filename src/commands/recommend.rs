@@ -1,8 +1,8 @@
 //! `pvescale recommend`: sizes per VM from the history Proxmox keeps (changes nothing).
 
-use super::{Finished, load_config};
+use super::{ClusterOutcome, Finished, history_exit, load_config};
 use crate::cli::{GlobalArgs, OutputFormat, RecommendArgs};
-use crate::error::{Exit, Failure};
+use crate::error::Failure;
 use crate::recommend::{
     CPU_QUANTILE, ClusterRecommendations, RecommendReport, cluster_recommendations, render,
 };
@@ -36,28 +36,19 @@ pub fn recommend(global: &GlobalArgs, args: &RecommendArgs) -> Result<Finished, 
         cpu_quantile: CPU_QUANTILE,
         clusters,
     };
-    if let Some(id) = args.vm
-        && !report
-            .clusters
-            .iter()
-            .any(|c| c.vms.iter().any(|v| v.vmid == id))
-        && report.clusters.iter().any(|c| c.error.is_none())
-    {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "VM {id} is not in any cluster (or is a template, or the token lacks VM.Audit on /vms/{id})"
-        )));
-    }
+    let outcome: Vec<ClusterOutcome> = report
+        .clusters
+        .iter()
+        .map(|c| ClusterOutcome {
+            read: c.error.is_none(),
+            vmids: c.vms.iter().map(|v| v.vmid).collect(),
+            vm_failed: c.vms.iter().any(|v| v.error.is_some()),
+        })
+        .collect();
+    let exit = history_exit(args.vm, &outcome)?;
     let output = match args.output {
         OutputFormat::Json => to_json(&report)?,
         OutputFormat::Table => render(&report),
     };
-    let exit = Exit::of_outcome(
-        report.clusters.iter().map(|c| c.error.is_some()),
-        report
-            .clusters
-            .iter()
-            .flat_map(|c| c.vms.iter())
-            .any(|v| v.error.is_some()),
-    );
     Ok(Finished { output, exit })
 }

@@ -1,8 +1,8 @@
 //! `pvescale simulate`: the history replayed through the policy `run` uses.
 
-use super::{Finished, load_config};
+use super::{ClusterOutcome, Finished, history_exit, load_config};
 use crate::cli::{GlobalArgs, SimulateArgs, SimulateFormat};
-use crate::error::{Exit, Failure};
+use crate::error::Failure;
 use crate::report::to_json;
 use crate::rrd_history::{self, Request};
 use crate::simulate::{
@@ -46,17 +46,16 @@ pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Finished, Fa
         assumptions: ASSUMPTIONS.iter().map(|a| a.to_string()).collect(),
         clusters,
     };
-    if let Some(id) = args.vm
-        && !report
-            .clusters
-            .iter()
-            .any(|c| c.vms.iter().any(|v| v.vmid == id))
-        && report.clusters.iter().any(|c| c.error.is_none())
-    {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "VM {id} is not in any cluster (or is a template, or the token lacks VM.Audit on /vms/{id})"
-        )));
-    }
+    let outcome: Vec<ClusterOutcome> = report
+        .clusters
+        .iter()
+        .map(|c| ClusterOutcome {
+            read: c.error.is_none(),
+            vmids: c.vms.iter().map(|v| v.vmid).collect(),
+            vm_failed: c.vms.iter().any(|v| v.error.is_some()),
+        })
+        .collect();
+    let exit = history_exit(args.vm, &outcome)?;
     let output = match args.output {
         SimulateFormat::Json => to_json(&report)?,
         SimulateFormat::Table => render(&report),
@@ -67,13 +66,5 @@ pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Finished, Fa
             log::error!("cluster {}: {error}", cluster.name);
         }
     }
-    let exit = Exit::of_outcome(
-        report.clusters.iter().map(|c| c.error.is_some()),
-        report
-            .clusters
-            .iter()
-            .flat_map(|c| c.vms.iter())
-            .any(|v| v.error.is_some()),
-    );
     Ok(Finished { output, exit })
 }
