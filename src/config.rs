@@ -122,9 +122,30 @@ pub struct ClusterConfig {
     target: ClusterTarget,
     secret_source: SecretSource,
     task_timeout: std::time::Duration,
+    active: Activity,
+    local_node: Option<String>,
+}
+
+/// When a run acts on a cluster (`active` of a `[[cluster]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// On a member node, only the cluster's one active scaler acts (see `leader`).
+    Auto,
+    /// Always act, wherever this runs.
+    Always,
 }
 
 impl ClusterConfig {
+    /// `active`: whether only the cluster's active node acts.
+    pub fn activity(&self) -> Activity {
+        self.active
+    }
+
+    /// The node this runs on (`local_node`), when set; else the host name is taken.
+    pub fn local_node(&self) -> Option<&str> {
+        self.local_node.as_deref()
+    }
+
     /// Longest wait for a config write's task (`task_timeout`).
     pub fn task_timeout(&self) -> std::time::Duration {
         self.task_timeout

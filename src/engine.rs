@@ -13,7 +13,8 @@ mod view;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::apply::{self, ApplyTiming, ConfigWrite, Outcome};
-use crate::config::{ClusterConfig, Config};
+use crate::config::{Activity, ClusterConfig, Config};
+use crate::leader::{self, Role};
 use crate::metrics::{VmUsage, WindowAggregator, usage_from_rrd};
 use crate::policy::{
     self, Action, Decision, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation,
@@ -21,7 +22,7 @@ use crate::policy::{
 };
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
 use crate::pve::types::{
-    Consolidation, NodeResource, PendingItem, Timeframe, VmConfig, VmResource,
+    Consolidation, NodeResource, PendingItem, Resources, Timeframe, VmConfig, VmResource,
 };
 use crate::pve::{ApiError, ApiErrorKind, Client};
 use crate::report::{ClusterReport, ResourceReport, VmReport, WidenedWindow};
@@ -77,6 +78,30 @@ pub fn process_cluster(
             return report;
         }
     };
+    match role_here(cluster, client, &resources, now) {
+        Ok(None) => {}
+        Ok(Some(Role::Active { why })) => report.active = Some(format!("this node acts: {why}")),
+        Ok(Some(Role::Standby { active, why })) => {
+            report.standby = Some(format!(
+                "standby: {active} is the active scaler for cluster {name} ({why})"
+            ));
+            fill_traffic(&mut report, client);
+            return report;
+        }
+        Ok(Some(Role::NoQuorum)) => {
+            report.standby = Some(format!(
+                "cluster {name} has no quorum: nothing is done anywhere until it has"
+            ));
+            fill_traffic(&mut report, client);
+            return report;
+        }
+        Err(e) => {
+            // Not knowing who acts, act nowhere: two scalers are worse than none for a run.
+            report.error = Some(format!("cannot tell which node is the active scaler: {e}"));
+            fill_traffic(&mut report, client);
+            return report;
+        }
+    }
     let managed: Vec<&VmResource> = resources
         .vms
         .iter()
@@ -199,6 +224,38 @@ fn mark_seen(state: &mut State, cluster: &str, seen: &[VmResource], now: u64) {
             entry.last_seen = now;
         }
     }
+}
+
+/// Who acts on this cluster, when this runs on one of its nodes (`None`: it does not, or
+/// `active = "always"`: act). A host that is not a member costs no request; a member asks
+/// `cluster/status`, and the HA manager's status where HA manages a guest.
+fn role_here(
+    cluster: &ClusterConfig,
+    client: &Client,
+    resources: &Resources,
+    now: u64,
+) -> Result<Option<Role>, ApiError> {
+    if cluster.activity() == Activity::Always {
+        return Ok(None);
+    }
+    let Some(local) = cluster
+        .local_node()
+        .map(str::to_string)
+        .or_else(leader::host_node_name)
+    else {
+        return Ok(None);
+    };
+    if !resources.nodes.iter().any(|n| n.node == local) {
+        return Ok(None);
+    }
+    let status = client.cluster_status()?;
+    let ha = if resources.vms.iter().any(|vm| vm.hastate.is_some()) {
+        // Refused or absent: decide by node id.
+        client.ha_manager_status().ok()
+    } else {
+        None
+    };
+    Ok(Some(leader::role(&local, &status, ha.as_ref(), now)))
 }
 
 fn fill_traffic(report: &mut ClusterReport, client: &Client) {

@@ -11,6 +11,7 @@ pub mod dimm;
 pub mod engine;
 pub mod error;
 pub mod history;
+pub mod leader;
 pub mod logging;
 pub mod memory_source;
 pub mod metrics;

@@ -246,6 +246,13 @@ pub struct ClusterReport {
     /// Why the cluster could not be read at all (then `vms` is empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// This run did not act on the cluster: another node is its active scaler, or it has no
+    /// quorum (then `vms` is empty and nothing was written for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<String>,
+    /// Why this node acts, where it is one of the cluster's nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
     /// Which metrics source was used, and why.
     pub metrics_source: String,
     /// Nodes whose VMs `metrics/export` left out (the node serving the API could not ask
@@ -279,6 +286,8 @@ impl ClusterReport {
         ClusterReport {
             name: name.to_string(),
             error: None,
+            standby: None,
+            active: None,
             metrics_source: String::new(),
             export_missing_nodes: Vec::new(),
             widened_windows: Vec::new(),
@@ -363,6 +372,11 @@ impl RunReport {
             self.clusters.iter().map(|c| c.error.is_some()),
             self.summary.failed > 0,
         )
+    }
+
+    /// Every cluster was left to another node (or had no quorum): the run did nothing.
+    pub fn all_standby(&self) -> bool {
+        !self.clusters.is_empty() && self.clusters.iter().all(|c| c.standby.is_some())
     }
 
     /// Nothing changed, nothing failed: `-q` prints nothing.

@@ -13,6 +13,9 @@ pub use crate::record::{
 
 /// The run summary for people: what changed or was planned, and why.
 pub fn render_run(report: &RunReport) -> String {
+    if report.all_standby() {
+        return standby_lines(report);
+    }
     let mut table = new_table(&[
         "Cluster", "VM", "Node", "Resource", "Action", "Reason", "Result",
     ]);
@@ -128,12 +131,19 @@ fn missing_nodes(cluster: &ClusterReport) -> Option<String> {
 /// Per cluster read: where its metrics came from (with any widened window and any node
 /// missing from the export).
 fn metrics_lines(report: &RunReport) -> String {
-    report
-        .clusters
-        .iter()
-        .filter(|c| c.error.is_none() && !c.metrics_source.is_empty())
-        .map(|c| format!("cluster {}: metrics from {}\n", c.name, c.metrics_source))
-        .collect()
+    let mut out = standby_lines(report);
+    for c in &report.clusters {
+        if let Some(active) = &c.active {
+            out.push_str(&format!("cluster {}: {active}\n", c.name));
+        }
+        if c.error.is_none() && !c.metrics_source.is_empty() {
+            out.push_str(&format!(
+                "cluster {}: metrics from {}\n",
+                c.name, c.metrics_source
+            ));
+        }
+    }
+    out
 }
 
 /// The `status` table: one row per managed VM.
@@ -191,6 +201,16 @@ pub fn render_status(report: &RunReport) -> String {
     out.push_str(&table.to_string());
     out.push('\n');
     out
+}
+
+/// One line per cluster this run left to another node (or that has no quorum).
+fn standby_lines(report: &RunReport) -> String {
+    report
+        .clusters
+        .iter()
+        .filter_map(|c| c.standby.as_ref())
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// One line per cluster that could not be read at all.

@@ -117,6 +117,9 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         if let Some(error) = &report.error {
             log::error!("cluster {}: {error}", cluster.name());
         }
+        if let Some(standby) = &report.standby {
+            log::info!("{standby}");
+        }
         for warning in &report.warnings {
             log::warn!("cluster {}: {warning}", cluster.name());
         }
@@ -129,6 +132,12 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         );
         clusters.push(report);
     }
+    let report = RunReport::new(mode == Mode::DryRun, now, clusters);
+    if report.all_standby() {
+        // Another node acts for every cluster: this run writes nothing, no state either.
+        return Ok(report);
+    }
+    let clusters = report.clusters;
     if mode == Mode::Apply {
         let pruned = state.prune(now);
         if pruned > 0 {

@@ -362,6 +362,26 @@ pub const SECTIONS: &[Section] = &[
                 "Longest wait for the task of a config write; a write still running then is \
                  settled by the next run.",
             ),
+            key(
+                "active",
+                "string",
+                "\"auto\"",
+                Some("\"auto\""),
+                "\"always\"",
+                "\"auto\": installed on every node of a cluster, only one acts: the HA \
+                 manager's master (when fresh), else the online node with the lowest node id, \
+                 and only with quorum; the others print which node is active and exit 0, reading \
+                 and writing nothing more. A host that is not a member always acts. \"always\": \
+                 act wherever this runs.",
+            ),
+            key(
+                "local_node",
+                "string",
+                "the host name",
+                None,
+                "\"pve1\"",
+                "The Proxmox VE node this runs on, for active = \"auto\".",
+            ),
         ],
     },
     Section {

@@ -57,6 +57,8 @@ pub(super) struct RawCluster {
     pub timeout: Option<Dur>,
     pub connect_timeout: Option<Dur>,
     pub task_timeout: Option<Dur>,
+    pub active: Option<String>,
+    pub local_node: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -140,6 +140,10 @@ pub fn observe(report: &RunReport) -> Observed {
                 .insert(format!("failed {}", cluster.name), (String::new(), event));
             continue;
         }
+        if cluster.standby.is_some() {
+            // Another node acts for it: what is known of it stays as it was.
+            continue;
+        }
         out.clusters_read.insert(cluster.name.clone());
         for vm in &cluster.vms {
             observe_vm(report.dry_run, &cluster.name, vm, &mut out);

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use super::client::Client;
 use super::error::{ApiError, ApiErrorKind, ApiResult};
 use super::types::{
-    ConfigDigest, Consolidation, MetricSample, NodeStatus, PendingItem, ResourceRow, Resources,
-    RrdPoint, TaskStatus, Timeframe, Version, VmConfig, VmCurrentStatus,
+    ClusterStatusRow, ConfigDigest, Consolidation, HaManagerStatus, MetricSample, NodeStatus,
+    PendingItem, ResourceRow, Resources, RrdPoint, TaskStatus, Timeframe, Version, VmConfig,
+    VmCurrentStatus,
 };
 
 pub use super::export::parse_metrics_export;
@@ -36,6 +37,16 @@ impl Client {
     pub fn resources(&self) -> ApiResult<Resources> {
         let rows: Vec<ResourceRow> = self.get("/cluster/resources", &[])?;
         Ok(Resources::from_rows(rows))
+    }
+
+    /// Membership and quorum of the cluster.
+    pub fn cluster_status(&self) -> ApiResult<Vec<ClusterStatusRow>> {
+        self.get("/cluster/status", &[])
+    }
+
+    /// The HA manager's status (who is master, and since when it last wrote).
+    pub fn ha_manager_status(&self) -> ApiResult<HaManagerStatus> {
+        self.get("/cluster/ha/status/manager_status", &[])
     }
 
     /// The privileges of the authenticated user or token, per ACL path.

@@ -132,6 +132,40 @@ pub struct NodeResource {
     pub maxmem: Option<u64>,
 }
 
+/// A row of `GET /cluster/status` (pve-cluster / pve-manager `PVE/API2/Cluster.pm`
+/// `get_status`): one `cluster` row, one `node` row per member. `quorate` may be `''`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterStatusRow {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub quorate: bool,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub nodeid: Option<u64>,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub online: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub local: bool,
+}
+
+/// `GET /cluster/ha/status/manager_status`: the HA manager's status file (empty where HA was
+/// never used; pve-ha-manager `PVE/API2/HA/Status.pm`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HaManagerStatus {
+    #[serde(default)]
+    pub manager_status: HaManager,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HaManager {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub master_node: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub timestamp: Option<u64>,
+}
+
 /// The rows of `cluster/resources` that pvescale uses.
 #[derive(Debug, Clone, Default)]
 pub struct Resources {

@@ -9,6 +9,7 @@ mod config_examples;
 mod crash;
 mod faults_matrix;
 mod input_props;
+mod leader;
 mod metrics_sources;
 mod notify;
 mod ops;

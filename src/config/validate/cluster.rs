@@ -1,6 +1,7 @@
 //! `[[cluster]]`: URLs, TLS, authentication and secrets, timeouts.
 
 use super::*;
+use crate::config::Activity;
 
 impl Validator<'_> {
     pub(super) fn cluster(&mut self, key: &KeyPath, c: &RawCluster) -> Option<ClusterConfig> {
@@ -56,6 +57,32 @@ impl Validator<'_> {
             self.problem(&key.key("task_timeout"), "must be more than 0s");
         }
 
+        let active = match c.active.as_deref() {
+            None | Some("auto") => Activity::Auto,
+            Some("always") => Activity::Always,
+            Some(other) => {
+                self.problem(
+                    &key.key("active"),
+                    format!(
+                        "{other:?} is not \"auto\" (on a member node, only the cluster's active \
+                         scaler acts) or \"always\""
+                    ),
+                );
+                Activity::Auto
+            }
+        };
+        if let Some(node) = &c.local_node
+            && (node.is_empty()
+                || !node
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-'))
+        {
+            self.problem(
+                &key.key("local_node"),
+                "must be a Proxmox VE node name (letters, digits and -), e.g. \"pve1\"",
+            );
+        }
+
         let auth = if name_ok { self.auth(key, c) } else { None };
         if self.problems.len() > before {
             return None;
@@ -72,6 +99,8 @@ impl Validator<'_> {
             },
             secret_source,
             task_timeout,
+            active,
+            local_node: c.local_node.clone(),
         })
     }
 

@@ -70,6 +70,10 @@ pub(crate) struct World {
     pub task_seq: u32,
     pub noise: Noise,
     pub cluster_name: String,
+    /// corosync quorum (`cluster/status`, HA `quorum`).
+    pub quorate: bool,
+    /// The HA manager's status file: master node and its last timestamp (None: HA never used).
+    pub ha_master: Option<(String, i64)>,
 }
 
 impl World {
@@ -949,7 +953,8 @@ fn route(
             }
             let mut rows = vec![json!({
                 "id": "cluster", "type": "cluster", "name": world.cluster_name,
-                "nodes": world.nodes.len(), "quorate": 1, "version": world.nodes.len() + 3,
+                "nodes": world.nodes.len(), "quorate": u8::from(world.quorate),
+                "version": world.nodes.len() + 3,
             })];
             for (i, n) in world.nodes.iter().enumerate() {
                 rows.push(json!({
@@ -960,6 +965,34 @@ fn route(
                 }));
             }
             ok(Value::Array(rows))
+        }
+        ("GET", ["cluster", "ha", "status", "manager_status"]) => {
+            // pve-ha-manager src/PVE/API2/HA/Status.pm `manager_status`: the manager's status
+            // file as it is (empty where HA was never used), and this node's quorum.
+            validate(ctx.params, &|_| None, &[], v)?;
+            if !p.privs.has("/", "Sys.Audit") {
+                return Err(ApiError::perm("/", "Sys.Audit"));
+            }
+            let status = match &world.ha_master {
+                Some((node, timestamp)) => json!({
+                    "master_node": node, "timestamp": timestamp,
+                    "node_status": world.nodes.iter()
+                        .map(|n| (n.name.clone(), json!(if n.online { "online" } else { "unknown" })))
+                        .collect::<Map<String, Value>>(),
+                    "service_status": {},
+                }),
+                None => json!({}),
+            };
+            let local = world
+                .nodes
+                .first()
+                .map(|n| n.name.clone())
+                .unwrap_or_default();
+            ok(json!({
+                "manager_status": status,
+                "quorum": { "node": local, "quorate": u8::from(world.quorate) },
+                "lrm_status": {},
+            }))
         }
         ("GET", ["cluster", "metrics", "export"]) if v.has_metrics_export() => {
             validate(

@@ -515,6 +515,8 @@ impl SimBuilder {
             task_seq: 0,
             noise: self.noise,
             cluster_name: self.cluster_name.clone(),
+            quorate: true,
+            ha_master: None,
         };
         let certs = tls::make_certs(&self.cluster_name, &first_node)?;
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -768,6 +770,16 @@ impl Sim {
     }
     /// Makes `metrics/export` skip this node's metrics and its guests' (as the real server
     /// does with a node that fails, times out or is older than 8.2.5); false if no such node.
+    /// corosync quorum of the cluster (default: quorate).
+    pub fn set_quorate(&self, quorate: bool) {
+        lock(&self.shared.world).quorate = quorate;
+    }
+
+    /// The HA manager's master and the timestamp of its status (`None`: HA never used).
+    pub fn set_ha_master(&self, master: Option<(&str, i64)>) {
+        lock(&self.shared.world).ha_master = master.map(|(n, t)| (n.to_string(), t));
+    }
+
     pub fn set_export_unreachable(&self, name: &str, unreachable: bool) -> bool {
         self.update_node(name, |n| n.export_unreachable = unreachable)
     }

@@ -1,0 +1,126 @@
+//! One scaler per cluster: installed on every node, only the active one acts; the others read
+//! only who acts, write nothing and exit 0. The real binary against the simulated cluster.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A three-node cluster with a busy VM that HA manages, the HA master on pve2.
+fn three_nodes() -> TestEnv {
+    let env = TestEnv::start(
+        Sim::builder()
+            .node(NodeSpec::new("pve1").cpus(32).memory_mib(131072))
+            .node(NodeSpec::new("pve2").cpus(32).memory_mib(131072))
+            .node(NodeSpec::new("pve3").cpus(32).memory_mib(131072))
+            .token(TOKEN_ID, TOKEN_SECRET, Privs::pvescale())
+            .vm(ready_vm(101, "pve1")
+                .hastate("started")
+                .cpu_load(busy_from_start(1.9))),
+        "",
+    );
+    env.sim.set_ha_master(Some(("pve2", env.sim.now())));
+    env
+}
+
+/// The config of pvescale as installed on `node` (its own state directory).
+fn as_node(env: &TestEnv, node: &str, extra: &str) -> std::path::PathBuf {
+    let state = env.path(&format!("state-{node}"));
+    let text = format!(
+        "state_dir = \"{}\"\n\n{}local_node = \"{node}\"\n{extra}\n[select]\ntags = [\"autoscale\"]\n\
+         [policy.cpu]\nup_after = \"1m\"\n",
+        state.display(),
+        env.cluster_toml(),
+    );
+    write_private(&env.config_path(), &text);
+    state
+}
+
+#[test]
+fn only_the_active_node_acts_and_the_others_write_nothing() {
+    let env = three_nodes();
+    minute(&env);
+    minute(&env);
+    env.sim.set_ha_master(Some(("pve2", env.sim.now() - 5)));
+    let pve1 = as_node(&env, "pve1", "");
+    env.sim.clear_requests();
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    assert_eq!(
+        run.stdout.trim(),
+        "standby: pve2 is the active scaler for cluster lab (the HA manager's master)"
+    );
+    assert!(
+        !pve1.join("state.json").exists(),
+        "a standby writes no state"
+    );
+    let paths: Vec<String> = env.sim.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/cluster/resources",
+            "/cluster/status",
+            "/cluster/ha/status/manager_status"
+        ],
+        "it reads who acts, nothing else"
+    );
+    assert_eq!(env.vcpus(101), 2);
+
+    // The active node acts.
+    let pve2 = as_node(&env, "pve2", "");
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    env.sim.wait_tasks(Duration::from_secs(5));
+    assert!(env.vcpus(101) > 2, "{}", run.all_output());
+    assert!(pve2.join("state.json").exists());
+    let status = env.run(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("cluster lab: this node acts: the HA manager's master"),
+        "{}",
+        status.stdout
+    );
+
+    // A stale HA status (an idle manager): the lowest online node id acts: pve1.
+    env.sim.set_ha_master(Some(("pve2", env.sim.now() - 600)));
+    as_node(&env, "pve2", "");
+    let run = env.run(&["run"]);
+    assert!(
+        run.stdout.contains("standby: pve1 is the active scaler")
+            && run.stdout.contains("lowest node id (1)"),
+        "{}",
+        run.stdout
+    );
+
+    // Without quorum nothing is done anywhere.
+    env.sim.set_quorate(false);
+    let before = std::fs::read(pve2.join("state.json")).expect("state");
+    for node in ["pve1", "pve2", "pve3"] {
+        as_node(&env, node, "");
+        let run = env.run(&["run"]);
+        assert_eq!(run.code, 0, "{node}: {}", run.all_output());
+        assert!(
+            run.stdout.contains("has no quorum"),
+            "{node}: {}",
+            run.stdout
+        );
+    }
+    assert_eq!(std::fs::read(pve2.join("state.json")).unwrap(), before);
+}
+
+#[test]
+fn a_host_outside_the_cluster_and_active_always_act() {
+    let env = three_nodes();
+    minute(&env);
+    minute(&env);
+    // An admin machine: not one of the nodes, so no question asked.
+    as_node(&env, "admin", "");
+    env.sim.clear_requests();
+    let run = env.run(&["run", "--dry-run"]);
+    assert!(run.stdout.contains("would change"), "{}", run.all_output());
+    assert_eq!(env.sim.count("GET", "/cluster/status"), 0);
+    // A member with active = "always" acts too.
+    as_node(&env, "pve3", "active = \"always\"\n");
+    let run = env.run(&["run", "--dry-run"]);
+    assert!(run.stdout.contains("would change"), "{}", run.all_output());
+}
