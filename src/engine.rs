@@ -229,7 +229,7 @@ fn mark_seen(state: &mut State, cluster: &str, seen: &[VmResource], now: u64) {
 /// Who acts on this cluster, when this runs on one of its nodes (`None`: it does not, or
 /// `active = "always"`: act). A host that is not a member costs no request; a member asks
 /// `cluster/status`, and the HA manager's status where HA manages a guest.
-fn role_here(
+pub(crate) fn role_here(
     cluster: &ClusterConfig,
     client: &Client,
     resources: &Resources,

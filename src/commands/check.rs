@@ -9,6 +9,7 @@ use super::{Finished, load_config};
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::config::{ClusterConfig, Config, SystemEnv};
 use crate::error::{Exit, Failure};
+use crate::leader::Role;
 use crate::metrics::{Source, Window};
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
 use crate::pve::types::{PendingItem, Version, VmConfig, VmResource, VmStatus};
@@ -147,6 +148,26 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
         }
     };
     result.usable = true;
+    match crate::engine::role_here(cluster, &client, &resources, crate::clock::now()) {
+        Ok(None) => {}
+        Ok(Some(Role::Active { why })) => {
+            let _ = writeln!(out, "  active scaler: this node ({why})");
+        }
+        Ok(Some(Role::Standby { active, why })) => {
+            let _ = writeln!(
+                out,
+                "  active scaler: {active} ({why}); runs here do nothing (active = \"auto\")"
+            );
+        }
+        Ok(Some(Role::NoQuorum)) => {
+            let _ = writeln!(out, "  active scaler: none: the cluster has no quorum");
+            result.problems += 1;
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  active scaler: cannot tell ({e})");
+            result.problems += 1;
+        }
+    }
     let managed: Vec<&VmResource> = resources
         .vms
         .iter()

@@ -81,6 +81,15 @@ fn only_the_active_node_acts_and_the_others_write_nothing() {
         status.stdout
     );
 
+    let check = env.run(&["check"]);
+    assert!(
+        check
+            .stdout
+            .contains("active scaler: this node (the HA manager's master)"),
+        "{}",
+        check.stdout
+    );
+
     // A stale HA status (an idle manager): the lowest online node id acts: pve1.
     env.sim.set_ha_master(Some(("pve2", env.sim.now() - 600)));
     as_node(&env, "pve2", "");
