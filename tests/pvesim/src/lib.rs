@@ -87,6 +87,7 @@ use std::time::Duration;
 
 pub use config::{STATIC_MEM_MIB, dimm_grid, grid_round_down, grid_round_up, max_mem_mib};
 pub use fault::{Fault, FaultKind, PathMatch};
+pub use metrics::Demand;
 pub use model::{ALL_PRIVS, Kind, Node, NodeSpec, Pattern, Privs, Version, VmSpec, VmStatus};
 
 use api::{FaultSlot, Shared, TaskState, User, World, lock};
@@ -675,6 +676,16 @@ impl Sim {
     pub fn vmids(&self) -> Vec<u32> {
         lock(&self.shared.world).vms.keys().copied().collect()
     }
+    /// What a guest wants at simulated time `t` (unix seconds), whatever its size: its
+    /// patterns with the noise of [`SimBuilder::noise`], exactly as its figures are computed
+    /// from. The ground truth for benchmarks; pvescale sees only what the size serves. None if
+    /// the guest does not exist.
+    pub fn demand(&self, vmid: u32, t: i64) -> Option<Demand> {
+        let w = lock(&self.shared.world);
+        w.vms
+            .get(&vmid)
+            .map(|vm| metrics::vm_demand(vm, t, w.start, w.noise))
+    }
 
     /// Changes a guest; returns false if it does not exist.
     pub fn update_vm(&self, vmid: u32, f: impl FnOnce(&mut VmEdit)) -> bool {
@@ -871,5 +882,61 @@ fn view(vm: &Vm) -> VmView {
                 status: e.status,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demand a benchmark reads is the one the figures are computed from: the pattern
+    /// with the noise, served up to the VM's size.
+    #[test]
+    fn demand_is_the_truth_behind_the_figures() {
+        let sim = Sim::builder()
+            .node(NodeSpec::new("pve1"))
+            .vm(VmSpec::new(101, "pve1")
+                .sockets(1)
+                .cores(8)
+                .vcpus(2)
+                .memory_mib(4096)
+                .io_overhead(0.1)
+                .cpu_load(Pattern::Step {
+                    before: 1.0,
+                    after: 5.0,
+                    at: 600,
+                })
+                .mem_load(Pattern::Constant(3000.0)))
+            .noise(0.1, 7)
+            .start()
+            .unwrap();
+        let start = sim.start_time();
+        assert!(sim.demand(102, start).is_none());
+        let mut differs = false;
+        for rel in (0..1200).step_by(10) {
+            let t = start + rel;
+            let d = sim.demand(101, t).unwrap();
+            let cores = if rel < 600 { 1.0 } else { 5.0 };
+            assert!(
+                (d.cpu_cores / cores - 1.0).abs() <= 0.1 + 1e-9,
+                "{rel}: {d:?}"
+            );
+            assert!(
+                (d.memory_mib / 3000.0 - 1.0).abs() <= 0.1 + 1e-9,
+                "{rel}: {d:?}"
+            );
+            differs |= (d.cpu_cores - cores).abs() > 1e-6;
+            let w = lock(&sim.shared.world);
+            let s = metrics::vm_sample(&w.vms[&101], t, w.start, w.noise).unwrap();
+            // Proxmox's figure: what 2 vCPUs serve, with the I/O threads on top.
+            let served = d.cpu_cores.min(2.0) * 1.1 / 2.0;
+            assert!(
+                (s.cpu - served).abs() < 1e-9,
+                "{rel}: {} vs {served}",
+                s.cpu
+            );
+            assert_eq!(s.mem_used, (d.memory_mib * 1024.0 * 1024.0) as u64);
+        }
+        assert!(differs, "the noise is part of the demand");
     }
 }

@@ -63,6 +63,33 @@ impl Sample {
     }
 }
 
+/// What a guest wants at one instant, whatever its size: its [`crate::Pattern`]s with the
+/// simulator's noise. The ground truth behind its figures, which show only what its size
+/// serves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Demand {
+    /// Busy cores the guest wants.
+    pub cpu_cores: f64,
+    /// MiB the guest wants.
+    pub memory_mib: f64,
+}
+
+/// The guest's demand at simulated time `t` (`start` is the simulation's start).
+pub(crate) fn vm_demand(vm: &Vm, t: i64, start: i64, nz: Noise) -> Demand {
+    let rel = t - start;
+    let jitter = |salt: u64| {
+        if nz.amplitude > 0.0 {
+            1.0 + nz.amplitude * noise(nz.seed, vm.vmid, t, salt)
+        } else {
+            1.0
+        }
+    };
+    Demand {
+        cpu_cores: vm.cpu_load.at(rel) * jitter(1),
+        memory_mib: vm.mem_load.at(rel) * jitter(2),
+    }
+}
+
 /// The guest at simulated time `t` (None before it existed).
 pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample> {
     let e = vm.epoch_at(t)?;
@@ -92,14 +119,10 @@ pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample
     if !e.status.is_live() {
         return Some(s);
     }
-    let jitter = |salt: u64| {
-        if nz.amplitude > 0.0 {
-            1.0 + nz.amplitude * noise(nz.seed, vm.vmid, t, salt)
-        } else {
-            1.0
-        }
-    };
-    let demand = vm.cpu_load.at(rel) * jitter(1);
+    let Demand {
+        cpu_cores: demand,
+        memory_mib: mem_demand,
+    } = vm_demand(vm, t, start, nz);
     let mut cap = vcpus as f64;
     if e.cpulimit > 0.0 {
         cap = cap.min(e.cpulimit);
@@ -117,7 +140,6 @@ pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample
     } else {
         0.0
     };
-    let mem_demand = vm.mem_load.at(rel) * jitter(2);
     let guest_used = mem_demand.min(mem_mib as f64);
     s.mem_pressure = if mem_demand > mem_mib as f64 && mem_demand > 0.0 {
         (mem_demand - mem_mib as f64) / mem_demand
