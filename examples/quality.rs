@@ -5,9 +5,12 @@
 //!
 //! The simulated VM keeps its true demand (the trace's pattern) as ground truth; pvescale sees
 //! only what Proxmox shows of a VM: a CPU figure pinned near (or, with I/O, above) 100 % of its
-//! size, never the demand beyond it. Every trace runs with `window = "5m"`, `up_after = "2m"`
-//! for CPU and the other defaults, on a VM at 2 of 8 possible vCPUs (4 GiB, memory hotplug
-//! ready), on a host big enough that the host guard never blocks.
+//! size, never the demand beyond it. The figures are measured against that demand as the
+//! simulator computes it (`Sim::demand`: the pattern with the simulator's noise), every 10 s.
+//! Every trace runs with `window = "5m"`, `up_after = "2m"` for CPU and the other defaults, on
+//! a VM at 2 of 8 possible vCPUs (4 GiB, memory hotplug ready, balloon statistics, 10 % of I/O
+//! on top of its CPU figure), on a host big enough that the host guard never blocks. The
+//! traces are deterministic (fixed seeds), so two runs on the same decisions print the same.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,13 @@ const TOKEN: &str = "pvescale@pve!autoscale";
 const SECRET: &str = "quality-secret-not-a-real-one";
 const MIN: i64 = 60;
 const VMID: u32 = 101;
+/// The CPU the VM's I/O threads add to its figure (Proxmox counts the whole QEMU process).
+const IO_OVERHEAD: f64 = 0.1;
+/// The policy defaults the traces are built around (`[policy.cpu] high`, `down_after` of CPU
+/// and memory).
+const CPU_HIGH: f64 = 0.80;
+const CPU_DOWN_AFTER: i64 = 15 * MIN;
+const MEMORY_DOWN_AFTER: i64 = 30 * MIN;
 
 /// One load trace.
 struct Trace {
@@ -48,9 +58,12 @@ struct TraceResult {
     /// Minutes from the step to the first scale-up, and to 5 vCPUs or more.
     first_up_after_step: Option<f64>,
     five_after_step: Option<f64>,
-    /// Scale-downs during a metrics gap or within `down_after` after it.
+    /// Scale-downs (CPU or memory) during a metrics gap or within the resource's `down_after`
+    /// after it: no decision may count missing minutes as low ones.
     downs_on_missing_data: usize,
     pending_left: bool,
+    /// The size after each change (seconds after the start, vCPUs, MiB), for `--changes`.
+    timeline: Vec<(i64, u32, u64)>,
 }
 
 /// A change pvescale made: when, which resource, up or down.
@@ -126,18 +139,14 @@ fn traces() -> Vec<Trace> {
             noise: 0.15,
         },
         Trace {
-            name: "hovering at high (80 ± 5 %)",
+            name: "hovering at high (75-85 %)",
             minutes: 120,
-            cpu: Pattern::Periodic {
-                base: 1.6,
-                amplitude: 0.1,
-                period: 7 * MIN,
-            },
+            cpu: hovering(CPU_HIGH, 0.05, 2, 120, 14),
             memory: quiet.clone(),
             vcpus: 2,
             step_at: None,
             gap: None,
-            noise: 0.03,
+            noise: 0.0,
         },
         Trace {
             name: "metrics gap while idle",
@@ -152,7 +161,8 @@ fn traces() -> Vec<Trace> {
         Trace {
             name: "metrics gap while busy",
             minutes: 100,
-            cpu: Pattern::Constant(1.9),
+            // Pinned at 2 vCPUs, then about 73 % of 6 during the gap.
+            cpu: Pattern::Constant(4.0),
             memory: quiet.clone(),
             vcpus: 2,
             step_at: None,
@@ -191,8 +201,32 @@ fn traces() -> Vec<Trace> {
     ]
 }
 
+/// CPU demand whose figure at `vcpus` (with the I/O on top, as pvescale sees it) hovers around
+/// `high`: a new level every 30 s, uniform within `high ± spread`, from a fixed seed.
+fn hovering(high: f64, spread: f64, vcpus: u32, minutes: i64, seed: u64) -> Pattern {
+    let mut x = seed;
+    let values = (0..minutes * 2)
+        .map(|_| {
+            // splitmix64: a fixed, portable sequence.
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let u = (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            (high + spread * u) * f64::from(vcpus) / (1.0 + IO_OVERHEAD)
+        })
+        .collect();
+    Pattern::Series {
+        start: 0,
+        step: 30,
+        values,
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
+    let show_changes = std::env::args().skip(1).any(|a| a == "--changes");
     self_check();
     let results: Vec<(Trace, TraceResult)> = std::thread::scope(|scope| {
         let handles: Vec<_> = traces()
@@ -206,10 +240,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         handles
             .into_iter()
-            .filter_map(|h| h.join().ok())
-            .map(|(trace, result)| match result {
-                Ok(r) => Ok((trace, r)),
-                Err(e) => Err(format!("{}: {e}", trace.name)),
+            .map(|h| match h.join() {
+                Ok((trace, Ok(r))) => Ok((trace, r)),
+                Ok((trace, Err(e))) => Err(format!("{}: {e}", trace.name)),
+                Err(_) => Err("a trace panicked".to_string()),
             })
             .collect::<Result<Vec<_>, String>>()
     })?;
@@ -246,6 +280,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ]);
     }
     println!("{table}");
+    if show_changes {
+        for (trace, r) in &results {
+            let steps: Vec<String> = r
+                .timeline
+                .iter()
+                .map(|(t, vcpus, mib)| format!("{}m {vcpus}/{mib}", t / MIN))
+                .collect();
+            println!("  {:<32} {}", trace.name, steps.join(", "));
+        }
+    }
     println!("\ntargets:");
     for (trace, r) in &results {
         for (target, met) in targets(trace, r) {
@@ -304,7 +348,7 @@ fn run_trace(trace: &Trace) -> Result<TraceResult, Box<dyn std::error::Error>> {
         .numa(true)
         .hotplug("network,disk,usb,cpu,memory")
         .tags(&["autoscale"])
-        .io_overhead(0.1)
+        .io_overhead(IO_OVERHEAD)
         .cpu_load(trace.cpu.clone())
         .mem_load(trace.memory.clone());
     if let Some((from, to)) = trace.gap {
@@ -323,9 +367,11 @@ fn run_trace(trace: &Trace) -> Result<TraceResult, Box<dyn std::error::Error>> {
     let config = write_config(&sim, dir.path())?;
     let start = sim.now();
 
-    // Sizes in force during each minute (m − 1, m], and the changes made.
+    // The size in force during each minute: `sizes[m]` from m to m + 1 minutes after the
+    // start (a change made by the pass at m minutes applies from then). And the changes made.
     let mut sizes: Vec<(u32, u64)> = Vec::new();
     let mut changes: Vec<Change> = Vec::new();
+    let mut timeline = Vec::new();
     let mut last = current_size(&sim);
     for _ in 0..trace.minutes {
         sizes.push(last);
@@ -348,19 +394,31 @@ fn run_trace(trace: &Trace) -> Result<TraceResult, Box<dyn std::error::Error>> {
                 up: now.1 > last.1,
             });
         }
+        if now != last {
+            timeline.push((t, now.0, now.1));
+        }
         last = now;
     }
     let pending_left = sim.vm(VMID).is_some_and(|vm| vm.has_pending());
-    Ok(measure(trace, &sizes, &changes, pending_left))
+    let demand = |rel: i64| {
+        sim.demand(VMID, start + rel)
+            .map_or((0.0, 0.0), |d| (d.cpu_cores, d.memory_mib))
+    };
+    Ok(TraceResult {
+        timeline,
+        ..measure(trace, &demand, &sizes, &changes, pending_left)
+    })
 }
 
 fn current_size(sim: &Sim) -> (u32, u64) {
     sim.vm(VMID).map_or((0, 0), |vm| (vm.vcpus, vm.memory_mib))
 }
 
-/// The figures of one trace from the sizes in force each minute and the changes made.
+/// The figures of one trace from the VM's true demand (cores, MiB at seconds after the start),
+/// the sizes in force each minute and the changes made.
 fn measure(
     trace: &Trace,
+    demand: &dyn Fn(i64) -> (f64, f64),
     sizes: &[(u32, u64)],
     changes: &[Change],
     pending_left: bool,
@@ -371,9 +429,9 @@ fn measure(
         // Ten-second steps through the minute ending at (m + 1) × 60, each taken at its
         // middle.
         for k in 1..=6 {
-            let rel = m as i64 * MIN + k * 10 - 5;
-            unmet += (trace.cpu.at(rel) - f64::from(vcpus)).max(0.0) / 6.0;
-            if trace.memory.at(rel) > memory as f64 {
+            let (cores, mib) = demand(m as i64 * MIN + k * 10 - 5);
+            unmet += (cores - f64::from(vcpus)).max(0.0) / 6.0;
+            if mib > memory as f64 {
                 saturated += 1.0 / 6.0;
             }
         }
@@ -398,10 +456,9 @@ fn measure(
             .map(|(m, _)| (m as i64 * MIN - s) as f64 / 60.0)
     });
     let downs_on_missing_data = trace.gap.map_or(0, |(from, to)| {
-        // A scale-down needs down_after (15 min) of data below low after the gap.
         changes
             .iter()
-            .filter(|c| c.cpu && !c.up && c.t > from && c.t < to + 15 * MIN)
+            .filter(|c| down_on_missing_data(c, from, to))
             .count()
     });
     TraceResult {
@@ -415,7 +472,19 @@ fn measure(
         five_after_step,
         downs_on_missing_data,
         pending_left,
+        timeline: Vec::new(),
     }
+}
+
+/// A scale-down within a metrics gap `from..to` or sooner after it than the resource's
+/// `down_after` (which it needs of data below `low`, all of it after the gap).
+fn down_on_missing_data(c: &Change, from: i64, to: i64) -> bool {
+    let down_after = if c.cpu {
+        CPU_DOWN_AFTER
+    } else {
+        MEMORY_DOWN_AFTER
+    };
+    !c.up && c.t > from && c.t < to + down_after
 }
 
 /// Changes reversed (same resource, the other direction) within 60 minutes.
@@ -452,10 +521,61 @@ fn self_check() {
         gap: None,
         noise: 0.0,
     };
-    let r = measure(&trace, &[(2, 4096), (2, 4096), (4, 8192)], &[], false);
+    let demand = |rel: i64| (trace.cpu.at(rel), trace.memory.at(rel));
+    let r = measure(
+        &trace,
+        &demand,
+        &[(2, 4096), (2, 4096), (4, 8192)],
+        &[],
+        false,
+    );
     assert!((r.unmet_core_minutes - 2.0).abs() < 1e-9, "{r:?}");
     assert!((r.memory_saturated_minutes - 2.0).abs() < 1e-9, "{r:?}");
     assert!((r.average_vcpus - 8.0 / 3.0).abs() < 1e-9, "{r:?}");
+    // A step: 1 core until 1 minute, 5 from then; 2 vCPUs, 5 from the change at 3 minutes.
+    let step = Trace {
+        cpu: Pattern::Step {
+            before: 1.0,
+            after: 5.0,
+            at: MIN,
+        },
+        step_at: Some(MIN),
+        ..trace
+    };
+    let demand = |rel: i64| (step.cpu.at(rel), 0.0);
+    let r = measure(
+        &step,
+        &demand,
+        &[(2, 0), (2, 0), (2, 0), (5, 0)],
+        &[Change {
+            t: 3 * MIN,
+            cpu: true,
+            up: true,
+        }],
+        false,
+    );
+    assert!((r.unmet_core_minutes - 6.0).abs() < 1e-9, "{r:?}");
+    assert_eq!(r.first_up_after_step, Some(2.0));
+    assert_eq!(r.five_after_step, Some(2.0));
+    // Missing data (a gap from 0 to 20 minutes): a CPU scale-down 5 or 10 minutes after it
+    // counts, 20 minutes after it does not; memory needs 30; a scale-up never counts.
+    let down = |t: i64, cpu: bool| Change { t, cpu, up: false };
+    assert!(down_on_missing_data(&down(25 * MIN, true), 0, 20 * MIN));
+    assert!(down_on_missing_data(&down(30 * MIN, true), 0, 20 * MIN));
+    assert!(!down_on_missing_data(&down(40 * MIN, true), 0, 20 * MIN));
+    assert!(down_on_missing_data(&down(40 * MIN, false), 0, 20 * MIN));
+    assert!(!down_on_missing_data(&ch(10 * MIN, true), 0, 20 * MIN));
+    // The hovering load reads high ± spread at its vCPUs, with the I/O on top.
+    let Pattern::Series { values, .. } = hovering(0.8, 0.05, 2, 60, 1) else {
+        unreachable!()
+    };
+    let figures = values.iter().map(|v| v * (1.0 + IO_OVERHEAD) / 2.0);
+    assert!(
+        figures
+            .clone()
+            .all(|f| (0.75 - 1e-9..=0.85 + 1e-9).contains(&f))
+    );
+    assert!(figures.clone().any(|f| f > 0.8) && figures.clone().any(|f| f < 0.8));
 }
 
 fn write_config(
@@ -490,9 +610,6 @@ window = "5m"
 
 [policy.cpu]
 up_after = "2m"
-
-[policy.memory]
-max = "32GiB"
 "#,
             state = dir.join("state").display(),
             url = sim.url(),
