@@ -197,6 +197,17 @@ fn bench_size(args: &Args, vms: usize, runs: usize) -> Result<(), Box<dyn std::e
         print_sample(&format!("run, {k} busy"), &applied);
     }
 
+    // `status`: the first reads the config of every running VM the runs have not learned
+    // (and keeps it in their state), the next only what is stale; `--refresh` reads all.
+    for (label, what) in [
+        ("status, first", "status"),
+        ("status, again", "status"),
+        ("status --refresh", "status-refresh"),
+    ] {
+        sim.advance(Duration::from_secs(60));
+        print_sample(label, &[measure(&sim, what, &config)?]);
+    }
+
     // metrics/export alone: body size, transfer, parse.
     if sim.version().has_metrics_export() {
         let export: Vec<Sample> = (0..runs)
@@ -517,11 +528,12 @@ fn machine() -> String {
 fn child(what: &str, config_path: &Path, now: u64) -> Result<Value, Box<dyn std::error::Error>> {
     let (config, _warnings) = pvescale::config::load(config_path)?;
     match what {
-        "dry-run" | "run" => {
-            let mode = if what == "run" {
-                Mode::Apply
-            } else {
-                Mode::DryRun
+        "dry-run" | "run" | "status" | "status-refresh" => {
+            let mode = match what {
+                "run" => Mode::Apply,
+                "status" => Mode::Status,
+                "status-refresh" => Mode::StatusRefresh,
+                _ => Mode::DryRun,
             };
             let cpu = cpu_time();
             let started = Instant::now();
@@ -530,7 +542,11 @@ fn child(what: &str, config_path: &Path, now: u64) -> Result<Value, Box<dyn std:
             let cpu = cpu_time().saturating_sub(cpu);
             let pass_peak = status_field("/proc/self/status", "VmHWM:");
             let rendered = Instant::now();
-            let text = pvescale::report::render_run(&report);
+            let text = if mode.is_status() {
+                pvescale::report::render_status(&report)
+            } else {
+                pvescale::report::render_run(&report)
+            };
             let render = rendered.elapsed();
             let cluster = report.clusters.first();
             Ok(json!({

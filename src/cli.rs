@@ -77,6 +77,11 @@ pub struct StatusArgs {
     /// Output format
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+
+    /// Read every running VM's config and pending changes, not only those whose config
+    /// earlier runs have not learned recently (more requests, the whole truth)
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Args)]

@@ -40,13 +40,26 @@ pub enum Mode {
     Apply,
     /// Decide only (reads the config of VMs that would change); no write of any kind.
     DryRun,
-    /// Decide only, and read every managed VM's config to show its readiness.
+    /// Decide only, and show every managed VM's readiness: the config is read where what
+    /// earlier runs learned of it is stale or missing.
     Status,
+    /// `Status`, reading every running VM's config and pending changes (`status --refresh`).
+    StatusRefresh,
 }
 
 impl Mode {
     fn writes(self) -> bool {
         self == Mode::Apply
+    }
+
+    pub fn is_status(self) -> bool {
+        matches!(self, Mode::Status | Mode::StatusRefresh)
+    }
+
+    /// Status reads this VM's config: always with `--refresh`, else where nothing fresh is
+    /// known of it.
+    fn status_reads(self, config_known: bool) -> bool {
+        self == Mode::StatusRefresh || (self == Mode::Status && !config_known)
     }
 }
 
@@ -339,6 +352,7 @@ impl Pass<'_> {
             facts,
             util,
             source_assumed,
+            config_known: known.is_some(),
             decision,
             state,
             config: None,
@@ -362,7 +376,9 @@ impl Pass<'_> {
             .enumerate()
             .filter(|(_, p)| {
                 p.facts.status == VmStatus::Running
-                    && (self.mode == Mode::Status || p.decision.has_change() || unsettled(p))
+                    && (self.mode.status_reads(p.config_known)
+                        || p.decision.has_change()
+                        || unsettled(p))
             })
             .map(|(i, _)| i)
             .collect();
@@ -373,7 +389,7 @@ impl Pass<'_> {
             .copied()
             .filter(|&i| {
                 let p = &plans[i];
-                self.mode != Mode::Status
+                !self.mode.is_status()
                     && p.source_assumed
                     && p.decision.memory.is_change()
                     && !p.decision.cpu.is_change()
@@ -405,7 +421,7 @@ impl Pass<'_> {
                 plan.policy.memory.high / 100.0,
             );
             let need_source =
-                self.mode == Mode::Status || plan.util.memory.is_some_and(|m| m < low || m > high);
+                self.mode.is_status() || plan.util.memory.is_some_and(|m| m < low || m > high);
             // What phase 1 knew (still valid), or what the probe just learned.
             let cached = if plan.source_assumed {
                 plan.state
@@ -615,6 +631,8 @@ struct VmPlan {
     util: Utilisation,
     /// Phase 1 took the memory figure for the guest's own without knowing.
     source_assumed: bool,
+    /// What an earlier run learned of the config is still fresh (phase 1 used it).
+    config_known: bool,
     decision: Decision,
     state: VmState,
     config: Option<VmConfig>,

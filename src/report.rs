@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use crate::policy::Resource;
 
+mod status_table;
+pub use status_table::render_status;
+
 pub use crate::record::{
     ActionKind, ClusterReport, MemorySourceShown, ResourceReport, RunReport, Summary, VmReport,
     WidenedWindow, WriteOutcome,
@@ -147,7 +150,8 @@ fn metrics_lines(report: &RunReport) -> String {
 }
 
 /// The `status` table: one row per managed VM.
-pub fn render_status(report: &RunReport) -> String {
+/// `status -v`: every reason in full, wrapped where it must.
+pub fn render_status_detailed(report: &RunReport) -> String {
     let mut table = new_table(&[
         "Cluster",
         "Node",

@@ -373,7 +373,7 @@ _pvescale() {
             return 0
             ;;
         pvescale__subcmd__status)
-            opts="-o -c -v -q -h --output --config --verbose --quiet --help"
+            opts="-o -c -v -q -h --output --refresh --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

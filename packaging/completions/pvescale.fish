@@ -46,6 +46,7 @@ complete -c pvescale -n "__fish_pvescale_using_subcommand run" -s h -l help -d '
 complete -c pvescale -n "__fish_pvescale_using_subcommand status" -s o -l output -d 'Output format' -r -f -a "table\t''
 json\t''"
 complete -c pvescale -n "__fish_pvescale_using_subcommand status" -s c -l config -d 'Config file [default: $PVESCALE_CONFIG, else /etc/pvescale/pvescale.toml as root, else ~/.config/pvescale/pvescale.toml]' -r -F
+complete -c pvescale -n "__fish_pvescale_using_subcommand status" -l refresh -d 'Read every running VM\'s config and pending changes, not only those whose config earlier runs have not learned recently (more requests, the whole truth)'
 complete -c pvescale -n "__fish_pvescale_using_subcommand status" -s v -l verbose -d 'More detail on stderr (repeat for more)'
 complete -c pvescale -n "__fish_pvescale_using_subcommand status" -s q -l quiet -d 'Print nothing unless something changed or failed'
 complete -c pvescale -n "__fish_pvescale_using_subcommand status" -s h -l help -d 'Print help'

@@ -56,9 +56,15 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Finished, Failure> {
 /// `pvescale status`.
 pub fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Finished, Failure> {
     let config = load_config(global)?;
-    let report = pass(&config, Mode::Status, crate::clock::now())?;
+    let mode = if args.refresh {
+        Mode::StatusRefresh
+    } else {
+        Mode::Status
+    };
+    let report = pass(&config, mode, crate::clock::now())?;
     let output = match args.output {
         OutputFormat::Json => report::to_json(&report)?,
+        OutputFormat::Table if global.verbose > 0 => report::render_status_detailed(&report),
         OutputFormat::Table => report::render_status(&report),
     };
     Ok(Finished {
@@ -138,6 +144,9 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         return Ok(report);
     }
     let clusters = report.clusters;
+    if mode.is_status() {
+        remember_configs_read(&state, &state_dir, &state_path, now);
+    }
     if mode == Mode::Apply {
         let pruned = state.prune(now);
         if pruned > 0 {
@@ -146,7 +155,7 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         save_state(&state, &state_path)?;
     }
     let mut report = RunReport::new(mode == Mode::DryRun, now, clusters);
-    if mode != Mode::Status
+    if !mode.is_status()
         && let Some(sent) =
             crate::notify::after_run(config.notify(), &mut state.notifications, &report, now)
     {
@@ -162,6 +171,29 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         crate::prometheus::record(config, &report, started.elapsed());
     }
     Ok(report)
+}
+
+/// `status` keeps the configs it read, so that the next `status` need not read them again:
+/// only into a state file the runs already keep, only while no run holds the lock, and only
+/// the configs (its decisions must not move the runs' hysteresis). Where it cannot (no
+/// state yet, a run in progress, no right to write), the next `status` reads them again.
+fn remember_configs_read(read: &State, state_dir: &Path, state_path: &Path, now: u64) {
+    if !state_path.exists() {
+        return;
+    }
+    let Ok(_lock) = StateLock::acquire(state_dir) else {
+        log::debug!("status: the state is locked or not writable; configs read are not kept");
+        return;
+    };
+    let (mut state, _) = State::peek(state_path);
+    let adopted = state.adopt_known_configs(read, now);
+    if adopted == 0 {
+        return;
+    }
+    match state.save(state_path) {
+        Ok(()) => log::debug!("status: kept what it read of {adopted} VMs' configs"),
+        Err(e) => log::debug!("status: cannot keep the configs read: {e:#}"),
+    }
 }
 
 fn save_state(state: &State, path: &Path) -> Result<(), Failure> {

@@ -40,7 +40,7 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
         cpu_percent: plan.util.cpu.map(|c| round1(c * 100.0)),
         memory_percent: plan.util.memory.map(|m| round1(m * 100.0)),
         memory_source: match plan.util.memory_source {
-            MemorySource::Guest if plan.config.is_some() || mode == Mode::Status => {
+            MemorySource::Guest if plan.config.is_some() || mode.is_status() => {
                 MemorySourceShown::Guest
             }
             MemorySource::Guest => MemorySourceShown::GuestAssumed,

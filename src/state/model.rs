@@ -422,6 +422,27 @@ impl State {
             .insert(vmid, vm);
     }
 
+    /// Takes the configs `status` learned at `at` (and nothing else of its pass: its
+    /// decisions must not move the runs' hysteresis) into VMs this state already has.
+    /// Returns how many were taken.
+    pub fn adopt_known_configs(&mut self, learned: &State, at: u64) -> usize {
+        let mut adopted = 0;
+        for (cluster, vms) in &learned.clusters {
+            for (&vmid, vm) in vms {
+                let Some(known) = vm.known_config.as_ref().filter(|k| k.learned_at == at) else {
+                    continue;
+                };
+                if let Some(mine) = self.vm_mut(cluster, vmid)
+                    && mine.known_config.as_ref().is_none_or(|k| k.learned_at < at)
+                {
+                    mine.known_config = Some(known.clone());
+                    adopted += 1;
+                }
+            }
+        }
+        adopted
+    }
+
     /// Drop VMs not seen for [`PRUNE_AFTER_SECS`], clusters left empty, and notification
     /// records as old. Returns how many VMs were dropped.
     pub fn prune(&mut self, now: u64) -> usize {
@@ -455,6 +476,49 @@ mod tests {
         assert_eq!(json["vcpus"], 4);
         assert_eq!(json["balloon_mib"], 1024);
         assert!(json.get("write").is_none(), "{json}");
+    }
+
+    fn known(at: u64) -> KnownConfig {
+        KnownConfig {
+            max_vcpus: 8,
+            cpu_hotplug: true,
+            memory_hotplug: true,
+            numa: true,
+            balloon_mib: None,
+            memory_source: MemorySource::Guest,
+            digest: format!("d{at}"),
+            learned_at: at,
+        }
+    }
+
+    #[test]
+    fn status_hands_on_only_the_configs_it_read_and_only_to_known_vms() {
+        let mut saved = State::default();
+        let mut mine = VmState {
+            last_seen: 90,
+            ..VmState::default()
+        };
+        mine.cpu.above_since = Some(80);
+        saved.set_vm("lab", 101, mine.clone());
+        saved.set_vm("lab", 102, mine.clone());
+        let mut status = saved.clone();
+        for vmid in [101, 102, 103] {
+            let mut vm = mine.clone();
+            // Status's own decisions must not reach the runs' state.
+            vm.cpu.above_since = None;
+            vm.known_config = Some(known(if vmid == 102 { 50 } else { 100 }));
+            status.set_vm("lab", vmid, vm);
+        }
+        assert_eq!(saved.adopt_known_configs(&status, 100), 1);
+        let vm = saved.vm("lab", 101).expect("101");
+        assert_eq!(vm.known_config, Some(known(100)));
+        assert_eq!(vm.cpu.above_since, Some(80));
+        // 102's knowledge was not read by this status; 103 is not the runs' VM (yet).
+        assert_eq!(
+            saved.vm("lab", 102).and_then(|v| v.known_config.clone()),
+            None
+        );
+        assert!(saved.vm("lab", 103).is_none());
     }
 
     #[test]

@@ -524,3 +524,55 @@ fn a_host_side_memory_figure_costs_one_status_call_an_hour_and_no_config_read() 
         "{first:#?}"
     );
 }
+
+/// `status` reads the config (and pending changes) only of VMs whose config pvescale has not
+/// learned recently, and keeps what it read in the runs' state; `--refresh` reads them all.
+#[test]
+fn status_reads_only_what_is_not_known_and_refresh_reads_everything() {
+    let env = start(calm_cluster("9.0", Privs::pvescale()));
+    // A run makes the state in which status keeps what it learns.
+    let (_, requests) = run(&env, &["run"]);
+    assert_eq!(requests.len(), 2, "{:?}", by_endpoint(&requests));
+    let reads_everything = expect(&[
+        ("GET cluster/resources", 1),
+        ("GET cluster/metrics/export", 1),
+        ("GET qemu/config?current=1", MANAGED_RUNNING),
+        ("GET qemu/pending", MANAGED_RUNNING),
+    ]);
+
+    let (report, requests) = run(&env, &["status"]);
+    assert_eq!(by_endpoint(&requests), reads_everything, "first status");
+    assert_traffic_matches(&report, &requests);
+    let ready = report["clusters"][0]["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .filter(|vm| vm["readiness"] == "yes")
+        .count();
+    assert_eq!(ready, VMS as usize + 1, "{report:#}");
+
+    // The same knowledge, now from the state: the two requests of a run.
+    env.sim.advance(Duration::from_secs(60));
+    let (again, requests) = run(&env, &["status"]);
+    assert_eq!(
+        by_endpoint(&requests),
+        expect(&[
+            ("GET cluster/resources", 1),
+            ("GET cluster/metrics/export", 1)
+        ]),
+        "second status"
+    );
+    assert_eq!(
+        again["clusters"][0]["vms"]
+            .as_array()
+            .expect("vms")
+            .iter()
+            .filter(|vm| vm["readiness"] == "yes")
+            .count(),
+        ready,
+        "what status shows from the state is what it read"
+    );
+
+    let (_, requests) = run(&env, &["status", "--refresh"]);
+    assert_eq!(by_endpoint(&requests), reads_everything, "status --refresh");
+}

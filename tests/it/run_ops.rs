@@ -102,40 +102,75 @@ fn status_env() -> TestEnv {
 }
 
 #[test]
-fn status_table_shows_each_vm_with_sizes_and_readiness() {
-    let env = status_env();
+fn status_table_shows_each_vm_on_one_line_within_120_columns() {
+    let env = TestEnv::start(
+        cluster()
+            // Ready, 50 % CPU of 2 vCPUs (8 possible), half its memory used.
+            .vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.0)))
+            // Default hotplug, numa off, a long name: not ready for live scaling.
+            .vm(VmSpec::new(102, "pve1")
+                .name("legacy-accounting-database-primary")
+                .tags(&["autoscale"])
+                .cpu_load(busy_from_start(1.9)))
+            // Busy: the next run grows it.
+            .vm(ready_vm(103, "pve1").cpu_load(busy_from_start(1.9))),
+        "[policy.cpu]\nup_after = \"0s\"\n",
+    );
+    env.sim.advance(Duration::from_secs(600));
     let status = env.run(&["status"]);
     assert_eq!(status.code, 0, "{}", status.all_output());
     let out = &status.stdout;
-    for needle in [
-        "VMID",
-        "vCPUs",
-        "Live scaling",
-        "101",
-        "vm101",
-        "102",
-        "legacy",
-    ] {
+    for line in out.lines() {
+        assert!(
+            line.chars().count() <= 120,
+            "{} columns:\n{out}",
+            line.chars().count()
+        );
+    }
+    let row = |vmid: &str| {
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains(&format!(" {vmid} ")))
+            .collect();
+        assert_eq!(rows.len(), 1, "one line for VM {vmid}:\n{out}");
+        squash(rows[0])
+    };
+    for needle in ["VMID", "vCPUs", "Live", "Next"] {
         assert!(out.contains(needle), "{needle:?} missing:\n{out}");
     }
-    let row101 = out
-        .lines()
-        .find(|l| l.contains("vm101"))
-        .unwrap_or_else(|| panic!("no row for 101:\n{out}"));
-    assert!(row101.contains("2 / 8"), "vCPUs current / max:\n{out}");
-    assert!(row101.contains("4096 MiB"), "{out}");
-    let row102 = out
-        .lines()
-        .find(|l| l.contains("legacy"))
-        .unwrap_or_else(|| panic!("no row for 102:\n{out}"));
+    let row101 = row("101");
     assert!(
-        row102.contains("1 / 2") || row102.contains("2 / 2"),
-        "{out}"
+        row101.contains("vm101 pve1 2/8"),
+        "current / max vCPUs:\n{out}"
+    );
+    assert!(row101.contains("4096"), "{out}");
+    assert!(row101.contains("yes"), "{out}");
+    let row102 = row("102");
+    assert!(
+        row102.contains("legacy-accounti…"),
+        "a long name is cut:\n{out}"
+    );
+    assert!(row102.contains(" no "), "102 is shown as not ready:\n{out}");
+    assert!(
+        row102.contains("cpu blocked ("),
+        "why 102 does not grow:\n{out}"
     );
     assert!(
-        squash(out).contains("no hotplug"),
-        "102 is shown as not ready:\n{out}"
+        row("103").contains("cpu 2→"),
+        "the next run grows 103:\n{out}"
     );
+
+    // `-v`: the full reasons and what stands in the way.
+    let detailed = env.run(&["status", "-v"]);
+    assert_eq!(detailed.code, 0, "{}", detailed.all_output());
+    let detailed = squash(&detailed.stdout);
+    assert!(detailed.contains("Live scaling"), "{detailed}");
+    assert!(detailed.contains("no hotplug"), "{detailed}");
+    assert!(
+        detailed.contains("qm set 102 --hotplug"),
+        "the fix in full:\n{detailed}"
+    );
+
     assert_eq!(api_writes(&env).len(), 0, "status writes nothing");
     assert!(!env.state_file().exists(), "status writes no state");
 }
