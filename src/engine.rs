@@ -5,6 +5,7 @@
 //! cluster; a VM's config and pending changes are read only when a change is planned (or
 //! for `status`, which shows every VM's readiness).
 
+mod continuity;
 mod facts;
 mod outcome;
 mod usage;
@@ -125,6 +126,19 @@ pub fn process_cluster(
         .extend(invisible_vms(config, &resources.vms));
 
     let usage = read_metrics(config, client, &managed, state, &name, now, &mut report);
+
+    if mode.writes() {
+        learn_changes_after_failover(
+            config,
+            client,
+            state,
+            &name,
+            &managed,
+            &resources,
+            now,
+            &mut report,
+        );
+    }
 
     let mut pass = Pass {
         config,
@@ -290,6 +304,54 @@ fn invisible_vms(config: &Config, visible: &[VmResource]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Where this cluster's state is missing or older than the longest cooldown (a node that has
+/// just taken over, or the first run), learns the config changes made meanwhile from the nodes'
+/// task indexes, so that no VM is changed again within its cooldown.
+#[allow(clippy::too_many_arguments)]
+fn learn_changes_after_failover(
+    config: &Config,
+    client: &Client,
+    state: &mut State,
+    name: &str,
+    managed: &[&VmResource],
+    resources: &Resources,
+    now: u64,
+    report: &mut ClusterReport,
+) {
+    let longest = managed
+        .iter()
+        .map(|vm| config.policy_for(vm.vmid, &vm.tags, vm.pool.as_deref()))
+        .flat_map(|p| {
+            [Resource::Cpu, Resource::Memory].map(|r| {
+                let rp = p.resource(r);
+                rp.cooldown_up.max(rp.cooldown_down)
+            })
+        })
+        .max();
+    let Some(longest) = longest else {
+        return;
+    };
+    let cluster_state = state.clusters.entry(name.to_string()).or_default();
+    if !continuity::state_is_stale(cluster_state, now, longest) {
+        return;
+    }
+    let (changes, unread) = continuity::read_config_changes(client, &resources.nodes, now, longest);
+    for node in unread {
+        report.warnings.push(format!(
+            "the task log of node {node} could not be read: a change made there within the \
+             cooldown may be made again"
+        ));
+    }
+    let adopted = continuity::adopt_config_changes(cluster_state, managed, &changes, now);
+    if !adopted.is_empty() {
+        log::info!(
+            "cluster {name}: no recent state here; {} VMs were changed within the cooldown \
+             (Proxmox's task logs): they wait it out",
+            adopted.len()
+        );
+    }
 }
 
 /// Nodes that are not online, with their status: their VMs are reported and skipped.

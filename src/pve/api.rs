@@ -7,8 +7,8 @@ use super::client::Client;
 use super::error::{ApiError, ApiErrorKind, ApiResult};
 use super::types::{
     ClusterStatusRow, ConfigDigest, Consolidation, HaManagerStatus, MetricSample, NodeStatus,
-    PendingItem, ResourceRow, Resources, RrdPoint, TaskStatus, Timeframe, Version, VmConfig,
-    VmCurrentStatus,
+    PendingItem, ResourceRow, Resources, RrdPoint, TaskEntry, TaskStatus, Timeframe, Version,
+    VmConfig, VmCurrentStatus,
 };
 
 pub use super::export::parse_metrics_export;
@@ -47,6 +47,25 @@ impl Client {
     /// The HA manager's status (who is master, and since when it last wrote).
     pub fn ha_manager_status(&self) -> ApiResult<HaManagerStatus> {
         self.get("/cluster/ha/status/manager_status", &[])
+    }
+
+    /// The node's finished config-write tasks (`qmconfig`) started since `since`, newest
+    /// first, from its full task index (pve-manager Tasks.pm: 50 by default; we ask for up
+    /// to `limit`).
+    pub fn node_config_tasks(
+        &self,
+        node: &str,
+        since: u64,
+        limit: u32,
+    ) -> ApiResult<Vec<TaskEntry>> {
+        self.get(
+            &format!("/nodes/{node}/tasks"),
+            &[
+                ("typefilter", "qmconfig".to_string()),
+                ("since", since.to_string()),
+                ("limit", limit.to_string()),
+            ],
+        )
     }
 
     /// The privileges of the authenticated user or token, per ACL path.

@@ -152,6 +152,34 @@ pub struct ClusterStatusRow {
 
 /// `GET /cluster/ha/status/manager_status`: the HA manager's status file (empty where HA was
 /// never used; pve-ha-manager `PVE/API2/HA/Status.pm`).
+/// One row of `GET /nodes/{node}/tasks`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TaskEntry {
+    /// The guest it is about (`id`, a string: a VM id for `qmconfig`).
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub starttime: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    pub endtime: Option<u64>,
+    /// `OK`, `WARNINGS: n`, or the error.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub status: Option<String>,
+}
+
+impl TaskEntry {
+    /// The VM a `qmconfig` task changed, and when it ended, if it did change it (ended `OK` or
+    /// with warnings: pve-common UPID.pm `status_is_error`).
+    pub fn config_change(&self) -> Option<(u32, u64)> {
+        let status = self.status.as_deref()?;
+        if status != "OK" && !status.starts_with("WARNINGS") {
+            return None;
+        }
+        let vmid = self.id.as_deref()?.parse().ok()?;
+        Some((vmid, self.endtime.or(self.starttime)?))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct HaManagerStatus {
     #[serde(default)]

@@ -133,3 +133,83 @@ fn a_host_outside_the_cluster_and_active_always_act() {
     let run = env.run(&["run", "--dry-run"]);
     assert!(run.stdout.contains("would change"), "{}", run.all_output());
 }
+
+/// Two installations with their own state directories, the active node switched between runs:
+/// the node taking over learns from Proxmox's task logs that the VM was just grown, and leaves
+/// it alone until the cooldown is over; the node that stepped down writes nothing.
+#[test]
+fn the_node_taking_over_keeps_the_cooldown_of_a_change_made_by_the_other() {
+    let env = TestEnv::start(
+        Sim::builder()
+            .node(NodeSpec::new("pve1").cpus(32).memory_mib(131072))
+            .node(NodeSpec::new("pve2").cpus(32).memory_mib(131072))
+            .node(NodeSpec::new("pve3").cpus(32).memory_mib(131072))
+            .token(TOKEN_ID, TOKEN_SECRET, Privs::pvescale())
+            // More demand than it can ever have: every run wants to grow it.
+            .vm(ready_vm(101, "pve1")
+                .hastate("started")
+                .cpu_load(busy_from_start(16.0))),
+        "",
+    );
+    minute(&env);
+    minute(&env);
+    env.sim.set_ha_master(Some(("pve2", env.sim.now() - 5)));
+    let pve2 = as_node(&env, "pve2", "");
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    env.sim.wait_tasks(Duration::from_secs(5));
+    let grown = env.vcpus(101);
+    assert!(grown > 2, "pve2 grows the VM: {}", run.all_output());
+    let writes = env.sim.count("POST", "/nodes/pve1/qemu/101/config");
+    assert_eq!(writes, 1);
+
+    // pve2 fails over to pve3 a minute later; pve3 has never run.
+    minute(&env);
+    env.sim.set_ha_master(Some(("pve3", env.sim.now() - 5)));
+    let pve2_state = std::fs::read(pve2.join("state.json")).expect("pve2's state");
+    as_node(&env, "pve2", "");
+    let standby = env.run(&["run"]);
+    assert!(
+        standby.stdout.contains("standby: pve3"),
+        "{}",
+        standby.stdout
+    );
+    assert_eq!(
+        std::fs::read(pve2.join("state.json")).expect("pve2's state"),
+        pve2_state,
+        "the node that stepped down writes nothing"
+    );
+
+    let pve3 = as_node(&env, "pve3", "");
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    env.sim.wait_tasks(Duration::from_secs(5));
+    assert_eq!(
+        env.vcpus(101),
+        grown,
+        "pve3 keeps the cooldown: {}",
+        run.all_output()
+    );
+    assert_eq!(
+        env.sim.count("POST", "/nodes/pve1/qemu/101/config"),
+        writes,
+        "no write within the cooldown"
+    );
+    assert!(pve3.join("state.json").exists());
+
+    // Once the cooldown is over, pve3 grows it further.
+    let mut grew = false;
+    for _ in 0..10 {
+        minute(&env);
+        // The HA manager writes its status every few seconds.
+        env.sim.set_ha_master(Some(("pve3", env.sim.now() - 5)));
+        let run = env.run(&["run"]);
+        assert_eq!(run.code, 0, "{}", run.all_output());
+        env.sim.wait_tasks(Duration::from_secs(5));
+        if env.vcpus(101) > grown {
+            grew = true;
+            break;
+        }
+    }
+    assert!(grew, "pve3 acts after the cooldown ({grown} vCPUs)");
+}

@@ -5,7 +5,8 @@
 //! per cluster; a VM about to change adds `GET config?current=1` and `GET pending`, and, when
 //! it is written, one `POST config`, the task polls and a `GET pending` re-read. Without
 //! `metrics/export` (PVE < 8.2.5, or a token without `Sys.Audit`) every managed running VM costs
-//! one `rrddata` call instead, made in parallel. Timings belong to `examples/bench.rs`.
+//! one `rrddata` call instead, made in parallel. A run without a recent state (the first, or
+//! after a failover) reads each online node's config tasks once. Timings belong to `examples/bench.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -280,6 +281,9 @@ fn run_with_k_changes(version: &str) {
             ("GET qemu/status/current", status),
             ("POST qemu/config", k),
             ("GET tasks/status", polls),
+            // A first run (no state) learns the changes made within the cooldown.
+            ("GET nodes/pve1/tasks", 1),
+            ("GET nodes/pve2/tasks", 1),
         ]),
         "PVE {version}: {requests:#?}"
     );
@@ -484,6 +488,9 @@ fn a_host_side_memory_figure_costs_one_status_call_an_hour_and_no_config_read() 
             ("GET cluster/resources", 1),
             ("GET cluster/metrics/export", 1),
             ("GET qemu/status/current", 3),
+            // No state yet: the changes made within the cooldown, from each node's tasks.
+            ("GET nodes/pve1/tasks", 1),
+            ("GET nodes/pve2/tasks", 1),
         ]),
         "{first:#?}"
     );
@@ -519,7 +526,9 @@ fn a_host_side_memory_figure_costs_one_status_call_an_hour_and_no_config_read() 
         by_endpoint(&first),
         expect(&[
             ("GET cluster/resources", 1),
-            ("GET cluster/metrics/export", 1)
+            ("GET cluster/metrics/export", 1),
+            ("GET nodes/pve1/tasks", 1),
+            ("GET nodes/pve2/tasks", 1),
         ]),
         "{first:#?}"
     );
@@ -532,7 +541,8 @@ fn status_reads_only_what_is_not_known_and_refresh_reads_everything() {
     let env = start(calm_cluster("9.0", Privs::pvescale()));
     // A run makes the state in which status keeps what it learns.
     let (_, requests) = run(&env, &["run"]);
-    assert_eq!(requests.len(), 2, "{:?}", by_endpoint(&requests));
+    // The floor, and (no state yet) each node's config tasks.
+    assert_eq!(requests.len(), 4, "{:?}", by_endpoint(&requests));
     let reads_everything = expect(&[
         ("GET cluster/resources", 1),
         ("GET cluster/metrics/export", 1),

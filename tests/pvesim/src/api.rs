@@ -1082,6 +1082,31 @@ fn route(
                     }
                     ok(node_status(&world, &node))
                 }
+                ("GET", ["tasks"]) => {
+                    let int = || {
+                        Some((
+                            PType::Int {
+                                min: Some(0),
+                                max: None,
+                            },
+                            true,
+                        ))
+                    };
+                    validate(
+                        &nodeparams,
+                        &|k| match k {
+                            "start" | "limit" | "since" | "until" => int(),
+                            "typefilter" | "userfilter" => {
+                                Some((PType::Str { max_len: None }, true))
+                            }
+                            "vmid" => Some((PType::Vmid, true)),
+                            other => node_param(other),
+                        },
+                        &["node"],
+                        v,
+                    )?;
+                    ok(task_list(&world, &p, &node, &nodeparams))
+                }
                 ("GET", ["qemu"]) => {
                     validate(
                         &nodeparams,
@@ -1505,6 +1530,51 @@ fn vm_status_fields(world: &World, vm: &Vm, r: &mut Value, first_read: bool) {
     if let Some(l) = vm.lock() {
         r["lock"] = json!(l);
     }
+}
+
+/// `GET /nodes/{node}/tasks` as pve-manager PVE/API2/Tasks.pm `node_tasks` answers it from
+/// the archive (the default `source`): finished tasks, newest first, filtered by type, user
+/// (a case-insensitive substring), VM and start time, at most `limit` (50); without
+/// `Sys.Audit` on the node only the caller's own tasks.
+fn task_list(world: &World, p: &Principal, node: &str, params: &Params) -> Value {
+    let int = |k: &str| params.get(k).and_then(|v| v.parse::<i64>().ok());
+    let limit = int("limit").unwrap_or(50).max(0) as usize;
+    let start = int("start").unwrap_or(0).max(0) as usize;
+    let auditor = p.privs.has(&format!("/nodes/{node}"), "Sys.Audit");
+    let userfilter = params.get("userfilter").map(str::to_lowercase);
+    let mut tasks: Vec<&Task> = world
+        .tasks
+        .values()
+        .filter(|t| t.node == node && matches!(t.state, TaskState::Stopped(_)))
+        .filter(|t| auditor || t.user == p.name)
+        .filter(|_| params.get("typefilter").is_none_or(|f| f == "qmconfig"))
+        .filter(|t| {
+            userfilter
+                .as_ref()
+                .is_none_or(|f| t.user.to_lowercase().contains(f.as_str()))
+        })
+        .filter(|t| params.get("vmid").is_none_or(|v| v == t.vmid.to_string()))
+        .filter(|t| int("since").is_none_or(|since| t.starttime >= since))
+        .filter(|t| int("until").is_none_or(|until| t.starttime <= until))
+        .collect();
+    tasks.sort_by(|a, b| b.starttime.cmp(&a.starttime).then(b.upid.cmp(&a.upid)));
+    let rows: Vec<Value> = tasks
+        .into_iter()
+        .skip(start)
+        .take(limit)
+        .map(|t| {
+            let status = match &t.state {
+                TaskState::Stopped(exit) => exit.clone(),
+                TaskState::Running => "RUNNING".to_string(),
+            };
+            json!({
+                "upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+                "starttime": t.starttime, "type": "qmconfig", "id": t.vmid.to_string(),
+                "user": t.user, "endtime": t.starttime, "status": status,
+            })
+        })
+        .collect();
+    Value::Array(rows)
 }
 
 fn qemu_list(world: &World, p: &Principal, node: &str) -> Value {

@@ -59,7 +59,8 @@
 //! `GET /cluster/resources`, `GET /cluster/status`, `GET /cluster/metrics/export` (8.2.5+),
 //! `GET /nodes`, `GET /nodes/{node}/status`, `GET /nodes/{node}/qemu`,
 //! `GET /nodes/{node}/qemu/{vmid}/{status/current,config,pending,rrddata}`,
-//! `POST|PUT /nodes/{node}/qemu/{vmid}/config`, `GET /nodes/{node}/tasks/{upid}/{status,log}`.
+//! `POST|PUT /nodes/{node}/qemu/{vmid}/config`, `GET /nodes/{node}/tasks` (finished config
+//! tasks), `GET /nodes/{node}/tasks/{upid}/{status,log}`.
 //!
 //! ## Simplifications
 //! No gzip; the 3 s delay of failed logins is off unless [`SimBuilder::auth_failure_delay`];

@@ -510,3 +510,46 @@ fn every_schema_parameter_is_known() {
         }
     }
 }
+
+#[test]
+fn the_node_task_list_holds_finished_config_tasks_newest_first_with_filters() {
+    let sim = Sim::builder()
+        .token(TOKEN_ID, SECRET, Privs::pvescale())
+        .vm(live(101))
+        .vm(live(102))
+        .start()
+        .unwrap();
+    let mut api = Api::token(&sim);
+    let (first, _) = api.post_config_wait("pve1", 101, "vcpus=3");
+    sim.advance(Duration::from_secs(120));
+    let since = sim.now();
+    let (second, _) = api.post_config_wait("pve1", 102, "vcpus=3");
+    // A synchronous write leaves no task.
+    let r = api.put("/nodes/pve1/qemu/101/config", "vcpus=4");
+    assert_eq!(r.status, 200);
+
+    let list = api.get("/nodes/pve1/tasks?typefilter=qmconfig").data();
+    let upids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["upid"].as_str().unwrap())
+        .collect();
+    assert_eq!(upids, [second.as_str(), first.as_str()], "newest first");
+    let newest = &list[0];
+    assert_eq!(newest["status"], "OK");
+    assert_eq!(newest["id"], "102");
+    assert_eq!(newest["type"], "qmconfig");
+    assert!(newest["endtime"].as_i64().unwrap() >= newest["starttime"].as_i64().unwrap());
+
+    let recent = api.get(&format!("/nodes/pve1/tasks?since={since}")).data();
+    assert_eq!(recent.as_array().unwrap().len(), 1);
+    let other = api.get("/nodes/pve1/tasks?typefilter=vzdump").data();
+    assert_eq!(other.as_array().unwrap().len(), 0);
+    let limited = api.get("/nodes/pve1/tasks?limit=1").data();
+    assert_eq!(limited[0]["upid"], second.as_str());
+    let by_vm = api.get("/nodes/pve1/tasks?vmid=101").data();
+    assert_eq!(by_vm.as_array().unwrap().len(), 1);
+    let bad = api.get("/nodes/pve1/tasks?since=yesterday");
+    assert_eq!(bad.status, 400);
+}
