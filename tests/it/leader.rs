@@ -7,6 +7,11 @@ use crate::common::*;
 
 /// A three-node cluster with a busy VM that HA manages, the HA master on pve2.
 fn three_nodes() -> TestEnv {
+    three_nodes_with_load(1.9)
+}
+
+/// Three nodes and VM 101 (2 of 8 vCPUs, HA-managed) wanting `cores`; the HA master on pve2.
+fn three_nodes_with_load(cores: f64) -> TestEnv {
     let env = TestEnv::start(
         Sim::builder()
             .node(NodeSpec::new("pve1").cpus(32).memory_mib(131072))
@@ -15,7 +20,7 @@ fn three_nodes() -> TestEnv {
             .token(TOKEN_ID, TOKEN_SECRET, Privs::pvescale())
             .vm(ready_vm(101, "pve1")
                 .hastate("started")
-                .cpu_load(busy_from_start(1.9))),
+                .cpu_load(busy_from_start(cores))),
         "",
     );
     env.sim.set_ha_master(Some(("pve2", env.sim.now())));
@@ -139,18 +144,8 @@ fn a_host_outside_the_cluster_and_active_always_act() {
 /// it alone until the cooldown is over; the node that stepped down writes nothing.
 #[test]
 fn the_node_taking_over_keeps_the_cooldown_of_a_change_made_by_the_other() {
-    let env = TestEnv::start(
-        Sim::builder()
-            .node(NodeSpec::new("pve1").cpus(32).memory_mib(131072))
-            .node(NodeSpec::new("pve2").cpus(32).memory_mib(131072))
-            .node(NodeSpec::new("pve3").cpus(32).memory_mib(131072))
-            .token(TOKEN_ID, TOKEN_SECRET, Privs::pvescale())
-            // More demand than it can ever have: every run wants to grow it.
-            .vm(ready_vm(101, "pve1")
-                .hastate("started")
-                .cpu_load(busy_from_start(16.0))),
-        "",
-    );
+    // More demand than it can ever have: every run wants to grow it.
+    let env = three_nodes_with_load(16.0);
     minute(&env);
     minute(&env);
     env.sim.set_ha_master(Some(("pve2", env.sim.now() - 5)));
