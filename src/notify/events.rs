@@ -266,27 +266,9 @@ pub fn plan(
     candidates.retain(|(e, _)| settings.events.contains(&e.kind));
     let mut outbox = Outbox::default();
     let go = deduplicate(candidates, &next, settings, now, &mut outbox);
-    if go.is_empty() && next.held_back == 0 {
-        return (outbox, next);
+    if !go.is_empty() || next.held_back > 0 {
+        cap_or_send(go, &mut next, settings.max_per_hour, now, &mut outbox);
     }
-    if next.sent_at.len() >= settings.max_per_hour as usize {
-        // The hourly cap: conditions stay pending, instant events are counted as held back.
-        let instant = go.iter().filter(|(_, key)| key.is_none()).count();
-        outbox.capped = go.len();
-        next.held_back = next.held_back.saturating_add(instant as u64);
-        return (outbox, next);
-    }
-    for (event, key) in &go {
-        next.last_sent.insert(event.dedup_key(), now);
-        if let Some(c) = key.as_ref().and_then(|k| next.conditions.get_mut(k)) {
-            c.notified = true;
-        }
-    }
-    next.sent_at.push(now);
-    outbox.held_back = next.held_back;
-    next.held_back = 0;
-    outbox.events = go.into_iter().map(|(e, _)| e).collect();
-    outbox.send = true;
     (outbox, next)
 }
 
@@ -394,6 +376,35 @@ fn deduplicate(
         (a.kind, &a.cluster, a.vmid, &a.resource).cmp(&(b.kind, &b.cluster, b.vmid, &b.resource))
     });
     go
+}
+
+/// The hourly cap, then the message. When `max_per_hour` messages went out in the last hour,
+/// nothing goes out: conditions stay pending, instant events are counted as held back.
+/// Otherwise `go` goes out (recorded as sent), with the note of what was held back before.
+fn cap_or_send(
+    go: Vec<Candidate>,
+    next: &mut Notifications,
+    max_per_hour: u32,
+    now: u64,
+    outbox: &mut Outbox,
+) {
+    if next.sent_at.len() >= max_per_hour as usize {
+        let instant = go.iter().filter(|(_, key)| key.is_none()).count();
+        outbox.capped = go.len();
+        next.held_back = next.held_back.saturating_add(instant as u64);
+        return;
+    }
+    for (event, key) in &go {
+        next.last_sent.insert(event.dedup_key(), now);
+        if let Some(c) = key.as_ref().and_then(|k| next.conditions.get_mut(k)) {
+            c.notified = true;
+        }
+    }
+    next.sent_at.push(now);
+    outbox.held_back = next.held_back;
+    next.held_back = 0;
+    outbox.events = go.into_iter().map(|(e, _)| e).collect();
+    outbox.send = true;
 }
 
 #[cfg(test)]
