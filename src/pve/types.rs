@@ -171,8 +171,7 @@ impl TaskEntry {
     /// The VM a `qmconfig` task changed, and when it ended, if it did change it (ended `OK` or
     /// with warnings: pve-common UPID.pm `status_is_error`).
     pub fn config_change(&self) -> Option<(u32, u64)> {
-        let status = self.status.as_deref()?;
-        if status != "OK" && !status.starts_with("WARNINGS") {
+        if !self.status.as_deref().is_some_and(task_exit_succeeded) {
             return None;
         }
         let vmid = self.id.as_deref()?.parse().ok()?;
@@ -662,14 +661,15 @@ impl TaskStatus {
         self.status != "stopped"
     }
 
-    /// Proxmox counts `OK` and `WARNINGS: n` as success.
     pub fn succeeded(&self) -> bool {
-        !self.is_running()
-            && self
-                .exitstatus
-                .as_deref()
-                .is_some_and(|s| s == "OK" || s.starts_with("WARNINGS"))
+        !self.is_running() && self.exitstatus.as_deref().is_some_and(task_exit_succeeded)
     }
+}
+
+/// A task's exit status counts as success when it is `OK` or `WARNINGS: n` (pve-common
+/// src/PVE/UPID.pm `status_is_error`, `normalize_status_type`).
+fn task_exit_succeeded(exit: &str) -> bool {
+    exit == "OK" || exit.starts_with("WARNINGS")
 }
 
 // ---- lenient field parsers -------------------------------------------------------------
