@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 
 use crate::error::Exit;
 
+use crate::policy::readiness::LiveScaling;
 use crate::policy::{Action, BlockedBy, Resource};
 
 /// What was decided for one resource.
@@ -202,6 +203,8 @@ pub struct VmReport {
     pub memory_percent: Option<f64>,
     pub memory_source: MemorySourceShown,
     pub readiness: String,
+    /// `readiness` in one word.
+    pub live_scaling: LiveScaling,
     pub cpu: ResourceReport,
     pub memory: ResourceReport,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -48,6 +48,7 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
             MemorySource::Unknown => MemorySourceShown::Unknown,
         },
         readiness: policy::readiness::summary(&plan.facts),
+        live_scaling: policy::readiness::verdict(&plan.facts),
         cpu: resource_report(Resource::Cpu),
         memory: resource_report(Resource::Memory),
         error: plan.error.clone(),

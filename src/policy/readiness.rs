@@ -40,6 +40,33 @@ pub fn obstacle(facts: &VmFacts, resource: Resource) -> Option<Obstacle> {
     }
 }
 
+/// Whether a VM can be scaled live, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveScaling {
+    Yes,
+    /// Something stands in the way of at least one resource.
+    No,
+    /// Nothing known stands in the way, but the config was not read.
+    Unknown,
+}
+
+/// The one-word form of [`summary`].
+pub fn verdict(facts: &VmFacts) -> LiveScaling {
+    let known =
+        facts.cpu_hotplug.is_some() && facts.memory_hotplug.is_some() && facts.numa.is_some();
+    if [Resource::Cpu, Resource::Memory]
+        .iter()
+        .any(|&r| obstacle(facts, r).is_some())
+    {
+        LiveScaling::No
+    } else if known {
+        LiveScaling::Yes
+    } else {
+        LiveScaling::Unknown
+    }
+}
+
 /// `yes`, or what stands in the way (`?` where the config was not read).
 pub fn summary(facts: &VmFacts) -> String {
     let mut problems = Vec::new();
@@ -117,6 +144,33 @@ pub fn blocked_reason(facts: &VmFacts, resource: Resource) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_verdict_agrees_with_the_summary() {
+        let mut f = VmFacts::new(101, "pve1", 2, 4096);
+        assert_eq!(
+            (verdict(&f), summary(&f).as_str()),
+            (LiveScaling::Unknown, "cpu: ?; memory: ?")
+        );
+        f.cpu_hotplug = Some(false);
+        assert_eq!(
+            verdict(&f),
+            LiveScaling::No,
+            "an obstacle outweighs an unknown"
+        );
+        f.cpu_hotplug = Some(true);
+        f.memory_hotplug = Some(true);
+        f.numa = Some(true);
+        assert_eq!(
+            (verdict(&f), summary(&f).as_str()),
+            (LiveScaling::Yes, "yes")
+        );
+        f.numa = Some(false);
+        assert_eq!(
+            (verdict(&f), summary(&f).as_str()),
+            (LiveScaling::No, "memory: no numa")
+        );
+    }
 
     #[test]
     fn the_fix_keeps_the_vms_own_hotplug_list() {

@@ -15,6 +15,7 @@ use crate::common::*;
 use pvescale::config::{self, FakeEnv};
 use pvescale::notify::{self, NotifyReport};
 use pvescale::policy::BlockedBy;
+use pvescale::policy::readiness::LiveScaling;
 use pvescale::report::{
     ActionKind, ClusterReport, MemorySourceShown, ResourceReport, RunReport, VmReport, WriteOutcome,
 };
@@ -463,6 +464,7 @@ fn vm(vmid: u32) -> VmReport {
         memory_percent: Some(50.0),
         memory_source: MemorySourceShown::Guest,
         readiness: "yes".to_string(),
+        live_scaling: LiveScaling::Yes,
         cpu: resource(ActionKind::Keep),
         memory: resource(ActionKind::Keep),
         error: None,
