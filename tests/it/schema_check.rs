@@ -2,11 +2,12 @@
 //! defines for that endpoint, with values valid for their type.
 //!
 //! The schema is read from `../shared/pve-api/schema.json` (and `schema-extras.json`) beside
-//! the project when present; it is never copied into the project. Without it the test only
-//! prints a note.
+//! the project, or from `$PVESCALE_SCHEMA_DIR`; it is never copied into the project (see
+//! `pvesim::schema`). Without it the checks print a `SKIPPED:` line on stderr and return, and
+//! with `PVESCALE_REQUIRE_SCHEMA=1` (CI) `the_schema_is_there_where_required` fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{TOKEN_ID, TOKEN_SECRET, cluster, ready_vm, wait_task};
@@ -16,17 +17,7 @@ use pvescale::secret::Secret;
 use pvesim::{Privs, Recorded, Sim, VmSpec};
 use serde_json::Value;
 
-const SCHEMA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/pve-api");
 const NODE: &str = "pve1";
-
-fn load(name: &str) -> Option<Value> {
-    let path = PathBuf::from(SCHEMA_DIR).join(name);
-    let text = std::fs::read_to_string(&path).ok()?;
-    Some(
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display())),
-    )
-}
 
 /// One endpoint of a schema file: `GET /nodes/{node}/qemu/{vmid}/config` and its definition.
 struct Endpoint {
@@ -374,31 +365,25 @@ fn drive(sim: &Sim, ca: &Path) {
     client.version().expect("version via ticket");
 }
 
-/// Says loudly, past the test harness's capture, that a check did not run; with
-/// `PVESCALE_REQUIRE_SCHEMA=1` (CI) a missing schema is a failure instead.
-fn skipped(what: &str) {
-    use std::io::Write;
-    assert!(
-        std::env::var_os("PVESCALE_REQUIRE_SCHEMA").is_none(),
-        "PVESCALE_REQUIRE_SCHEMA is set, but {SCHEMA_DIR} has no schema: {what} cannot run"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {what}: {SCHEMA_DIR}/schema.json not found (the schema files are not part \
-         of the project; put shared/pve-api beside the clone, as CI has it)"
-    );
+#[test]
+fn the_schema_is_there_where_required() {
+    // With PVESCALE_REQUIRE_SCHEMA=1 (CI), the checks below must not skip.
+    pvesim::schema::assert_present_where_required();
 }
 
 #[test]
 fn client_requests_use_only_schema_parameters() {
-    let Some(schema) = load("schema.json") else {
-        skipped("the schema check of the client's requests");
+    let Some(schema) = pvesim::schema::load("schema.json") else {
+        pvesim::schema::skipped("the schema check of the client's requests", "schema.json");
         return;
     };
     let mut endpoints = endpoints_of(&schema, "schema.json");
-    match load("schema-extras.json") {
+    match pvesim::schema::load("schema-extras.json") {
         Some(extras) => endpoints.extend(endpoints_of(&extras, "schema-extras.json")),
-        None => skipped("the endpoints of schema-extras.json"),
+        None => pvesim::schema::skipped(
+            "the check of the endpoints in schema-extras.json",
+            "schema-extras.json",
+        ),
     }
 
     let sim = cluster()
@@ -493,8 +478,8 @@ fn client_requests_use_only_schema_parameters() {
 #[test]
 fn schema_checker_rejects_what_proxmox_rejects() {
     // The checker itself, on the schema's own definitions (skipped like the test above).
-    let Some(schema) = load("schema.json") else {
-        skipped("the schema checker's own check");
+    let Some(schema) = pvesim::schema::load("schema.json") else {
+        pvesim::schema::skipped("the schema checker's own check", "schema.json");
         return;
     };
     let endpoints = endpoints_of(&schema, "schema.json");

@@ -78,6 +78,7 @@ mod fault;
 mod http;
 mod metrics;
 mod model;
+pub mod schema;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
