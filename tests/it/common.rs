@@ -181,7 +181,7 @@ impl TestEnv {
     pub fn run_every_minute(&self, minutes: u32) -> Vec<Run> {
         (0..minutes)
             .map(|_| {
-                self.sim.advance(Duration::from_secs(60));
+                minute(self);
                 self.run(&["run"])
             })
             .collect()

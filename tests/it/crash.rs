@@ -79,7 +79,7 @@ fn killed_while_waiting_for_the_task_the_next_run_reverts_what_was_left_pending(
         vm.pending
     );
 
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     let next = env.run(&["run", "--output", "json"]);
     let notes = next.json()["clusters"][0]["vms"][0]["notes"].to_string();
     assert!(
@@ -127,7 +127,7 @@ fn the_settling_run_reverts_only_its_own_value_and_sends_the_digest() {
         vm.pending.insert("memory".into(), "16384".into());
     }));
     env.sim.clear_requests();
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     let next = env.run(&["run", "--output", "json"]);
     assert_eq!(
         env.sim.vm(101).unwrap().pending_value("memory"),
@@ -159,8 +159,7 @@ fn the_settling_run_reverts_only_its_own_value_and_sends_the_digest() {
     env.sim.clear_faults();
     env.sim.wait_tasks(Duration::from_secs(10));
     env.sim.clear_requests();
-    env.sim.advance(Duration::from_secs(60));
-    env.run(&["run"]);
+    run_in_a_minute(&env);
     let reverts: Vec<_> = env
         .sim
         .requests()
@@ -193,7 +192,7 @@ fn killed_after_a_write_that_went_live_the_next_run_records_the_change() {
     env.sim.wait_tasks(Duration::from_secs(10));
     assert!(env.vcpus(101) > 2, "the write went live before the kill");
 
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     let writes_before = env.writes();
     let next = env.run(&["run"]);
     assert_eq!(next.code, 0, "{}", next.all_output());
@@ -216,10 +215,9 @@ fn killed_while_reading_the_state_file_stays_valid_and_unchanged() {
         cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.0))),
         "",
     );
-    env.sim.advance(Duration::from_secs(60));
-    assert_eq!(env.run(&["run"]).code, 0);
+    assert_eq!(run_in_a_minute(&env).code, 0);
     let before = std::fs::read(env.state_file()).expect("state");
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     env.sim
         .add_fault(Fault::on("GET", "/cluster/metrics/export").hang(Duration::from_secs(60)));
     let mut child = spawn_run(&env);

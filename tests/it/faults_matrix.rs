@@ -24,12 +24,12 @@ fn env_with_changes_due() -> TestEnv {
         "[policy.cpu]\nup_after = \"1m\"\n[policy.memory]\ndown_after = \"1m\"\n",
     );
     for _ in 0..2 {
-        env.sim.advance(Duration::from_secs(60));
+        minute(&env);
         assert_eq!(env.run(&["run", "--dry-run"]).code, 0);
     }
     // One real run starts the breach timers (the busy VM's from its samples); the next acts.
     env.run(&["run"]);
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     env
 }
 
@@ -97,8 +97,7 @@ fn every_endpoint_and_fault_ends_cleanly() {
             // And once the fault is gone, the next run does its job.
             env.sim.clear_faults();
             env.sim.wait_tasks(Duration::from_secs(5));
-            env.sim.advance(Duration::from_secs(60));
-            let next = env.run(&["run"]);
+            let next = run_in_a_minute(&env);
             assert_sane(&env, &format!("{label}, then no fault"), &next);
             assert_eq!(
                 next.code,
@@ -156,7 +155,7 @@ fn an_unreachable_node_skips_its_vms_and_the_rest_is_scaled() {
     env.sim.update_node("pve2", |n| n.online = false);
     let mut last = None;
     for _ in 0..3 {
-        env.sim.advance(Duration::from_secs(60));
+        minute(&env);
         last = Some(env.run(&["run", "--output", "json"]));
     }
     let last = last.expect("ran");
@@ -216,8 +215,7 @@ fn a_vm_migrated_between_read_and_write_is_left_for_the_next_run() {
         Some(0),
         "not a failure: the next run handles it"
     );
-    env.sim.advance(Duration::from_secs(60));
-    let next = env.run(&["run"]);
+    let next = run_in_a_minute(&env);
     assert_eq!(next.code, 0, "{}", next.all_output());
     assert!(env.vcpus(101) > 2, "scaled on its new node");
     assert!(env.sim.count("POST", "/nodes/pve2/qemu/101/config") >= 1);
@@ -234,8 +232,7 @@ fn a_guest_refusing_cpu_unplug_is_reverted_and_backed_off() {
     );
     let mut refused = false;
     for _ in 0..8 {
-        env.sim.advance(Duration::from_secs(60));
-        let run = env.run(&["run"]);
+        let run = run_in_a_minute(&env);
         assert!(!run.all_output().contains("panicked"));
         if run.stdout.contains("refused") {
             refused = true;
@@ -246,10 +243,7 @@ fn a_guest_refusing_cpu_unplug_is_reverted_and_backed_off() {
     let vm = env.sim.vm(101).expect("vm");
     assert!(vm.pending.is_empty(), "reverted: {:?}", vm.pending);
     let writes = env.writes();
-    for _ in 0..5 {
-        env.sim.advance(Duration::from_secs(60));
-        env.run(&["run"]);
-    }
+    env.run_every_minute(5);
     assert_eq!(env.writes(), writes, "backed off: no new attempt");
 }
 
@@ -292,8 +286,7 @@ fn a_task_that_never_finishes_is_waited_for_boundedly_and_settled_next_run() {
     );
 
     env.sim.clear_faults();
-    env.sim.advance(Duration::from_secs(60));
-    let next = env.run(&["run"]);
+    let next = run_in_a_minute(&env);
     assert_eq!(next.code, 0, "{}", next.all_output());
     assert!(
         env.vcpus(BUSY_VM) > 2,

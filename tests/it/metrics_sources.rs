@@ -93,7 +93,7 @@ fn vms_of_a_node_missing_from_the_export_are_read_through_rrddata_reported_and_s
     );
 
     // The log of a run (-v) and its summary say so too.
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     let run = env.run(&["run", "-v"]);
     assert_eq!(run.code, 0, "{}", run.all_output());
     assert!(

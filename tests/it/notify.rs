@@ -1110,7 +1110,7 @@ fn e2e_a_scale_up_is_told_once_and_a_dry_run_only_shows_it() {
     // First run starts the breach.
     let first = env.run(&["run"]);
     assert_eq!(first.code, 0, "{}", first.all_output());
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     // A dry run now would scale: it prints the message and sends nothing.
     let dry = env.run(&["run", "--dry-run"]);
     assert_eq!(dry.code, 0, "{}", dry.all_output());
@@ -1148,8 +1148,7 @@ fn e2e_a_scale_up_is_told_once_and_a_dry_run_only_shows_it() {
     );
     // More changes within min_interval: no more messages about VM 101.
     for _ in 0..5 {
-        env.sim.advance(Duration::from_secs(60));
-        assert_eq!(env.run(&["run"]).code, 0);
+        assert_eq!(run_in_a_minute(&env).code, 0);
     }
     assert_eq!(texts(&rx).len(), 1, "{:?}", texts(&rx));
 }
@@ -1169,8 +1168,7 @@ fn e2e_a_refused_unplug_is_told() {
     );
     let mut refused = false;
     for _ in 0..6 {
-        env.sim.advance(Duration::from_secs(60));
-        let run = env.run(&["run"]);
+        let run = run_in_a_minute(&env);
         if run.stdout.contains("refused") {
             refused = true;
             break;
@@ -1186,10 +1184,7 @@ fn e2e_a_refused_unplug_is_told() {
         sent[0]
     );
     // Backed off afterwards: blocked by the back-off is not told again.
-    for _ in 0..5 {
-        env.sim.advance(Duration::from_secs(60));
-        env.run(&["run"]);
-    }
+    env.run_every_minute(5);
     assert_eq!(texts(&rx).len(), 1, "{:?}", texts(&rx));
 }
 
@@ -1207,8 +1202,7 @@ fn e2e_an_auth_failure_is_told_once_and_its_recovery_too() {
     assert!(rx.requests().is_empty(), "nothing to tell");
     env.sim.remove_token(TOKEN_ID);
     for _ in 0..3 {
-        env.sim.advance(Duration::from_secs(60));
-        let run = env.run(&["run"]);
+        let run = run_in_a_minute(&env);
         assert_ne!(run.code, 0);
     }
     let sent = texts(&rx);
@@ -1216,8 +1210,7 @@ fn e2e_an_auth_failure_is_told_once_and_its_recovery_too() {
     assert!(sent[0].contains("[failed] cluster lab: "), "{}", sent[0]);
     assert!(!sent[0].contains(TOKEN_SECRET));
     env.sim.set_token(TOKEN_ID, TOKEN_SECRET, Privs::pvescale());
-    env.sim.advance(Duration::from_secs(60));
-    assert_eq!(env.run(&["run"]).code, 0);
+    assert_eq!(run_in_a_minute(&env).code, 0);
     let sent = texts(&rx);
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(
@@ -1266,7 +1259,7 @@ fn e2e_a_dead_channel_never_fails_the_run_and_no_secret_shows_anywhere() {
     let first = env.run_with_env(&["run", "-vv"], &[]);
     assert_eq!(first.code, 0, "{}", first.all_output());
     outputs.push(first.all_output());
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     let run = env.run_with_env(&["run", "-vv"], &[]);
     assert_eq!(
         run.code,

@@ -602,8 +602,7 @@ fn every_run_writes_valid_metrics_and_dry_runs_do_not() {
 
     let mut changed = None;
     for _ in 0..4 {
-        env.sim.advance(Duration::from_secs(60));
-        let run = env.run(&["run"]);
+        let run = run_in_a_minute(&env);
         assert_eq!(run.code, 0, "{}", run.all_output());
         let text = fs::read_to_string(&metrics).expect("a run writes the metrics file");
         let series = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -737,8 +736,7 @@ fn history_records_changes_refusals_and_failures_and_filters_them() {
     let started = env.sim.now();
     let mut done = false;
     for _ in 0..8 {
-        env.sim.advance(Duration::from_secs(60));
-        env.run(&["run"]);
+        run_in_a_minute(&env);
         let all = history_json(&env, &[]);
         if has(&all, 101, "cpu", "applied")
             && has(&all, 102, "memory", "refused")
@@ -749,8 +747,7 @@ fn history_records_changes_refusals_and_failures_and_filters_them() {
         }
     }
     // VM 103 fails again on the next run: entries at a second time.
-    env.sim.advance(Duration::from_secs(60));
-    env.run(&["run"]);
+    run_in_a_minute(&env);
     let all = history_json(&env, &[]);
     assert!(
         done,

@@ -324,7 +324,7 @@ fn run_with_k_changes(version: &str) {
 
     // The next minute: the changed VMs are inside their band again and in cooldown. Back to
     // the floor.
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     let (report, requests) = run(&env, &["run"]);
     assert_eq!(
         by_endpoint(&requests),
@@ -399,7 +399,7 @@ fn without_metrics_export_rrddata_is_read_once_per_managed_running_vm_in_paralle
         // A real run probes once and remembers: the runs after it make 1 + M requests.
         let (_, first) = run(&env, &["run"]);
         assert_eq!(count(&first, "/cluster/metrics/export"), 1, "PVE {version}");
-        env.sim.advance(Duration::from_secs(60));
+        minute(&env);
         let (report, next) = run(&env, &["run"]);
         assert_eq!(
             by_endpoint(&next),
@@ -562,7 +562,7 @@ fn status_reads_only_what_is_not_known_and_refresh_reads_everything() {
     assert_eq!(ready, VMS as usize + 1, "{report:#}");
 
     // The same knowledge, now from the state: the two requests of a run.
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     let (again, requests) = run(&env, &["status"]);
     assert_eq!(
         by_endpoint(&requests),

@@ -17,11 +17,9 @@ fn sustained_high_cpu_scales_up_after_up_after_not_before() {
         "no change before up_after:\n{}",
         first.stdout
     );
-    env.sim.advance(std::time::Duration::from_secs(60));
-    env.run(&["run"]);
+    run_in_a_minute(&env);
     assert_eq!(env.vcpus(101), 2, "still within up_after");
-    env.sim.advance(std::time::Duration::from_secs(60));
-    let third = env.run(&["run"]);
+    let third = run_in_a_minute(&env);
     assert_eq!(third.code, 0, "{}", third.all_output());
     assert!(
         env.vcpus(101) > 2,
@@ -497,7 +495,7 @@ fn two_real_runs_at_once_one_exits_75_and_does_nothing() {
         cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.0))),
         "",
     );
-    env.sim.advance(Duration::from_secs(60));
+    minute(&env);
     // The first run holds the lock while its metrics read hangs.
     env.sim.add_fault(
         Fault::on("GET", "/cluster/metrics/export")
@@ -609,7 +607,7 @@ fn quiet_prints_nothing_when_nothing_changed_and_the_summary_when_something_did(
         "[policy.cpu]\nup_after = \"1m\"\n",
     );
     for _ in 0..3 {
-        env.sim.advance(Duration::from_secs(60));
+        minute(&env);
         let run = env.run(&["run", "-q"]);
         assert_eq!(run.code, 0, "{}", run.all_output());
         assert_eq!(run.stdout, "", "nothing changed: nothing printed");
@@ -618,7 +616,7 @@ fn quiet_prints_nothing_when_nothing_changed_and_the_summary_when_something_did(
         .update_vm(101, |vm| vm.cpu_load = Pattern::Constant(1.95));
     let mut changed = None;
     for _ in 0..4 {
-        env.sim.advance(Duration::from_secs(60));
+        minute(&env);
         let run = env.run(&["run", "-q"]);
         if env.vcpus(101) > 2 {
             changed = Some(run);

@@ -98,8 +98,7 @@ fn digest_conflict_changes_nothing_and_the_next_run_applies() {
     assert!(conflict.stdout.contains("0 changed"), "{}", conflict.stdout);
 
     env.sim.clear_faults();
-    minute(&env);
-    let next = env.run(&["run"]);
+    let next = run_in_a_minute(&env);
     assert_eq!(next.code, 0, "{}", next.all_output());
     env.sim.wait_tasks(Duration::from_secs(5));
     assert!(
@@ -148,8 +147,7 @@ fn real_concurrent_edit_between_read_and_write_is_a_digest_conflict() {
     );
     assert_eq!(vm["failed"], false, "{vm:#}");
 
-    minute(&env);
-    let next = env.run(&["run"]);
+    let next = run_in_a_minute(&env);
     assert_eq!(next.code, 0, "{}", next.all_output());
     env.sim.wait_tasks(Duration::from_secs(5));
     assert!(env.vcpus(101) > 2, "{}", next.all_output());
@@ -208,8 +206,7 @@ fn a_concurrent_edit_seen_by_the_task_is_changed_meanwhile_not_a_failure() {
                 .is_some_and(|o| o.contains("changed meanwhile")),
             "{version}: {vm:#}"
         );
-        minute(&env);
-        assert_eq!(env.run(&["run"]).code, 0);
+        assert_eq!(run_in_a_minute(&env).code, 0);
         env.sim.wait_tasks(Duration::from_secs(5));
         assert!(env.vcpus(101) > 2, "{version}: retried next run");
     }
@@ -304,8 +301,7 @@ fn write_596_before_apply_rereads_reports_it_and_the_next_run_applies() {
     assert_eq!(vm["failed"], true, "{vm:#}");
     assert_eq!(run.code, 3, "{}", run.all_output());
 
-    minute(&env);
-    let next = env.run(&["run"]);
+    let next = run_in_a_minute(&env);
     assert_eq!(next.code, 0, "{}", next.all_output());
     env.sim.wait_tasks(Duration::from_secs(5));
     assert!(
@@ -367,8 +363,7 @@ fn failing_metric_reads_mean_no_scale_down() {
     env.sim.clear_faults();
     let mut scaled = false;
     for _ in 0..4 {
-        minute(&env);
-        let run = env.run(&["run"]);
+        let run = run_in_a_minute(&env);
         assert_eq!(run.code, 0, "{}", run.all_output());
         env.sim.wait_tasks(Duration::from_secs(5));
         if env.vcpus(101) < 4 {
@@ -491,8 +486,7 @@ fn a_held_lock_makes_the_run_exit_75_and_touch_nothing() {
         .open(&lock_path)
         .unwrap();
     holder.try_lock().expect("the test takes the lock");
-    minute(&env);
-    let blocked = env.run(&["run"]);
+    let blocked = run_in_a_minute(&env);
     assert_eq!(blocked.code, 75, "{}", blocked.all_output());
     assert!(
         env.sim.requests().is_empty(),
@@ -560,8 +554,7 @@ fn a_corrupt_state_file_is_set_aside_with_a_warning_and_the_run_works() {
     );
 
     // And the state works from there on: the breach started in that run is carried over.
-    minute(&env);
-    let next = env.run(&["run"]);
+    let next = run_in_a_minute(&env);
     assert_eq!(next.code, 0, "{}", next.all_output());
     assert!(!next.stderr.contains("warning"), "{}", next.stderr);
     env.sim.wait_tasks(Duration::from_secs(5));
@@ -639,8 +632,7 @@ fn missing_memory_privilege_fails_that_vm_and_handles_the_others() {
     assert_eq!(report["summary"]["changed"], 1);
 
     // The table says it too.
-    minute(&env);
-    let table = env.run(&["run"]);
+    let table = run_in_a_minute(&env);
     assert_eq!(table.code, 3, "{}", table.all_output());
     assert!(
         squash(&table.stdout).contains("Permission check failed (/vms/101, VM.Config.Memory)"),

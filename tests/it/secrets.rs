@@ -2,8 +2,6 @@
 //! dead notification channels; all output, the state, the history and the metrics file are
 //! searched for every credential pvescale holds.
 
-use std::time::Duration;
-
 use crate::common::*;
 
 const PASSWORD: &str = "Pa55-w0rd-never-printed-7c1e";
@@ -140,7 +138,7 @@ fn no_command_prints_or_stores_a_secret() {
     ];
     let mut runs = 0;
     for round in 0..3 {
-        env.sim.advance(Duration::from_secs(60));
+        minute(&env);
         if round == 2 {
             // The servers start failing: every kind of error message gets its turn.
             env.sim
@@ -189,10 +187,7 @@ fn no_command_prints_or_stores_a_secret() {
 fn secret_and_state_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let env = env();
-    env.sim.advance(Duration::from_secs(60));
-    env.run(&["run"]);
-    env.sim.advance(Duration::from_secs(60));
-    env.run(&["run"]);
+    env.run_every_minute(2);
     for file in ["state/state.json", "state/history.jsonl"] {
         let mode = std::fs::metadata(env.dir.path().join(file))
             .expect("exists")
@@ -225,8 +220,7 @@ fn a_world_readable_config_with_an_inline_secret_and_insecure_tls_are_warned_abo
     std::fs::set_permissions(env.config_path(), std::fs::Permissions::from_mode(0o644))
         .expect("chmod");
     for _ in 0..2 {
-        env.sim.advance(Duration::from_secs(60));
-        let run = env.run(&["run"]);
+        let run = run_in_a_minute(&env);
         assert_eq!(run.code, 0, "{}", run.all_output());
         let err = run.stderr.to_lowercase();
         assert!(
