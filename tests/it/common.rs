@@ -88,6 +88,20 @@ pub fn busy_from_start(cores: f64) -> Pattern {
     }
 }
 
+/// A VM ready for live scaling that wants 1.9 cores (95 % of its 2 vCPUs) from the start.
+pub fn busy_vm(vmid: u32, node: &str) -> VmSpec {
+    ready_vm(vmid, node).cpu_load(busy_from_start(1.9))
+}
+
+/// One busy VM (101, [`busy_vm`]) and a policy that scales up after 1 minute: the second run
+/// (one simulated minute after the first) raises its vCPUs.
+pub fn busy_env() -> TestEnv {
+    TestEnv::start(
+        cluster().vm(busy_vm(101, "pve1")),
+        "[policy.cpu]\nup_after = \"1m\"\n",
+    )
+}
+
 /// A builder with one node and the pvescale token.
 pub fn cluster() -> SimBuilder {
     Sim::builder()

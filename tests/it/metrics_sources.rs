@@ -66,7 +66,7 @@ fn vms_of_a_node_missing_from_the_export_are_read_through_rrddata_reported_and_s
                     .export_unreachable(true),
             )
             .vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.0)))
-            .vm(ready_vm(102, "pve2").cpu_load(busy_from_start(1.9))),
+            .vm(busy_vm(102, "pve2")),
         "",
     );
     env.sim.advance(Duration::from_secs(600));
@@ -123,9 +123,7 @@ fn with_rrddata_a_one_minute_window_is_widened_so_that_a_busy_vm_is_scaled() {
     // PVE 8.0 has no metrics/export, and rrddata has one point a minute: a 1m window holds
     // one or two, fewer than min_samples (3).
     let env = TestEnv::start(
-        cluster()
-            .version("8.0")
-            .vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
+        cluster().version("8.0").vm(busy_vm(101, "pve1")),
         "[policy]\nwindow = \"1m\"\n",
     );
     let runs = env.run_every_minute(5);

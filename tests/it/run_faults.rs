@@ -24,15 +24,6 @@ fn writes_to(env: &TestEnv, vmid: u32) -> Vec<Recorded> {
         .collect()
 }
 
-/// A VM with sustained high CPU (95 % of 2 vCPUs) and a policy that scales up after 1 minute:
-/// the second run (one simulated minute after the first) raises its vCPUs.
-fn busy_env() -> TestEnv {
-    TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
-        "[policy.cpu]\nup_after = \"1m\"\n",
-    )
-}
-
 /// Runs pvescale in a thread; once a recorded request matches `trigger`, calls `then` while
 /// pvescale is still running (a latency fault on a later request keeps it there).
 fn run_and_intervene(
@@ -160,9 +151,7 @@ fn a_concurrent_edit_seen_by_the_task_is_changed_meanwhile_not_a_failure() {
     // PVE 8.2 and older spell it "missmatch".
     for version in ["8.4", "8.2"] {
         let env = TestEnv::start(
-            cluster()
-                .version(version)
-                .vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
+            cluster().version(version).vm(busy_vm(101, "pve1")),
             "[policy.cpu]\nup_after = \"1m\"\n",
         );
         assert_eq!(env.run(&["run"]).code, 0);
@@ -604,7 +593,7 @@ fn missing_memory_privilege_fails_that_vm_and_handles_the_others() {
                 at: 0,
             }))
         // 102: CPU 95 % → a CPU scale-up, which the token may do.
-        .vm(ready_vm(102, "pve1").cpu_load(busy_from_start(1.9)));
+        .vm(busy_vm(102, "pve1"));
     let env = TestEnv::start(
         builder,
         "[policy.cpu]\nup_after = \"1m\"\n\n[policy.memory]\nup_after = \"1m\"\n",

@@ -19,10 +19,7 @@ fn api_writes(env: &TestEnv) -> Vec<pvesim::Recorded> {
 
 #[test]
 fn dry_run_writes_nothing_and_leaves_the_state_file_alone() {
-    let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
-        "[policy.cpu]\nup_after = \"1m\"\n",
-    );
+    let env = busy_env();
     let first = env.run(&["run"]);
     assert_eq!(first.code, 0, "{}", first.all_output());
     let before = std::fs::read(env.state_file()).expect("the real run wrote a state file");
@@ -75,10 +72,7 @@ fn dry_run_writes_nothing_and_leaves_the_state_file_alone() {
 
 #[test]
 fn dry_run_without_a_state_file_creates_none() {
-    let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
-        "",
-    );
+    let env = TestEnv::start(cluster().vm(busy_vm(101, "pve1")), "");
     let dry = env.run(&["run", "--dry-run"]);
     assert_eq!(dry.code, 0, "{}", dry.all_output());
     assert!(!env.state_file().exists(), "a dry run writes no state");
@@ -113,7 +107,7 @@ fn status_table_shows_each_vm_on_one_line_within_120_columns() {
                 .tags(&["autoscale"])
                 .cpu_load(busy_from_start(1.9)))
             // Busy: the next run grows it.
-            .vm(ready_vm(103, "pve1").cpu_load(busy_from_start(1.9))),
+            .vm(busy_vm(103, "pve1")),
         "[policy.cpu]\nup_after = \"0s\"\n",
     );
     env.sim.advance(Duration::from_secs(600));
@@ -395,13 +389,12 @@ fn missing_config_file_exits_78() {
 
 #[test]
 fn locked_template_and_stopped_vms_are_skipped() {
-    let busy = |vmid| ready_vm(vmid, "pve1").cpu_load(busy_from_start(1.9));
     let env = TestEnv::start(
         cluster()
-            .vm(busy(101))
-            .vm(busy(102).template(true))
-            .vm(busy(103).running(false))
-            .vm(busy(104)),
+            .vm(busy_vm(101, "pve1"))
+            .vm(busy_vm(102, "pve1").template(true))
+            .vm(busy_vm(103, "pve1").running(false))
+            .vm(busy_vm(104, "pve1")),
         "[policy.cpu]\nup_after = \"1m\"\n",
     );
     let first = env.run(&["run"]);
@@ -532,10 +525,7 @@ fn check_reads_permission_values_as_propagate_flags() {
 fn dry_run_and_status_change_no_file_at_all() {
     // A state directory as a real run leaves it, with a change due, a corrupt state file (a
     // real run would set it aside) and a metrics file configured.
-    let env = TestEnv::start(
-        cluster().vm(ready_vm(101, "pve1").cpu_load(busy_from_start(1.9))),
-        "[policy.cpu]\nup_after = \"1m\"\n",
-    );
+    let env = busy_env();
     let config = std::fs::read_to_string(env.config_path()).expect("config");
     let metrics = env.path("pvescale.prom");
     write_private(
