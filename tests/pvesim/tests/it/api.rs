@@ -343,14 +343,7 @@ fn nodes_status_qemu_list_and_status_current() {
     let r = api.get("/nodes/pve2/qemu/102/config");
     assert_eq!(r.status, 595);
     assert!(r.body.is_empty());
-    let rows = api.get("/cluster/resources?type=vm").data();
-    let vm102 = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["vmid"] == 102)
-        .unwrap()
-        .clone();
+    let vm102 = api.resource_row(102);
     assert_eq!(vm102["status"], "unknown");
     assert!(vm102.get("maxmem").is_none());
 }

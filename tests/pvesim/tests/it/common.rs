@@ -18,6 +18,13 @@ pub fn token_header() -> String {
     format!("PVEAPIToken={TOKEN_ID}={SECRET}")
 }
 
+/// A UPID as a path segment (`:`, `!` and `@` percent-encoded, as a client sends it).
+pub fn encode_upid(upid: &str) -> String {
+    upid.replace(':', "%3A")
+        .replace('!', "%21")
+        .replace('@', "%40")
+}
+
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
@@ -256,10 +263,7 @@ impl<'a> Api<'a> {
     }
 
     pub fn wait_task(&mut self, node: &str, upid: &str) -> String {
-        let enc = upid
-            .replace(':', "%3A")
-            .replace('!', "%21")
-            .replace('@', "%40");
+        let enc = encode_upid(upid);
         for _ in 0..500 {
             let r = self.get(&format!("/nodes/{node}/tasks/{enc}/status"));
             assert_eq!(r.status, 200, "task status: {} {}", r.reason, r.text());
@@ -270,6 +274,17 @@ impl<'a> Api<'a> {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("task {upid} did not finish");
+    }
+
+    /// The row of guest `vmid` in `GET /cluster/resources?type=vm`.
+    pub fn resource_row(&mut self, vmid: u32) -> Value {
+        let rows = self.get("/cluster/resources?type=vm").data();
+        rows.as_array()
+            .expect("an array of rows")
+            .iter()
+            .find(|r| r["vmid"] == vmid)
+            .unwrap_or_else(|| panic!("no row for {vmid} in {rows}"))
+            .clone()
     }
 
     pub fn config(&mut self, node: &str, vmid: u32, current: bool) -> Value {

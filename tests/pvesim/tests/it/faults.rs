@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Api, Conn, SECRET, TOKEN_ID, token_header};
+use crate::common::{Api, Conn, SECRET, TOKEN_ID, encode_upid, token_header};
 use pvesim::{Fault, FaultKind, Privs, Sim, VmSpec};
 
 fn sim() -> Sim {
@@ -222,10 +222,7 @@ fn task_that_never_finishes() {
     assert_eq!(r.status, 200);
     let upid = r.data().as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(200));
-    let enc = upid
-        .replace(':', "%3A")
-        .replace('!', "%21")
-        .replace('@', "%40");
+    let enc = encode_upid(&upid);
     let st = api.get(&format!("/nodes/pve1/tasks/{enc}/status")).data();
     assert_eq!(st["status"], "running");
     assert_eq!(sim.vm(101).unwrap().vcpus, 2);

@@ -264,14 +264,7 @@ fn past_samples_use_the_size_the_vm_had() {
 fn memory_without_balloon_stats_is_a_host_estimate() {
     let sim = sim("8.4");
     let mut api = Api::token(&sim);
-    let rows = api.get("/cluster/resources?type=vm").data();
-    let vm = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["vmid"] == 103)
-        .unwrap()
-        .clone();
+    let vm = api.resource_row(103);
     assert!(num(&vm["mem"]) >= 0.9 * num(&vm["maxmem"]));
     let st = api.get("/nodes/pve1/qemu/103/status/current").data();
     assert!(st["ballooninfo"].get("free_mem").is_none());

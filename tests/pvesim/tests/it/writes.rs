@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Api, SECRET, TOKEN_ID};
+use crate::common::{Api, SECRET, TOKEN_ID, encode_upid};
 use pvesim::{NodeSpec, Privs, Sim, VmSpec, VmStatus};
 use serde_json::Value;
 
@@ -264,12 +264,7 @@ fn refused_unplug_leaves_partial_progress_and_pending() {
     let p = api.pending("pve1", 101);
     let row = p.iter().find(|r| r["key"] == "memory").unwrap();
     assert_eq!(row["pending"], "2048");
-    let log = api.get(&format!(
-        "/nodes/pve1/tasks/{}/log",
-        upid.replace(':', "%3A")
-            .replace('!', "%21")
-            .replace('@', "%40")
-    ));
+    let log = api.get(&format!("/nodes/pve1/tasks/{}/log", encode_upid(&upid)));
     assert!(log.text().contains("TASK ERROR"), "{}", log.text());
     // revert=memory leaves the partial state, nothing pending.
     let (_, exit) = api.post_config_wait("pve1", 101, "revert=memory");
@@ -379,14 +374,7 @@ fn digest_lock_missing_and_template() {
     // Templates are flagged, stopped, and applied like stopped VMs.
     let c = api.config("pve1", 103, true);
     assert_eq!(c["template"], 1);
-    let rows = api.get("/cluster/resources?type=vm").data();
-    let t = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["vmid"] == 103)
-        .unwrap()
-        .clone();
+    let t = api.resource_row(103);
     assert_eq!(t["template"], 1);
     assert_eq!(t["status"], "stopped");
     // Root-only keys.
@@ -414,10 +402,7 @@ fn tasks_are_asynchronous_and_recorded_writes_carry_digest() {
     assert!(upid.contains(":qmconfig:101:pvescale@pve!autoscale:"));
     // Not applied before the task finished.
     assert_eq!(api.config("pve1", 101, true)["vcpus"], 2);
-    let enc = upid
-        .replace(':', "%3A")
-        .replace('!', "%21")
-        .replace('@', "%40");
+    let enc = encode_upid(&upid);
     let st = api.get(&format!("/nodes/pve1/tasks/{enc}/status")).data();
     assert_eq!(st["status"], "running");
     assert!(st.get("exitstatus").is_none());
