@@ -219,6 +219,20 @@ impl TestEnv {
     }
 }
 
+/// proptest's config for the property tests: `cases` cases, and the failure cases found so far
+/// saved in and replayed from `<test file>.proptest-regressions` beside the test's source.
+/// (proptest's default looks for the crate's `main.rs` and would use
+/// `tests/proptest-regressions/<test file>.txt` instead, since `tests/it/` has one.)
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 pub fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).expect("write file");

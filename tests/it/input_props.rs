@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::common::proptest_config;
 use proptest::prelude::*;
 use pvescale::config::{self, FakeEnv};
 use pvescale::state::State;
@@ -78,7 +79,7 @@ fn toml_value() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(proptest_config(400))]
 
     #[test]
     fn any_value_for_any_key_is_loaded_or_refused_by_name(

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::proptest_config;
 use proptest::prelude::*;
 use pvescale::dimm;
 use pvescale::policy::{
@@ -233,8 +234,23 @@ fn run_decide(
     (d2, s2)
 }
 
+#[test]
+fn the_saved_failure_cases_are_replayed() {
+    // A move of this file must take policy_props.proptest-regressions with it: proptest would
+    // not say that it finds no saved cases, it would only stop replaying them.
+    let persistence = proptest_config(1)
+        .failure_persistence
+        .expect("failures are persisted");
+    let seeds = persistence.load_persisted_failures2(Some(file!()));
+    assert!(
+        !seeds.is_empty(),
+        "no saved failure cases found for {} (policy_props.proptest-regressions beside it)",
+        file!()
+    );
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config(384))]
 
     #[test]
     fn decisions_respect_every_bound_and_timer(p in policy(), s in start(), ticks in ticks()) {
