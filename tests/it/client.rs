@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::common::{TOKEN_ID, TOKEN_SECRET, cluster, ready_vm, wait_task};
+use crate::common::{TOKEN_ID, TOKEN_SECRET, closed_port, cluster, ready_vm, wait_task};
 use pvescale::pve::parallel::map_bounded;
 use pvescale::pve::types::{
     ConfigDigest, Consolidation, MetricSample, PendingItem, Timeframe, VmStatus,
@@ -78,14 +78,6 @@ fn quick_retry(attempts: u32) -> RetryPolicy {
 
 fn client_for(target: &ClusterTarget) -> Client {
     Client::with_retry(target, quick_retry(3)).expect("client set up")
-}
-
-/// A port on 127.0.0.1 that nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    port
 }
 
 fn pending_of<'a>(rows: &'a [PendingItem], key: &str) -> Option<&'a PendingItem> {

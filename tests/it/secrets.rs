@@ -102,13 +102,6 @@ headers = {{ Authorization = "{WEBHOOK_TOKEN}" }}
     env
 }
 
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    port
-}
-
 fn assert_clean(what: &str, text: &str) {
     for secret in secrets() {
         assert!(
