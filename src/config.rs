@@ -11,6 +11,7 @@ mod locate;
 pub mod notify;
 mod paths;
 mod raw;
+mod schedule;
 mod secrets;
 mod validate;
 
@@ -25,6 +26,7 @@ pub use paths::{
     CONFIG_FILE_NAME, Env, FakeEnv, SYSTEM_CONFIG_FILE, SYSTEM_STATE_DIR, SystemEnv, config_path,
     state_dir,
 };
+pub use schedule::Schedule;
 pub use secrets::SecretSource;
 
 use crate::policy::{Policy, ResourcePolicy};
@@ -41,6 +43,7 @@ pub struct Config {
     select: Selection,
     policy: Policy,
     overrides: Vec<Override>,
+    schedules: Vec<Schedule>,
     notify: notify::NotifyConfig,
 }
 
@@ -89,6 +92,28 @@ impl Config {
     /// The `[[override]]` entries, in file order.
     pub fn overrides(&self) -> &[Override] {
         &self.overrides
+    }
+
+    /// The `[[schedule]]` entries, in file order.
+    pub fn schedules(&self) -> &[Schedule] {
+        &self.schedules
+    }
+
+    /// The schedule windows in force for a VM at `now` (unix seconds); `local` is the zone of
+    /// schedules that set no `timezone`.
+    pub fn windows_in_force(
+        &self,
+        vmid: u32,
+        tags: &[String],
+        pool: Option<&str>,
+        now: u64,
+        local: &jiff::tz::TimeZone,
+    ) -> Vec<crate::policy::WindowInForce> {
+        self.schedules
+            .iter()
+            .filter(|s| s.matches(vmid, tags, pool))
+            .filter_map(|s| s.in_force(now, local))
+            .collect()
     }
 
     /// `[notify]`: events, limits and channels (defaults, and no channel, when absent).

@@ -28,6 +28,7 @@ use crate::pve::types::{
 use crate::pve::{ApiError, ApiErrorKind, Client};
 use crate::report::{ClusterReport, ResourceReport, VmReport, WidenedWindow};
 use crate::state::{ConfigSignature, InFlight, KnownConfig, LearnedSource, State, VmState};
+use jiff::tz::TimeZone;
 
 use facts::*;
 use outcome::*;
@@ -144,6 +145,7 @@ pub fn process_cluster(
         config,
         client,
         now,
+        zone: schedule_zone(config, &mut report),
         mode,
         previous: state.clusters.get(&name).cloned().unwrap_or_default(),
         usage,
@@ -363,11 +365,27 @@ fn nodes_down(nodes: &[NodeResource]) -> HashMap<String, String> {
         .collect()
 }
 
+/// The zone `[[schedule]]` windows are read in; UTC, with a warning, where the local one is
+/// unknown (nothing to read without schedules).
+fn schedule_zone(config: &Config, report: &mut ClusterReport) -> TimeZone {
+    if config.schedules().is_empty() {
+        return TimeZone::UTC;
+    }
+    crate::schedule::local_zone().unwrap_or_else(|e| {
+        report
+            .warnings
+            .push(format!("{e}; schedule windows are read in UTC meanwhile"));
+        TimeZone::UTC
+    })
+}
+
 /// What one pass over a cluster has read, shared by its phases.
 struct Pass<'a> {
     config: &'a Config,
     client: &'a Client,
     now: u64,
+    /// The zone of schedule windows that set none.
+    zone: TimeZone,
     mode: Mode,
     /// The VMs' states as the previous run left them.
     previous: BTreeMap<u32, VmState>,
@@ -380,9 +398,16 @@ struct Pass<'a> {
 impl Pass<'_> {
     /// Phase 1: decide from what every run reads anyway (`cluster/resources`, metrics).
     fn plan(&self, vm: &VmResource) -> VmPlan {
-        let policy = self
+        let mut policy = self
             .config
             .policy_for(vm.vmid, &vm.tags, vm.pool.as_deref());
+        policy.windows = self.config.windows_in_force(
+            vm.vmid,
+            &vm.tags,
+            vm.pool.as_deref(),
+            self.now,
+            &self.zone,
+        );
         let prev = self.previous.get(&vm.vmid);
         let known = prev
             .and_then(|s| s.known_config.as_ref())

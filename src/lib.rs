@@ -23,6 +23,7 @@ pub mod recommend;
 pub mod record;
 pub mod report;
 pub mod rrd_history;
+pub mod schedule;
 pub mod secret;
 pub mod simulate;
 pub mod state;

@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 use crate::error::Exit;
 
 use crate::policy::readiness::LiveScaling;
-use crate::policy::{Action, BlockedBy, Resource};
+use crate::policy::{Action, BlockedBy, ByWindow, Resource, WindowInForce};
 
 /// What was decided for one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,6 +171,9 @@ pub struct ResourceReport {
     /// Cooldown or back-off still running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait: Option<String>,
+    /// What a schedule window did: the change it prevented, or the floor it set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<ByWindow>,
 }
 
 impl ResourceReport {
@@ -215,6 +218,9 @@ pub struct VmReport {
     /// Things worth telling that are not a decision (an interrupted write settled, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The `[[schedule]]` windows in force for this VM.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowInForce>,
     pub failed: bool,
 }
 

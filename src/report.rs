@@ -4,7 +4,7 @@
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
-use crate::policy::Resource;
+use crate::policy::{ByWindow, Resource, WindowInForce};
 
 mod status_table;
 pub use status_table::render_status;
@@ -82,6 +82,7 @@ pub fn render_run(report: &RunReport) -> String {
         out.push_str(&table.to_string());
         out.push('\n');
     }
+    out.push_str(&window_lines(report));
     out.push_str(&summary_line(report));
     out.push('\n');
     out
@@ -204,6 +205,62 @@ pub fn render_status_detailed(report: &RunReport) -> String {
     out.push_str(&metrics_lines(report));
     out.push_str(&table.to_string());
     out.push('\n');
+    out
+}
+
+/// One line per `[[schedule]]` window in force: what it does, until when, for how many VMs,
+/// and the changes it prevented this run.
+fn window_lines(report: &RunReport) -> String {
+    const SHOWN: usize = 5;
+    let mut out = String::new();
+    for cluster in &report.clusters {
+        let mut windows: Vec<(&WindowInForce, usize, Vec<String>)> = Vec::new();
+        for vm in &cluster.vms {
+            for w in &vm.windows {
+                match windows.iter_mut().find(|(seen, ..)| seen.name == w.name) {
+                    Some(entry) => entry.1 += 1,
+                    None => windows.push((w, 1, Vec::new())),
+                }
+            }
+            for (resource, r) in vm.resources() {
+                if let Some(ByWindow::Prevented {
+                    window, from, to, ..
+                }) = &r.window
+                    && let Some(entry) = windows.iter_mut().find(|(w, ..)| &w.name == window)
+                {
+                    let unit = if resource == Resource::Memory {
+                        " MiB"
+                    } else {
+                        ""
+                    };
+                    entry
+                        .2
+                        .push(format!("VM {} {resource} {from}→{to}{unit}", vm.vmid));
+                }
+            }
+        }
+        for (w, vms, prevented) in windows {
+            out.push_str(&format!(
+                "cluster {}: {} in force until {}: {} for {vms} VM{}",
+                cluster.name,
+                w.label(),
+                w.until_local,
+                w.effect,
+                if vms == 1 { "" } else { "s" }
+            ));
+            if !prevented.is_empty() {
+                let more = prevented.len().saturating_sub(SHOWN);
+                out.push_str(&format!(
+                    "; prevented {}",
+                    prevented[..prevented.len().min(SHOWN)].join(", ")
+                ));
+                if more > 0 {
+                    out.push_str(&format!(" and {more} more"));
+                }
+            }
+            out.push('\n');
+        }
+    }
     out
 }
 

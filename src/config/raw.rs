@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub host: RawHost,
     #[serde(default, rename = "override")]
     pub overrides: Vec<RawOverride>,
+    #[serde(default)]
+    pub schedule: Vec<RawSchedule>,
     pub notify: Option<super::notify::RawNotify>,
 }
 
@@ -174,6 +176,48 @@ pub(super) struct RawOverride {
     pub cpu: RawResource<Vcpus>,
     #[serde(default)]
     pub memory: RawResource<Mib>,
+}
+
+/// One `[[schedule]]`: a window in the week and what it does to the VMs it selects.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub name: Option<String>,
+    pub when: Option<OneOrMany>,
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub vmids: Vec<u32>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub pools: Vec<String>,
+    pub freeze: Option<String>,
+    pub floor: Option<RawFloor>,
+}
+
+/// `floor = { cpu = 4, memory = "8GiB" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFloor {
+    pub cpu: Option<Vcpus>,
+    pub memory: Option<Mib>,
+}
+
+/// A string, or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one.clone()],
+            OneOrMany::Many(many) => many.clone(),
+        }
+    }
 }
 
 /// A duration string (`"90s"`, `"1h30m"`), read with [`units::parse_duration`].

@@ -4,6 +4,7 @@
 mod cluster;
 mod notify;
 mod policy;
+mod schedule;
 mod select;
 
 use std::collections::{BTreeSet, HashMap};
@@ -206,6 +207,7 @@ impl Validator<'_> {
         if overrides.len() == raw.overrides.len() {
             self.override_combinations(&overrides, &policy);
         }
+        let schedules = self.schedules(&raw.schedule, &policy);
         let notify = self.notify(raw.notify.as_ref(), mode);
 
         Some(Config {
@@ -217,6 +219,7 @@ impl Validator<'_> {
             select: select?,
             policy,
             overrides,
+            schedules,
             notify,
         })
     }

@@ -25,6 +25,7 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
             reason: decision.reason.clone(),
             outcome,
             wait: wait_left(plan, resource, now),
+            window: decision.by_window.clone(),
         }
     };
     let failed = plan.error.is_some() || plan.outcome.iter().any(|(_, o)| o.is_failure());
@@ -54,6 +55,7 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
         error: plan.error.clone(),
         data_age_secs: plan.data_age,
         notes: plan.notes.clone(),
+        windows: plan.policy.windows.clone(),
         failed,
     }
 }

@@ -455,6 +455,7 @@ mod tests {
             reason: reason.into(),
             outcome: None,
             wait: None,
+            window: None,
         }
     }
 

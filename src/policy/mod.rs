@@ -7,6 +7,7 @@ mod format;
 pub mod readiness;
 mod sizing;
 mod types;
+mod window;
 
 use std::time::Duration;
 
@@ -106,7 +107,7 @@ fn skip_reason(facts: &VmFacts) -> Option<String> {
 }
 
 /// Everything one resource's decision looks at.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     policy: &'a Policy,
     rp: &'a ResourcePolicy,
     res: Resource,
@@ -170,7 +171,13 @@ impl Ctx<'_> {
     }
 }
 
+/// The decision on the load, then what the schedule windows in force make of it.
 fn decide_resource(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
+    let decision = decide_on_load(ctx, rs);
+    window::apply(ctx, rs, decision)
+}
+
+fn decide_on_load(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
     let name = ctx.name();
     if !ctx.rp.enabled {
         return ctx.make(
@@ -462,6 +469,7 @@ fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecis
         action: Action::Down { from, to },
         reason,
         balloon_mib,
+        by_window: None,
     }
 }
 
@@ -469,7 +477,7 @@ fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecis
 /// another config were already dropped. One recorded with a digest cannot be confirmed
 /// before the config (and its digest) is read: like any unknown, that does not block, and the
 /// second call, with the digest, decides.
-fn backoff_in_force<'a>(
+pub(super) fn backoff_in_force<'a>(
     ctx: &Ctx<'_>,
     rs: &'a ResourceState,
     direction: Direction,
@@ -485,7 +493,12 @@ fn cooldown_left(rs: &ResourceState, cooldown: Duration, now: u64) -> Option<u64
     (now < ends).then(|| ends - now)
 }
 
-fn backoff_reason(head: &str, what: &str, b: &crate::state::Backoff, now: u64) -> String {
+pub(super) fn backoff_reason(
+    head: &str,
+    what: &str,
+    b: &crate::state::Backoff,
+    now: u64,
+) -> String {
     let message = b.message.lines().next().unwrap_or("").trim();
     format!(
         "{head}, but the last {what} was refused ({message}): backing off, {} left or until the config changes",
@@ -494,7 +507,7 @@ fn backoff_reason(head: &str, what: &str, b: &crate::state::Backoff, now: u64) -
 }
 
 /// What keeps the resource from being changed live, with the fix; `None` when fine or unknown.
-fn not_live_scalable(ctx: &Ctx<'_>) -> Option<String> {
+pub(super) fn not_live_scalable(ctx: &Ctx<'_>) -> Option<String> {
     readiness::blocked_reason(ctx.facts, ctx.res)
 }
 

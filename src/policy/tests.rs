@@ -5,10 +5,10 @@ use std::time::Duration;
 use super::*;
 use crate::state::model::VmState;
 
-const T0: u64 = 1_700_000_000;
-const MIN: u64 = 60;
+pub(super) const T0: u64 = 1_700_000_000;
+pub(super) const MIN: u64 = 60;
 
-fn facts() -> VmFacts {
+pub(super) fn facts() -> VmFacts {
     VmFacts {
         max_vcpus: Some(8),
         cpu_hotplug: Some(true),
@@ -21,7 +21,7 @@ fn facts() -> VmFacts {
     }
 }
 
-fn util(cpu: f64, memory: f64) -> Utilisation {
+pub(super) fn util(cpu: f64, memory: f64) -> Utilisation {
     Utilisation {
         cpu: Some(cpu),
         memory: Some(memory),
@@ -32,7 +32,7 @@ fn util(cpu: f64, memory: f64) -> Utilisation {
     }
 }
 
-fn node() -> NodeHeadroom {
+pub(super) fn node() -> NodeHeadroom {
     NodeHeadroom {
         name: "pve1".into(),
         mem_used_mib: Some(32 * 1024),
@@ -43,7 +43,7 @@ fn node() -> NodeHeadroom {
 
 /// Runs `decide` every minute from `from` to `to` (inclusive) with the same inputs, feeding
 /// the state forward; returns the last decision and state.
-fn hold(
+pub(super) fn hold(
     policy: &Policy,
     facts: &VmFacts,
     util: &Utilisation,
@@ -64,7 +64,7 @@ fn hold(
     }
 }
 
-fn once(
+pub(super) fn once(
     policy: &Policy,
     facts: &VmFacts,
     util: &Utilisation,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::format::fmt_size;
 use crate::units::MIB_PER_GIB;
 
 /// Which resource a rule or decision is about.
@@ -80,6 +81,81 @@ pub struct Policy {
     /// pvescale has gone blind for it.
     pub stale_after: Duration,
     pub host: HostGuard,
+    /// The `[[schedule]]` windows in force for this VM at the run's time (none by default):
+    /// filled per run by the caller, which knows the time zone.
+    pub windows: Vec<WindowInForce>,
+}
+
+/// What a schedule window does while it is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum WindowEffect {
+    /// No change at all.
+    Freeze,
+    /// No scale-down; scale-ups go on.
+    FreezeScaleDown,
+    /// At least these sizes (vCPUs, MiB): smaller VMs are raised, shrinks stop there.
+    Floor {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cpu: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        memory_mib: Option<u64>,
+    },
+}
+
+impl WindowEffect {
+    /// The floor this window sets for a resource, if any.
+    pub fn floor(&self, resource: Resource) -> Option<u64> {
+        match (self, resource) {
+            (WindowEffect::Floor { cpu, .. }, Resource::Cpu) => *cpu,
+            (WindowEffect::Floor { memory_mib, .. }, Resource::Memory) => *memory_mib,
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WindowEffect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowEffect::Freeze => f.write_str("freeze"),
+            WindowEffect::FreezeScaleDown => f.write_str("freeze scale-down"),
+            WindowEffect::Floor { cpu, memory_mib } => {
+                let sizes: Vec<String> = [
+                    cpu.map(|c| fmt_size(Resource::Cpu, c)),
+                    memory_mib.map(|m| fmt_size(Resource::Memory, m)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                write!(f, "floor {}", sizes.join(", "))
+            }
+        }
+    }
+}
+
+/// A schedule window in force for a VM.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowInForce {
+    /// The schedule's `name`, or its `when` where it has none.
+    pub name: String,
+    /// The weekly window in force, as written (`Sat 01:00..05:00`).
+    pub when: String,
+    pub effect: WindowEffect,
+    /// When this occurrence ends (unix seconds)...
+    pub until: u64,
+    /// ... in local time, for people (`05:00`, `Mon 08:00`).
+    pub until_local: String,
+}
+
+impl WindowInForce {
+    /// `window "backup" (Sat 01:00..05:00)`, or `window Sat 01:00..05:00` without a name.
+    pub fn label(&self) -> String {
+        if self.name == self.when {
+            format!("window {}", self.when)
+        } else {
+            format!("window \"{}\" ({})", self.name, self.when)
+        }
+    }
 }
 
 impl Default for Policy {
@@ -132,6 +208,7 @@ impl Default for Policy {
                 max_memory: 90.0,
                 max_cpu: 90.0,
             },
+            windows: Vec::new(),
         }
     }
 }
@@ -442,6 +519,23 @@ pub struct ResourceDecision {
     /// For a memory scale-down of a VM with a balloon above the new size: the new `balloon`
     /// (MiB), to send in the same request.
     pub balloon_mib: Option<u64>,
+    /// What a schedule window did to this decision, if anything.
+    pub by_window: Option<ByWindow>,
+}
+
+/// What a schedule window did to a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ByWindow {
+    /// A freeze stopped this change.
+    Prevented {
+        window: String,
+        direction: Direction,
+        from: u64,
+        to: u64,
+    },
+    /// A floor raised the resource, or stopped a shrink at it (vCPUs or MiB).
+    Floor { window: String, floor: u64 },
 }
 
 impl ResourceDecision {
@@ -451,6 +545,7 @@ impl ResourceDecision {
             action,
             reason,
             balloon_mib: None,
+            by_window: None,
         }
     }
 

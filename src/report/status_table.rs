@@ -3,9 +3,9 @@
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 
-use super::{RunReport, VmReport, cluster_failures, metrics_lines, percent};
-use crate::policy::Resource;
+use super::{RunReport, VmReport, cluster_failures, metrics_lines, percent, window_lines};
 use crate::policy::readiness::LiveScaling;
+use crate::policy::{ByWindow, Resource};
 use crate::record::{ActionKind, ResourceReport};
 
 /// The widest a status line may be.
@@ -71,6 +71,7 @@ pub fn render_status(report: &RunReport) -> String {
     }
     let mut out = cluster_failures(report);
     out.push_str(&metrics_lines(report));
+    out.push_str(&window_lines(report));
     out.push_str(&table.to_string());
     out.push('\n');
     out
@@ -114,10 +115,20 @@ fn resource_short(resource: Resource, r: &ResourceReport) -> Option<String> {
         Resource::Cpu => "cpu",
         Resource::Memory => "mem",
     };
+    let floor = matches!(r.window, Some(ByWindow::Floor { .. }));
     match (r.action, r.from, r.to) {
+        (ActionKind::Up | ActionKind::Down, Some(from), Some(to)) if floor => {
+            Some(format!("{name} {from}→{to} (floor)"))
+        }
         (ActionKind::Up | ActionKind::Down, Some(from), Some(to)) => {
             Some(format!("{name} {from}→{to}"))
         }
+        (ActionKind::Keep, _, _) => match &r.window {
+            Some(ByWindow::Prevented { from, to, .. }) => {
+                Some(format!("{name} {from}→{to} frozen"))
+            }
+            _ => None,
+        },
         (ActionKind::Blocked, _, _) => Some(match r.blocked_by {
             Some(by) => format!("{name} blocked ({by})"),
             None => format!("{name} blocked"),
@@ -150,6 +161,7 @@ mod tests {
             reason: reason.to_string(),
             outcome: None,
             wait: None,
+            window: None,
         }
     }
 
@@ -175,6 +187,7 @@ mod tests {
             error: Some("reading the VM's config failed: ".repeat(10)),
             data_age_secs: None,
             notes: Vec::new(),
+            windows: Vec::new(),
             failed: true,
         }
     }

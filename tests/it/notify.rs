@@ -447,6 +447,7 @@ fn resource(action: ActionKind) -> ResourceReport {
         reason: "cpu 50% within 20%..80%: keep".to_string(),
         outcome: None,
         wait: None,
+        window: None,
     }
 }
 
@@ -470,6 +471,7 @@ fn vm(vmid: u32) -> VmReport {
         error: None,
         data_age_secs: Some(20),
         notes: Vec::new(),
+        windows: Vec::new(),
         failed: false,
     }
 }
@@ -484,6 +486,7 @@ fn scaled_vm(vmid: u32) -> VmReport {
         reason: "cpu 95% > 80% for 2m (needs 2m): 2 → 4 vCPUs".to_string(),
         outcome: Some(WriteOutcome::Applied),
         wait: None,
+        window: None,
     };
     v
 }
@@ -500,6 +503,7 @@ fn refused_vm(vmid: u32) -> VmReport {
             "unplugging DIMM dimm3 failed".to_string(),
         )),
         wait: None,
+        window: None,
     };
     v.failed = true;
     v
@@ -517,6 +521,7 @@ fn blocked_vm(vmid: u32, figure: u32) -> VmReport {
         ),
         outcome: None,
         wait: None,
+        window: None,
     };
     v
 }
@@ -792,6 +797,7 @@ fn a_dry_run_sends_nothing_and_keeps_what_it_would_have_sent() {
         reason: "cpu 95% > 80% for 2m (needs 2m): 2 → 4 vCPUs".to_string(),
         outcome: None,
         wait: None,
+        window: None,
     };
     let mut state = Notifications::default();
     let sent = send(&config, &mut state, &report(true, vec![planned], false), 0);
