@@ -621,6 +621,94 @@ pub const SECTIONS: &[Section] = &[
         ],
     },
     Section {
+        name: "[[schedule]]",
+        about: "A weekly window in which the VMs it selects (any of vmids, tags, pools; every \
+                managed VM when none is set) are frozen or held at a floor. Times are wall-clock \
+                times in the local time zone (TZ, else /etc/localtime) or in timezone, and follow \
+                daylight saving changes: a time inside the hour clocks skip is read as the same \
+                time after the change, one that happens twice as the first. Each schedule sets \
+                either freeze or floor. A freeze wins over a floor; several floors: the highest. \
+                `status` and `run --dry-run` name the windows in force and what they prevented. \
+                Breaches go on being measured during a freeze, so a VM that stayed busy grows \
+                when the window ends.",
+        keys: &[
+            key(
+                "name",
+                "string",
+                "the window's time",
+                None,
+                "\"backup\"",
+                "A name for the window in status, reasons and the run summary. Unique.",
+            ),
+            key(
+                "when",
+                "string or list of strings",
+                "required",
+                None,
+                "\"Sat 01:00..05:00\"",
+                "[DAYS] HH:MM..HH:MM, as in systemd's calendar: DAYS a comma-separated list of \
+                 weekdays and ranges (Mon..Fri,Sun), every day when left out; a time range that \
+                 ends at or before it starts runs over midnight and belongs to the day it starts \
+                 (\"Fri 22:00..06:00\"); days alone are the whole day (\"Sat,Sun\"). A list \
+                 gives several windows.",
+            ),
+            key(
+                "timezone",
+                "string",
+                "the local zone",
+                None,
+                "\"Europe/Berlin\"",
+                "An IANA time zone to read the times in, for a scaler whose host runs in \
+                 another zone (often UTC) than the VMs' users.",
+            ),
+            key(
+                "vmids",
+                "list of integers",
+                "[]",
+                Some("[]"),
+                "[105]",
+                "VMs this schedule applies to.",
+            ),
+            key(
+                "tags",
+                "list of strings",
+                "[]",
+                Some("[]"),
+                "[\"db\"]",
+                "Tags of the VMs this schedule applies to.",
+            ),
+            key(
+                "pools",
+                "list of strings",
+                "[]",
+                Some("[]"),
+                "[\"batch\"]",
+                "Pools of the VMs this schedule applies to.",
+            ),
+            key(
+                "freeze",
+                "string",
+                "none",
+                None,
+                "\"all\"",
+                "\"all\": no change at all during the window (backups, change freezes); \
+                 \"scale-down\": no shrink, growth goes on.",
+            ),
+            key(
+                "floor",
+                "inline table",
+                "none",
+                None,
+                "{ cpu = 4, memory = \"8GiB\" }",
+                "At least these vCPUs and this memory during the window (be big before the \
+                 morning load arrives): a smaller VM is raised at once, without waiting for a \
+                 breach or its cooldown (still within max, the live envelope and the host \
+                 guard), and shrinks stop at the floor. After the window the VM shrinks back on \
+                 its load as usual.",
+            ),
+        ],
+    },
+    Section {
         name: "[notify]",
         about: "Notifications after a run: email, Gotify and webhooks. All events of a run go out \
                 as one message per channel; each (VM, event kind) at most once per min_interval; \

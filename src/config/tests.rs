@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+use crate::policy::WindowEffect;
 use crate::pve::{Auth, TlsMode};
 
 const SECRET: &str = "s3cr3t-5f0c-4b1e-9d2a";
@@ -981,5 +982,127 @@ fn stale_after_and_saturated_factor_are_loaded_or_refused_with_the_reason() {
     assert!(
         msg.contains("policy.cpu.saturated_factor: 0.5 is out of range: 1 to 10"),
         "{msg}"
+    );
+}
+
+// ---- [[schedule]] ----------------------------------------------------------------------------
+
+#[test]
+fn schedules_select_vms_and_are_in_force_in_their_window() {
+    let c = ok(&with(
+        r#"
+[[schedule]]
+name = "backup"
+when = "Sat 01:00..05:00"
+timezone = "Europe/Berlin"
+freeze = "all"
+
+[[schedule]]
+when = ["Mon..Fri 07:30..18:00", "Sat 09:00..12:00"]
+tags = ["Web"]
+floor = { cpu = 4, memory = "8GiB" }
+"#,
+    ));
+    assert_eq!(c.schedules().len(), 2);
+    let berlin = jiff::tz::TimeZone::get("Europe/Berlin").expect("tz database");
+    // Saturday 5 December 2026, 02:00 in Berlin (01:00 UTC): the backup window, for every VM.
+    let saturday_2am = 1_796_432_400;
+    let web = vec!["web".to_string()];
+    let windows = c.windows_in_force(101, &[], None, saturday_2am, &jiff::tz::TimeZone::UTC);
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert_eq!(windows[0].name, "backup");
+    assert_eq!(windows[0].effect, WindowEffect::Freeze);
+    assert_eq!(windows[0].until_local, "05:00");
+    // Saturday 10:00 in Berlin: the floor, only for VMs tagged web, named by its time.
+    let saturday_10am = saturday_2am + 8 * 3600;
+    assert!(
+        c.windows_in_force(101, &[], None, saturday_10am, &berlin)
+            .is_empty()
+    );
+    let floors = c.windows_in_force(101, &web, None, saturday_10am, &berlin);
+    assert_eq!(floors.len(), 1, "{floors:?}");
+    assert_eq!(floors[0].name, "Sat 09:00..12:00");
+    assert_eq!(
+        floors[0].effect,
+        WindowEffect::Floor {
+            cpu: Some(4),
+            memory_mib: Some(8192)
+        }
+    );
+}
+
+#[test]
+fn schedule_mistakes_are_named_with_their_key() {
+    for (extra, key, says) in [
+        (
+            "[[schedule]]\nfreeze = \"all\"\n",
+            "schedule[0].when",
+            "is needed",
+        ),
+        (
+            "[[schedule]]\nwhen = \"Sat 1am\"\nfreeze = \"all\"\n",
+            "schedule[0].when",
+            "e.g.",
+        ),
+        (
+            "[[schedule]]\nwhen = [\"Sat 01:00..02:00\", \"Sun 26:00..27:00\"]\nfreeze = \"all\"\n",
+            "schedule[0].when[1]",
+            "not a time of day",
+        ),
+        (
+            "[[schedule]]\nwhen = \"Sat\"\nfreeze = \"everything\"\n",
+            "schedule[0].freeze",
+            "\"scale-down\"",
+        ),
+        (
+            "[[schedule]]\nwhen = \"Sat\"\n",
+            "schedule[0]",
+            "does nothing",
+        ),
+        (
+            "[[schedule]]\nwhen = \"Sat\"\nfreeze = \"all\"\nfloor = { cpu = 2 }\n",
+            "schedule[0]",
+            "both freeze and floor",
+        ),
+        (
+            "[[schedule]]\nwhen = \"Sat\"\nfloor = { cpu = 0 }\n",
+            "schedule[0].floor.cpu",
+            "at least 1",
+        ),
+        (
+            "[[schedule]]\nwhen = \"Sat\"\ntimezone = \"Mars/Olympus\"\nfreeze = \"all\"\n",
+            "schedule[0].timezone",
+            "IANA",
+        ),
+        (
+            "[[schedule]]\nname = \"a\"\nwhen = \"Sat\"\nfreeze = \"all\"\n\n\
+             [[schedule]]\nname = \"a\"\nwhen = \"Sun\"\nfreeze = \"all\"\n",
+            "schedule[1].name",
+            "unique",
+        ),
+        (
+            "[[schedule]]\nwhen = \"Sat\"\ntags = [\"-bad\"]\nfreeze = \"all\"\n",
+            "schedule[0].tags[0]",
+            "not a Proxmox VE tag",
+        ),
+    ] {
+        let msg = err(&with(extra));
+        assert!(msg.contains(key), "{key} not named:\n{msg}");
+        assert!(msg.contains(says), "{says:?} not said:\n{msg}");
+    }
+}
+
+#[test]
+fn a_floor_above_the_policy_max_is_a_warning() {
+    let (_, warnings) = parse(&with(
+        "[[schedule]]\nwhen = \"Mon..Fri 08:00..09:00\"\nfloor = { cpu = 64 }\n",
+    ))
+    .expect("loads");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.message().contains("schedule[0].floor.cpu")
+                && w.message().contains("max (8)")),
+        "{warnings:?}"
     );
 }

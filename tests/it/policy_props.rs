@@ -9,7 +9,8 @@ use crate::common::proptest_config;
 use proptest::prelude::*;
 use pvescale::dimm;
 use pvescale::policy::{
-    Action, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation, VmFacts, decide,
+    Action, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation, VmFacts,
+    WindowEffect, WindowInForce, decide,
 };
 use pvescale::state::VmState;
 
@@ -376,6 +377,77 @@ proptest! {
                     // balloon never above memory
                     prop_assert!(facts.balloon_mib.unwrap_or(0) <= facts.memory_mib);
                 }
+            }
+            state = Some(new_state);
+        }
+    }
+
+    #[test]
+    fn schedule_windows_hold_whatever_the_load(
+        p in policy(),
+        s in start(),
+        ticks in ticks(),
+        effect in prop_oneof![
+            Just(WindowEffect::Freeze),
+            Just(WindowEffect::FreezeScaleDown),
+            (prop::option::of(1u64..12), prop::option::of(1024u64..20_000))
+                .prop_map(|(cpu, memory_mib)| WindowEffect::Floor { cpu, memory_mib }),
+        ],
+    ) {
+        let mut p = p;
+        p.windows = vec![WindowInForce {
+            name: "w".into(),
+            when: "Sat 01:00..05:00".into(),
+            effect,
+            until: T0 + 86_400,
+            until_local: "05:00".into(),
+        }];
+        let mut facts = initial_facts(&p, &s);
+        let mut state: Option<VmState> = None;
+        let mut now = T0;
+        for t in ticks {
+            now += t.dt;
+            let util = Utilisation {
+                cpu: t.cpu,
+                memory: t.memory,
+                memory_source: t.source,
+                cpu_samples: t.cpu_samples,
+                memory_samples: t.memory_samples,
+                ..Utilisation::unknown()
+            };
+            let node = NodeHeadroom {
+                name: "pve1".into(),
+                mem_used_mib: t.node_used,
+                mem_total_mib: Some(131_072),
+                cpu: t.node_cpu,
+            };
+            let (decision, mut new_state) = run_decide(&p, &facts, &util, &node, state.as_ref(), now);
+            for res in Resource::ALL {
+                let d = decision.resource(res);
+                let Some((from, to)) = d.change() else { continue };
+                match effect {
+                    WindowEffect::Freeze => prop_assert!(false, "a change in a freeze: {}", d.reason),
+                    WindowEffect::FreezeScaleDown => {
+                        prop_assert!(to > from, "a shrink in a scale-down freeze: {}", d.reason)
+                    }
+                    WindowEffect::Floor { .. } => {
+                        // A shrink never goes below the floor (within max, on the DIMM grid).
+                        if let Some(floor) = effect.floor(res).filter(|_| to < from) {
+                            let bound = match res {
+                                Resource::Cpu => floor.min(p.cpu.max),
+                                Resource::Memory => dimm::round_down(floor.min(p.memory.max)).unwrap_or(0),
+                            };
+                            prop_assert!(to >= bound.min(from), "below the floor {floor}: {}", d.reason);
+                        }
+                    }
+                }
+                // The change succeeds.
+                match res {
+                    Resource::Cpu => facts.vcpus = u32::try_from(to).unwrap_or(u32::MAX),
+                    Resource::Memory => facts.memory_mib = to,
+                }
+                let dir = d.direction().unwrap_or(Direction::Up);
+                new_state.record_change(res, dir, from, to, now);
             }
             state = Some(new_state);
         }
