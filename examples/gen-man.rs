@@ -114,6 +114,11 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "Unix time to use as \"now\" (for tests and the simulated cluster).",
     ),
     (
+        "TZ",
+        "The time zone [[schedule]] windows are read in (an IANA name such as Europe/Berlin), \
+         when a schedule sets no timezone; else /etc/localtime.",
+    ),
+    (
         "HOME, XDG_CONFIG_HOME, XDG_STATE_HOME",
         "The per-user config file and state directory when not run as root.",
     ),

@@ -19,5 +19,6 @@ mod request_counts;
 mod run_e2e;
 mod run_faults;
 mod run_ops;
+mod schedule;
 mod schema_check;
 mod secrets;
