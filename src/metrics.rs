@@ -424,8 +424,14 @@ pub fn resource_view(
         .map(|s| s.used)
         .collect();
     let mut points = Vec::new();
+    // No sample since the last run (a run, `status` or a dry run within the same step): the
+    // newest one it saw is the view, so that a breach is judged as it stands instead of on the
+    // window's average. The policy ignores it for timing (it is not after `after`).
+    let newest_own = own.len().checked_sub(1);
     for (i, sample) in own.iter().enumerate() {
-        if after.is_some_and(|a| sample.t <= a) {
+        let seen = after.is_some_and(|a| sample.t <= a);
+        let is_newest_seen = seen && Some(i) == newest_own && after == Some(sample.t);
+        if seen && !is_newest_seen {
             continue;
         }
         let from = sample.t.saturating_sub(short);
@@ -618,6 +624,14 @@ mod tests {
         let times: Vec<u64> = view.points.iter().map(|p| p.t).collect();
         assert_eq!(times, [390, 400]);
         assert_eq!(view.points[0].short, 1.0, "the short view still looks back");
+        // Nothing new since the last run: the newest sample it saw is the view, so that a
+        // breach is judged as it stands, not on the window's average.
+        let view = resource_view(&series, 4.0, 230, Some(400), 60, 100);
+        let times: Vec<u64> = view.points.iter().map(|p| p.t).collect();
+        assert_eq!(times, [400]);
+        // An older sample than the last run saw is never a point again.
+        let view = resource_view(&series, 4.0, 230, Some(410), 60, 100);
+        assert!(view.points.is_empty());
     }
 
     #[test]

@@ -262,6 +262,17 @@ fn decide_on_samples(ctx: &Ctx<'_>, rs: &mut ResourceState, view: &SampleView) -
     let Some(newest) = view.points.last() else {
         return ctx.make(Action::Keep, format!("{name}: no data: keep"));
     };
+    if ctx.now.saturating_sub(newest.t) > max_gap {
+        // Only an old sample: nobody knows what happened since.
+        rs.reset_breach();
+        return ctx.make(
+            Action::Keep,
+            format!(
+                "{name}: no sample for {}: keep",
+                fmt_duration(ctx.now.saturating_sub(newest.t))
+            ),
+        );
+    }
     // The figure the decision states and sizes on: the short view, or the newest sample
     // where that alone keeps the breach alive.
     let (newest, short) = if newest.short * 100.0 > rp.high {
@@ -269,7 +280,9 @@ fn decide_on_samples(ctx: &Ctx<'_>, rs: &mut ResourceState, view: &SampleView) -
     } else {
         (newest.t, newest.short.max(newest.sample))
     };
-    if rs.above_since.is_some() {
+    // Above `high` without a breach running: one that scale_up ended (an untrusted memory
+    // figure), seen again on a sample the last run already saw.
+    if rs.above_since.is_some() || short * 100.0 > rp.high {
         return scale_up(ctx, rs, short.min(1.0), newest);
     }
     match ctx.reading() {

@@ -1529,3 +1529,17 @@ fn a_saturated_resource_steps_up_by_its_factor_within_the_bounds() {
         }
     );
 }
+
+#[test]
+fn an_old_sample_alone_neither_starts_nor_holds_a_breach() {
+    let p = Policy::default(); // up_after 2m
+    // Saturated until T0, then no sample at all: the views end at T0.
+    let u = sampled(T0 - 5 * MIN, T0, |_| 1.0);
+    let (d, s) = once(&p, &facts(), &u, None, T0);
+    assert!(s.cpu.above_since.is_some(), "{}", d.cpu.reason);
+    // Ten minutes on, the same newest sample (the run saw it) is all there is.
+    let (d, s) = once(&p, &facts(), &u, Some(&s), T0 + 10 * MIN);
+    assert_eq!(d.cpu.action, Action::Keep);
+    assert_eq!(d.cpu.reason, "cpu: no sample for 10m: keep");
+    assert_eq!(s.cpu.above_since, None);
+}

@@ -672,3 +672,27 @@ fn a_step_in_demand_is_answered_within_minutes() {
     );
     assert!(unmet <= 6.0, "{unmet} core-minutes of unmet demand");
 }
+
+#[test]
+fn status_right_after_a_run_sees_the_breach_the_run_saw() {
+    // No sample since the run (the same instant): status judges on the newest sample the run
+    // saw, as the run did, and not on the window's average ("within the band").
+    let env = TestEnv::start(
+        cluster().vm(busy_vm(101, "pve1")),
+        "[policy.cpu]\nup_after = \"5m\"\n",
+    );
+    let run = run_in_a_minute(&env);
+    assert_ok(&run);
+    let status = env.run(&["status", "--output", "json"]).json();
+    let reason = vm_json(&status, 101)["cpu"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("> 80% for"), "{reason}");
+    assert!(reason.ends_with("(needs 5m): waiting"), "{reason}");
+    // And a second run in the same instant keeps the breach going.
+    let again = env.run(&["run"]);
+    assert_ok(&again);
+    let state = std::fs::read_to_string(env.state_file()).expect("state");
+    assert!(state.contains("\"above_since\""), "{state}");
+}
