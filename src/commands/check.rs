@@ -43,6 +43,9 @@ pub fn check(global: &GlobalArgs, args: &CheckArgs) -> Result<Finished, Failure>
         state_dir.display(),
         state_dir_status(&state_dir)
     );
+    if let Some(line) = schedules_status(&config, crate::clock::now()) {
+        let _ = writeln!(out, "{line}");
+    }
     let mut results = Vec::new();
     for cluster in config.clusters() {
         let (text, result) = check_cluster(&config, cluster);
@@ -104,6 +107,41 @@ fn notify_test(config: &Config, out: &mut String) -> Exit {
         );
         Exit::Runtime
     }
+}
+
+/// `schedules: 2, local time Europe/Berlin; in force now: "backup" (...) until 05:00`.
+fn schedules_status(config: &Config, now: u64) -> Option<String> {
+    let schedules = config.schedules();
+    if schedules.is_empty() {
+        return None;
+    }
+    let (zone, zone_text) = match crate::schedule::local_zone() {
+        Ok(zone) => {
+            let name = zone
+                .iana_name()
+                .unwrap_or("from /etc/localtime")
+                .to_string();
+            (zone, format!("local time {name}"))
+        }
+        Err(e) => (
+            jiff::tz::TimeZone::UTC,
+            format!("PROBLEM: {e}; windows without timezone are read in UTC"),
+        ),
+    };
+    let in_force: Vec<String> = schedules
+        .iter()
+        .filter_map(|s| s.in_force(now, &zone))
+        .map(|w| format!("{} until {}", w.label(), w.until_local))
+        .collect();
+    let now_text = if in_force.is_empty() {
+        "none in force now".to_string()
+    } else {
+        format!("in force now: {}", in_force.join("; "))
+    };
+    Some(format!(
+        "schedules: {}, {zone_text}; {now_text}",
+        schedules.len()
+    ))
 }
 
 fn state_dir_status(dir: &std::path::Path) -> String {

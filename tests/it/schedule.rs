@@ -81,6 +81,24 @@ fn the_window_is_read_in_the_local_time_zone() {
     assert!(vm.get("windows").is_none(), "{vm}");
     let berlin = run_in_berlin(&env, &["status", "--output", "json"]);
     assert_eq!(vm_json(&berlin.json(), 101)["windows"][0]["name"], "backup");
+    // check says which zone and which windows are in force.
+    let check = run_in_berlin(&env, &["check"]);
+    assert!(
+        check.stdout.contains(
+            "schedules: 1, local time Europe/Berlin; in force now: window \"backup\" \
+             (Sat 00:00..00:04) until 00:04"
+        ),
+        "{}",
+        check.all_output()
+    );
+    let check = env.run_with_env(&["check"], &[("TZ", "UTC")]);
+    assert!(
+        check
+            .stdout
+            .contains("schedules: 1, local time UTC; none in force now"),
+        "{}",
+        check.all_output()
+    );
 }
 
 #[test]
