@@ -106,9 +106,18 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub since: Option<Duration>,
 
-    /// Output format
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    /// Output format (svg: a chart of the sizes set for the VM given with --vm)
+    #[arg(long, short = 'o', value_enum, default_value_t = HistoryFormat::Table,
+          requires_if("svg", "vm"))]
+    pub output: HistoryFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HistoryFormat {
+    Table,
+    Json,
+    /// A chart (one self-contained SVG file)
+    Svg,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -144,9 +153,9 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "VMID")]
     pub vm: Option<u32>,
 
-    /// Output format (csv: the timeline of the VM given with --vm)
+    /// Output format (csv, svg: the timeline of the VM given with --vm, as a table or a chart)
     #[arg(long, short = 'o', value_enum, default_value_t = SimulateFormat::Table,
-          requires_if("csv", "vm"))]
+          requires_if("csv", "vm"), requires_if("svg", "vm"))]
     pub output: SimulateFormat,
 }
 
@@ -155,6 +164,8 @@ pub enum SimulateFormat {
     Table,
     Json,
     Csv,
+    /// A chart (one self-contained SVG file)
+    Svg,
 }
 
 /// A history window: a duration of at least a minute.

@@ -221,9 +221,19 @@ pub fn since(now: u64, ago: Duration) -> u64 {
     now.saturating_sub(ago.as_secs())
 }
 
-/// The output of `pvescale history` for the history in `dir`.
-/// The history in `dir` for people (a table) or programs (`json`).
-pub fn show(dir: &Path, filter: &Filter, json: bool) -> Result<String, Failure> {
+/// How `pvescale history` shows what it found.
+pub enum Shown {
+    Table,
+    Json,
+    /// A chart of one VM's sizes up to `now`, times in `zone`.
+    Chart {
+        now: u64,
+        zone: jiff::tz::TimeZone,
+    },
+}
+
+/// The history in `dir` for people (a table, a chart) or programs (JSON).
+pub fn show(dir: &Path, filter: &Filter, shown: &Shown) -> Result<String, Failure> {
     let (entries, bad) = read(dir).map_err(Failure::Runtime)?;
     if bad > 0 {
         log::warn!(
@@ -231,16 +241,91 @@ pub fn show(dir: &Path, filter: &Filter, json: bool) -> Result<String, Failure> 
             dir.display()
         );
     }
-    let shown: Vec<&Entry> = entries.iter().filter(|e| filter.matches(e)).collect();
-    match json {
-        true => to_json(&shown),
-        false if shown.is_empty() => Ok(format!(
+    let matching: Vec<&Entry> = entries.iter().filter(|e| filter.matches(e)).collect();
+    match shown {
+        Shown::Json => to_json(&matching),
+        Shown::Chart { now, zone } => Ok(render_svg(&matching, *now, zone)),
+        Shown::Table if matching.is_empty() => Ok(format!(
             "no history entries{} ({})\n",
             if entries.is_empty() { "" } else { " match" },
             dir.join(HISTORY_FILE).display()
         )),
-        false => Ok(render(&shown)),
+        Shown::Table => Ok(render(&matching)),
     }
+}
+
+/// The sizes pvescale set for one VM over time (a step from each applied change's `from` to
+/// its `to`, held until `now`), with refusals and failures marked and their details as hover
+/// titles.
+pub fn render_svg(entries: &[&Entry], now: u64, zone: &jiff::tz::TimeZone) -> String {
+    use crate::chart::{Chart, Mark, MarkKind, Panel, Series, Shape};
+    let panel = |resource: &str, title: &str, y_label: &str, color| {
+        let mut points: Vec<(u64, Option<f64>)> = Vec::new();
+        let mut marks = Vec::new();
+        for e in entries
+            .iter()
+            .filter(|e| e.resource == resource || e.resource == "vm")
+        {
+            let change = match (e.from, e.to) {
+                (Some(from), Some(to)) => format!("{from} → {to}: "),
+                _ => String::new(),
+            };
+            match (e.outcome.as_str(), e.from, e.to) {
+                ("applied", Some(from), Some(to)) => {
+                    if points.last().is_none_or(|(_, v)| *v != Some(from as f64)) {
+                        points.push((e.time, Some(from as f64)));
+                    }
+                    points.push((e.time, Some(to as f64)));
+                }
+                (outcome, ..) => marks.push(Mark {
+                    t: e.time,
+                    kind: match outcome {
+                        "refused" | "blocked" | "skipped" => MarkKind::Refused,
+                        _ => MarkKind::Failed,
+                    },
+                    title: format!(
+                        "{outcome}: {change}{}",
+                        e.detail.as_deref().unwrap_or(&e.reason)
+                    ),
+                }),
+            }
+        }
+        if let Some(&(t, last)) = points.last()
+            && now > t
+        {
+            points.push((now, last));
+        }
+        Panel {
+            title: title.to_string(),
+            y_label: y_label.to_string(),
+            series: vec![Series {
+                id: "size",
+                label: format!("{title} set by pvescale"),
+                shape: Shape::Step,
+                color,
+                dashed: false,
+                points,
+            }],
+            marks,
+        }
+    };
+    let title = match entries.first() {
+        Some(e) if e.name.is_empty() => format!("VM {}: pvescale history", e.vmid),
+        Some(e) => format!("VM {} ({}): pvescale history", e.vmid, e.name),
+        None => "pvescale history: no entries".to_string(),
+    };
+    crate::chart::render(&Chart {
+        title,
+        subtitle: format!(
+            "{} entries: the sizes pvescale set, refusals and failures",
+            entries.len()
+        ),
+        panels: vec![
+            panel("cpu", "vCPUs", "vCPUs", "#16a34a"),
+            panel("memory", "Memory", "MiB", "#7c3aed"),
+        ],
+        zone: zone.clone(),
+    })
 }
 
 fn render(entries: &[&Entry]) -> String {

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod atomic_file;
+pub mod chart;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -487,6 +487,107 @@ pub fn render_csv(report: &SimulateReport) -> String {
     out
 }
 
+/// The timeline of the VM given with `--vm` as a chart: busy cores against vCPUs as they were
+/// and as simulated, memory used against memory likewise; the simulated changes marked, their
+/// reasons as hover titles. The same figures as `render_csv`.
+pub fn render_svg(report: &SimulateReport, zone: &jiff::tz::TimeZone) -> String {
+    use crate::chart::{Chart, Mark, MarkKind, Panel, Series, Shape};
+    let vm = report.clusters.iter().flat_map(|c| c.vms.iter()).next();
+    let ticks: &[Tick] = vm.and_then(|v| v.timeline.as_deref()).unwrap_or(&[]);
+    let series =
+        |id, label: &str, shape, color, dashed, value: &dyn Fn(&Tick) -> Option<f64>| Series {
+            id,
+            label: label.to_string(),
+            shape,
+            color,
+            dashed,
+            points: ticks.iter().map(|t| (t.time, value(t))).collect(),
+        };
+    let marks = |resource: Resource| -> Vec<Mark> {
+        vm.map(|v| v.changes.as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .filter(|c| c.resource == resource)
+            .map(|c| Mark {
+                t: c.time,
+                kind: MarkKind::Change,
+                title: format!("{} {} → {}: {}", c.direction, c.from, c.to, c.reason),
+            })
+            .collect()
+    };
+    let cpu = Panel {
+        title: "CPU".into(),
+        y_label: "cores / vCPUs".into(),
+        series: vec![
+            series(
+                "busy_cores",
+                "busy cores",
+                Shape::Line,
+                "#2563eb",
+                false,
+                &|t| t.busy_cores,
+            ),
+            series(
+                "actual_vcpus",
+                "vCPUs as it happened",
+                Shape::Step,
+                "#9ca3af",
+                true,
+                &|t| t.actual_vcpus.map(|v| v as f64),
+            ),
+            series(
+                "simulated_vcpus",
+                "vCPUs with pvescale (simulated)",
+                Shape::Step,
+                "#16a34a",
+                false,
+                &|t| Some(t.simulated_vcpus as f64),
+            ),
+        ],
+        marks: marks(Resource::Cpu),
+    };
+    let memory = Panel {
+        title: "Memory".into(),
+        y_label: "MiB".into(),
+        series: vec![
+            series("used_mib", "used", Shape::Line, "#7c3aed", false, &|t| {
+                t.used_mib
+            }),
+            series(
+                "actual_memory_mib",
+                "memory as it happened",
+                Shape::Step,
+                "#9ca3af",
+                true,
+                &|t| t.actual_memory_mib.map(|v| v as f64),
+            ),
+            series(
+                "simulated_memory_mib",
+                "memory with pvescale (simulated)",
+                Shape::Step,
+                "#16a34a",
+                false,
+                &|t| Some(t.simulated_memory_mib as f64),
+            ),
+        ],
+        marks: marks(Resource::Memory),
+    };
+    let title = match vm {
+        Some(v) if v.name.is_empty() => format!("VM {}: pvescale simulate", v.vmid),
+        Some(v) => format!("VM {} ({}): pvescale simulate", v.vmid, v.name),
+        None => "pvescale simulate: no VM".to_string(),
+    };
+    crate::chart::render(&Chart {
+        title,
+        subtitle: format!(
+            "the last {} of history replayed through the policy, one decision a minute",
+            hours(report.since_secs)
+        ),
+        panels: vec![cpu, memory],
+        zone: zone.clone(),
+    })
+}
+
 fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n']) {
         format!("\"{}\"", text.replace('"', "\"\""))

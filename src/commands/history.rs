@@ -1,12 +1,12 @@
 //! `pvescale history`: what runs did, from the history file (no API call, no secret needed).
 
 use super::Finished;
-use crate::cli::{GlobalArgs, HistoryArgs, OutputFormat};
+use crate::cli::{GlobalArgs, HistoryArgs, HistoryFormat};
 use crate::config::{self, Env, SystemEnv};
 use crate::error::{Exit, Failure};
-use crate::history::{Filter, show, since};
+use crate::history::{Filter, Shown, show, since};
 
-/// `pvescale history [--vm ID] [--cluster NAME] [--since 24h] [--output table|json]`.
+/// `pvescale history [--vm ID] [--cluster NAME] [--since 24h] [--output table|json|svg]`.
 pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> Result<Finished, Failure> {
     let path = config::config_path(global.config.clone(), &SystemEnv);
     let (config, _) =
@@ -17,7 +17,16 @@ pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> Result<Finished, Fail
         cluster: args.cluster.clone(),
         since: args.since.map(|d| since(crate::clock::now(), d)),
     };
-    let output = show(&dir, &filter, args.output == OutputFormat::Json)?;
+    let now = crate::clock::now();
+    let shown = match args.output {
+        HistoryFormat::Table => Shown::Table,
+        HistoryFormat::Json => Shown::Json,
+        HistoryFormat::Svg => Shown::Chart {
+            now,
+            zone: super::chart_zone(),
+        },
+    };
+    let output = show(&dir, &filter, &shown)?;
     Ok(Finished {
         output,
         exit: Exit::Ok,

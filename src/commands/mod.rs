@@ -43,6 +43,14 @@ pub fn history_exit(vm: Option<u32>, clusters: &[ClusterOutcome]) -> Result<Exit
     ))
 }
 
+/// The zone a chart's times are shown in: the local one, else UTC (with a warning).
+pub fn chart_zone() -> jiff::tz::TimeZone {
+    crate::schedule::local_zone().unwrap_or_else(|e| {
+        log::warn!("{e}; the chart's times are in UTC");
+        jiff::tz::TimeZone::UTC
+    })
+}
+
 /// Loads and validates the config; any problem is a config failure (exit 78).
 pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
     let path = config::config_path(global.config.clone(), &SystemEnv);

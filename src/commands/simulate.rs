@@ -6,7 +6,7 @@ use crate::error::Failure;
 use crate::report::to_json;
 use crate::rrd_history::{self, Request};
 use crate::simulate::{
-    ASSUMPTIONS, ClusterBacktest, SimulateReport, backtest_vm, render, render_csv,
+    ASSUMPTIONS, ClusterBacktest, SimulateReport, backtest_vm, render, render_csv, render_svg,
 };
 
 /// `pvescale simulate`.
@@ -60,6 +60,7 @@ pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Finished, Fa
         SimulateFormat::Json => to_json(&report)?,
         SimulateFormat::Table => render(&report),
         SimulateFormat::Csv => render_csv(&report),
+        SimulateFormat::Svg => render_svg(&report, &super::chart_zone()),
     };
     for cluster in &report.clusters {
         if let Some(error) = &cluster.error {

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod charts;
 mod client;
 mod config_examples;
 mod crash;
