@@ -1,14 +1,18 @@
 //! The demo: pvescale's real pipeline against a simulated Proxmox VE cluster.
 //!
-//! `cargo run --example demo [-- --minutes 45]`
+//! `cargo run --example demo [-- --minutes 45] [--chart docs/demo-web.svg]`
 //!
 //! Starts the simulated cluster (HTTPS on 127.0.0.1, its own CA), writes a config for it in
 //! a temporary directory, then runs one `pvescale run` pass per simulated minute and prints
-//! what changed and why. Ends with the `pvescale status` table.
+//! what changed and why. Ends with the `pvescale status` table; with `--chart FILE`, also
+//! writes the chart of `pvescale simulate --vm 101 -o svg` over the demo (the README's
+//! picture).
 
 use std::time::Duration;
 
+use pvescale::chart::{Chart, Mark, MarkKind, Panel, Series, Shape};
 use pvescale::engine::Mode;
+use pvescale::policy::Resource;
 use pvescale::report::{self, RunReport};
 use pvesim::{NodeSpec, Pattern, Privs, Sim, VmSpec};
 
@@ -17,11 +21,11 @@ const SECRET: &str = "demo-secret-not-a-real-one";
 const MINUTE: i64 = 60;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let minutes: u32 = std::env::args()
-        .skip_while(|a| a != "--minutes")
-        .nth(1)
+    let option = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let minutes: u32 = option("--minutes")
         .and_then(|m| m.parse().ok())
         .unwrap_or(45);
+    let chart = option("--chart");
     let hotplug = "network,disk,usb,cpu,memory";
     let ready = |vmid: u32, name: &str| {
         VmSpec::new(vmid, "pve1")
@@ -124,10 +128,12 @@ cooldown_down = "10m"
         &sim.fingerprint()[..23]
     );
     println!("one `pvescale run` per simulated minute, {minutes} minutes:\n");
+    let mut story = Story::default();
     for minute in 1..=minutes {
         sim.advance(Duration::from_secs(60));
         let report = pvescale::commands::run::pass(&config, Mode::Apply, sim.now() as u64)?;
         print_minute(minute, &report);
+        story.add(&report);
     }
     println!("\n`pvescale status` at the end:\n");
     let status = pvescale::commands::run::pass(&config, Mode::Status, sim.now() as u64)?;
@@ -142,7 +148,132 @@ cooldown_down = "10m"
         sim.requests().len(),
         sim.vms().iter().all(|vm| !vm.has_pending())
     );
+    if let Some(path) = chart {
+        std::fs::write(&path, story.chart())?;
+        println!("\nthe chart of VM 101 (web): {path}");
+    }
     Ok(())
+}
+
+/// What the runs saw of VM 101 (the web server) and what they did, minute by minute.
+#[derive(Default)]
+struct Story {
+    busy_cores: Vec<(u64, Option<f64>)>,
+    vcpus: Vec<(u64, Option<f64>)>,
+    used_mib: Vec<(u64, Option<f64>)>,
+    memory_mib: Vec<(u64, Option<f64>)>,
+    changes: Vec<(Resource, Mark)>,
+}
+
+impl Story {
+    fn add(&mut self, report: &RunReport) {
+        let Some(vm) = report
+            .clusters
+            .iter()
+            .flat_map(|c| c.vms.iter())
+            .find(|vm| vm.vmid == 101)
+        else {
+            return;
+        };
+        let t = report.time;
+        let size = |r: &report::ResourceReport, before: u64| match (r.applied(), r.to) {
+            (true, Some(to)) => to,
+            _ => before,
+        };
+        self.busy_cores
+            .push((t, vm.cpu_percent.map(|p| p / 100.0 * vm.vcpus as f64)));
+        self.used_mib.push((
+            t,
+            vm.memory_percent.map(|p| p / 100.0 * vm.memory_mib as f64),
+        ));
+        self.vcpus.push((t, Some(vm.vcpus as f64)));
+        self.memory_mib.push((t, Some(vm.memory_mib as f64)));
+        for (resource, r) in vm.resources() {
+            if r.applied() {
+                self.changes.push((
+                    resource,
+                    Mark {
+                        t,
+                        kind: MarkKind::Change,
+                        title: r.reason.clone(),
+                    },
+                ));
+            }
+        }
+        // The size after this run's change, from the same instant on.
+        self.vcpus.push((t, Some(size(&vm.cpu, vm.vcpus) as f64)));
+        self.memory_mib
+            .push((t, Some(size(&vm.memory, vm.memory_mib) as f64)));
+    }
+
+    /// The chart: use against allocation, the changes marked with their reasons.
+    fn chart(self) -> String {
+        let line = |id, label: &str, shape, color, points| Series {
+            id,
+            label: label.to_string(),
+            shape,
+            color,
+            dashed: false,
+            points,
+        };
+        let marks = |resource: Resource| -> Vec<Mark> {
+            self.changes
+                .iter()
+                .filter(|(r, _)| *r == resource)
+                .map(|(_, m)| m.clone())
+                .collect()
+        };
+        let cpu = Panel {
+            title: "CPU".into(),
+            y_label: "cores / vCPUs".into(),
+            series: vec![
+                line(
+                    "busy_cores",
+                    "busy cores (as pvescale saw them)",
+                    Shape::Line,
+                    "#2563eb",
+                    self.busy_cores.clone(),
+                ),
+                line(
+                    "vcpus",
+                    "vCPUs (as pvescale set them)",
+                    Shape::Step,
+                    "#16a34a",
+                    self.vcpus.clone(),
+                ),
+            ],
+            marks: marks(Resource::Cpu),
+        };
+        let memory = Panel {
+            title: "Memory".into(),
+            y_label: "MiB".into(),
+            series: vec![
+                line(
+                    "used_mib",
+                    "used",
+                    Shape::Line,
+                    "#7c3aed",
+                    self.used_mib.clone(),
+                ),
+                line(
+                    "memory_mib",
+                    "memory (as pvescale set it)",
+                    Shape::Step,
+                    "#16a34a",
+                    self.memory_mib.clone(),
+                ),
+            ],
+            marks: marks(Resource::Memory),
+        };
+        pvescale::chart::render(&Chart {
+            title: "The demo's web server: the morning rush, answered and given back".into(),
+            subtitle: "cargo run --example demo -- --chart docs/demo-web.svg: one pvescale run a \
+                       simulated minute; hover a mark for its reason"
+                .into(),
+            panels: vec![cpu, memory],
+            zone: jiff::tz::TimeZone::UTC,
+        })
+    }
 }
 
 /// One line per change, refusal or block that is new this minute.

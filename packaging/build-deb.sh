@@ -46,6 +46,7 @@ expect '-rw-r--r--' 'usr/share/zsh/vendor-completions/_pvescale'
 expect '-rw-r--r--' 'usr/share/fish/vendor_completions\.d/pvescale\.fish'
 expect '-rw-r--r--' 'usr/share/doc/pvescale/examples/pvescale\.toml'
 expect '-rw-r--r--' 'usr/share/doc/pvescale/examples/minimal\.toml'
+expect '-rw-r--r--' 'usr/share/pvescale/grafana/pvescale\.json'
 expect '-rw-r-----' 'etc/pvescale/pvescale\.toml'
 
 echo "== conffiles"

@@ -58,12 +58,13 @@ complete -c pvescale -n "__fish_pvescale_using_subcommand check" -s h -l help -d
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -l vm -d 'Only this VM' -r
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -l cluster -d 'Only this cluster (its name in the config)' -r
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -l since -d 'Only entries from this long ago until now, e.g. 30m, 24h, 7d' -r
-complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s o -l output -d 'Output format' -r -f -a "table\t''
-json\t''"
+complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s o -l output -d 'Output format (svg: a chart of the sizes set for the VM given with --vm)' -r -f -a "table\t''
+json\t''
+svg\t'A chart (one self-contained SVG file)'"
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s c -l config -d 'Config file [default: $PVESCALE_CONFIG, else /etc/pvescale/pvescale.toml as root, else ~/.config/pvescale/pvescale.toml]' -r -F
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s v -l verbose -d 'More detail on stderr (repeat for more)'
 complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s q -l quiet -d 'Print nothing unless something changed or failed'
-complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s h -l help -d 'Print help'
+complete -c pvescale -n "__fish_pvescale_using_subcommand history" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -l since -d 'How much history to use, e.g. 36h, 7d (Proxmox keeps about a week)' -r
 complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -l vm -d 'Only this VM (managed or not)' -r
 complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -l cpu-margin -d 'CPU headroom on top of the 95th percentile of busy cores, in percent' -r
@@ -75,13 +76,14 @@ complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -s q -l qui
 complete -c pvescale -n "__fish_pvescale_using_subcommand recommend" -s h -l help -d 'Print help'
 complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -l since -d 'How much history to replay, e.g. 36h, 7d (Proxmox keeps about a week)' -r
 complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -l vm -d 'Only this VM (managed or not), with its minute-by-minute timeline' -r
-complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s o -l output -d 'Output format (csv: the timeline of the VM given with --vm)' -r -f -a "table\t''
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s o -l output -d 'Output format (csv, svg: the timeline of the VM given with --vm, as a table or a chart)' -r -f -a "table\t''
 json\t''
-csv\t''"
+csv\t''
+svg\t'A chart (one self-contained SVG file)'"
 complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s c -l config -d 'Config file [default: $PVESCALE_CONFIG, else /etc/pvescale/pvescale.toml as root, else ~/.config/pvescale/pvescale.toml]' -r -F
 complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s v -l verbose -d 'More detail on stderr (repeat for more)'
 complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s q -l quiet -d 'Print nothing unless something changed or failed'
-complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s h -l help -d 'Print help'
+complete -c pvescale -n "__fish_pvescale_using_subcommand simulate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "run" -d 'Evaluate and scale every managed VM once, then exit (run this from a timer)'
 complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "status" -d 'Show every managed VM: size, utilisation, readiness, and what the next run would do'
 complete -c pvescale -n "__fish_pvescale_using_subcommand help; and not __fish_seen_subcommand_from run status check history recommend simulate help" -f -a "check" -d 'Check config, connection, credentials, privileges and each VM\'s readiness'

@@ -242,3 +242,30 @@ fn the_history_chart_draws_the_sizes_set_and_marks_what_failed() {
     let without = env.run(&["history", "--output", "svg"]);
     assert_eq!(without.code, 2, "{}", without.all_output());
 }
+
+#[test]
+fn the_readme_shows_the_demo_chart_and_names_the_command_that_draws_it() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    assert!(
+        readme.contains("](docs/demo-web.svg)"),
+        "the README shows the chart"
+    );
+    assert!(readme.contains("cargo run --example demo -- --chart docs/demo-web.svg"));
+    let svg = std::fs::read_to_string(format!("{root}/docs/demo-web.svg")).expect("the chart");
+    let doc = roxmltree::Document::parse(&svg).expect("valid XML");
+    // The story: vCPUs that step up and back down.
+    let vcpus: Vec<(f64, f64)> = series(panel(&doc, "CPU"), "vcpus");
+    let levels: std::collections::BTreeSet<i64> =
+        vcpus.iter().map(|(_, y)| (*y * 10.0) as i64).collect();
+    assert!(levels.len() >= 3, "{vcpus:?}");
+    let (first, last) = (
+        vcpus.first().expect("points").1,
+        vcpus.last().expect("points").1,
+    );
+    let highest = vcpus.iter().map(|(_, y)| *y).fold(f64::INFINITY, f64::min);
+    assert!(
+        highest < first && highest < last,
+        "up, then back down: {vcpus:?}"
+    );
+}

@@ -1071,3 +1071,72 @@ fn the_deb_metadata_names_files_that_exist() {
         .mode();
     assert!(mode & 0o111 != 0, "build-deb.sh is executable");
 }
+
+/// Every `pvescale_*` name in a text (a PromQL expression), without duplicates.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("pvescale_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+/// The queries of a Grafana dashboard: every `expr`, and the variables' `query`/`definition`.
+fn dashboard_queries(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr" | "query" | "definition", serde_json::Value::String(q)) => {
+                        out.push(q.clone())
+                    }
+                    _ => dashboard_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_textfile_writes() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("packaging/grafana/pvescale.json")).expect("valid JSON");
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard, &mut queries);
+    let queried: BTreeSet<String> = queries.iter().flat_map(|q| metric_names(q)).collect();
+    assert!(queried.len() >= 10, "{queried:?}");
+
+    // The names a real run writes, against the simulated cluster.
+    let env = metrics_env();
+    assert_eq!(run_in_a_minute(&env).code, 0);
+    let text = fs::read_to_string(env.path("pvescale.prom")).expect("metrics file");
+    let written: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let unknown: Vec<&String> = queried.difference(&written).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard queries {unknown:?}, which the textfile does not write:\n{text}"
+    );
+    // The template variables are there for cluster and VM.
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for v in ["cluster", "vm"] {
+        assert!(variables.contains(&v), "{variables:?}");
+    }
+}
