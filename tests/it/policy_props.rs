@@ -90,6 +90,28 @@ struct Tick {
     edit: bool,
 }
 
+impl Tick {
+    fn utilisation(&self) -> Utilisation {
+        Utilisation {
+            cpu: self.cpu,
+            memory: self.memory,
+            memory_source: self.source,
+            cpu_samples: self.cpu_samples,
+            memory_samples: self.memory_samples,
+            ..Utilisation::unknown()
+        }
+    }
+
+    fn node(&self) -> NodeHeadroom {
+        NodeHeadroom {
+            name: "pve1".into(),
+            mem_used_mib: self.node_used,
+            mem_total_mib: Some(131_072),
+            cpu: self.node_cpu,
+        }
+    }
+}
+
 fn figure() -> impl Strategy<Value = Option<f64>> {
     prop_oneof![
         1 => Just(None),
@@ -269,20 +291,7 @@ proptest! {
                 edits += 1;
                 facts.digest = Some(format!("digest-{edits}"));
             }
-            let util = Utilisation {
-                cpu: t.cpu,
-                memory: t.memory,
-                memory_source: t.source,
-                cpu_samples: t.cpu_samples,
-                memory_samples: t.memory_samples,
-                ..Utilisation::unknown()
-            };
-            let node = NodeHeadroom {
-                name: "pve1".into(),
-                mem_used_mib: t.node_used,
-                mem_total_mib: Some(131_072),
-                cpu: t.node_cpu,
-            };
+            let (util, node) = (t.utilisation(), t.node());
             let (decision, mut new_state) = run_decide(&p, &facts, &util, &node, state.as_ref(), now);
             prop_assert_eq!(new_state.last_seen, now);
 
@@ -407,20 +416,7 @@ proptest! {
         let mut now = T0;
         for t in ticks {
             now += t.dt;
-            let util = Utilisation {
-                cpu: t.cpu,
-                memory: t.memory,
-                memory_source: t.source,
-                cpu_samples: t.cpu_samples,
-                memory_samples: t.memory_samples,
-                ..Utilisation::unknown()
-            };
-            let node = NodeHeadroom {
-                name: "pve1".into(),
-                mem_used_mib: t.node_used,
-                mem_total_mib: Some(131_072),
-                cpu: t.node_cpu,
-            };
+            let (util, node) = (t.utilisation(), t.node());
             let (decision, mut new_state) = run_decide(&p, &facts, &util, &node, state.as_ref(), now);
             for res in Resource::ALL {
                 let d = decision.resource(res);
