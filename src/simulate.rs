@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::policy::{
     self, Direction, MemorySource, NodeHeadroom, Policy, Resource, SampleView, Utilisation,
-    ViewPoint, VmFacts,
+    ViewPoint, VmFacts, WindowInForce,
 };
 use crate::recommend::round3;
 use crate::report::{new_table, vm_label};
@@ -103,10 +103,20 @@ pub struct Replay {
     pub timeline: Vec<Tick>,
 }
 
+/// The `[[schedule]]` windows in force for the replayed VM at a time (unix seconds).
+pub type WindowsAt<'a> = &'a dyn Fn(u64) -> Vec<WindowInForce>;
+
+/// No schedule windows, ever.
+pub fn no_windows(_: u64) -> Vec<WindowInForce> {
+    Vec::new()
+}
+
 /// Everything a replay depends on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplayInput<'a> {
     pub policy: &'a Policy,
+    /// The schedule windows at each simulated minute, as `run` would see them then.
+    pub windows: WindowsAt<'a>,
     pub vmid: u32,
     pub node: &'a str,
     /// sockets × cores, when known.
@@ -307,8 +317,19 @@ pub fn replay(inp: &ReplayInput<'_>) -> Replay {
         }
         let util = window_utilisation(inp, t, window_minutes, min_samples, (sim_vcpus, sim_memory));
         let facts = simulated_facts(inp, sim_vcpus, sim_memory, balloon);
+        let windows = (inp.windows)(t);
+        let windowed;
+        let policy_now = if windows.is_empty() {
+            policy
+        } else {
+            windowed = Policy {
+                windows,
+                ..policy.clone()
+            };
+            &windowed
+        };
         let (decision, mut new_state) =
-            policy::decide(policy, &facts, &util, &node, state.as_ref(), t);
+            policy::decide(policy_now, &facts, &util, &node, state.as_ref(), t);
         let tick_vcpus = sim_vcpus;
         let tick_memory = sim_memory;
         let mut actions = Vec::new();
@@ -400,11 +421,13 @@ pub struct SimulateReport {
 pub fn backtest_vm(
     history: &VmHistory,
     policy: &Policy,
+    windows: WindowsAt<'_>,
     req: Request,
     timeline: bool,
 ) -> VmBacktest {
     let input = ReplayInput {
         policy,
+        windows,
         vmid: history.vm.vmid,
         node: &history.vm.node,
         envelope: history.envelope(),
@@ -733,6 +756,7 @@ mod tests {
     fn input<'a>(policy: &'a Policy, series: &'a Series, minutes: u64) -> ReplayInput<'a> {
         ReplayInput {
             policy,
+            windows: &no_windows,
             vmid: 101,
             node: "pve1",
             envelope: Some(8),
@@ -834,5 +858,37 @@ mod tests {
     fn csv_quotes_what_needs_quoting() {
         assert_eq!(csv_field("cpu up 2 -> 4"), "cpu up 2 -> 4");
         assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+    }
+
+    #[test]
+    fn schedule_windows_are_replayed_as_run_applies_them() {
+        use crate::policy::{WindowEffect, WindowInForce};
+        let policy = Policy::default();
+        // Busy from the start: 3.8 of 4 vCPUs.
+        let s = minutes(0, &[(3.8, 5000.0); 120]);
+        let until = 60 * MIN;
+        let freeze_first_hour = move |t: u64| -> Vec<WindowInForce> {
+            if t < until {
+                vec![WindowInForce {
+                    name: "backup".into(),
+                    when: "Sat 01:00..02:00".into(),
+                    effect: WindowEffect::Freeze,
+                    until,
+                    until_local: "02:00".into(),
+                }]
+            } else {
+                Vec::new()
+            }
+        };
+        let free = replay(&input(&policy, &s, 120));
+        let first_free = free.changes.first().expect("a busy VM grows").time;
+        assert!(first_free < until, "{first_free}");
+        let frozen = replay(&ReplayInput {
+            windows: &freeze_first_hour,
+            ..input(&policy, &s, 120)
+        });
+        let first = frozen.changes.first().expect("it grows after the window");
+        assert_eq!(first.time, until, "the breach held through the freeze");
+        assert!(frozen.changes.iter().all(|c| c.time >= until));
     }
 }

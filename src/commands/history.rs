@@ -23,7 +23,7 @@ pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> Result<Finished, Fail
         HistoryFormat::Json => Shown::Json,
         HistoryFormat::Svg => Shown::Chart {
             now,
-            zone: super::chart_zone(),
+            zone: super::local_zone_or_utc(),
         },
     };
     let output = show(&dir, &filter, &shown)?;

@@ -43,10 +43,10 @@ pub fn history_exit(vm: Option<u32>, clusters: &[ClusterOutcome]) -> Result<Exit
     ))
 }
 
-/// The zone a chart's times are shown in: the local one, else UTC (with a warning).
-pub fn chart_zone() -> jiff::tz::TimeZone {
+/// The local time zone (schedule windows, a chart's times), else UTC with a warning.
+pub fn local_zone_or_utc() -> jiff::tz::TimeZone {
     crate::schedule::local_zone().unwrap_or_else(|e| {
-        log::warn!("{e}; the chart's times are in UTC");
+        log::warn!("{e}; UTC is used instead");
         jiff::tz::TimeZone::UTC
     })
 }

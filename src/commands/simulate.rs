@@ -20,6 +20,8 @@ pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Finished, Fa
         with_max: false,
     };
     let timeline = args.vm.is_some();
+    // `[[schedule]]` windows are replayed as `run` reads them: in the local zone.
+    let zone = super::local_zone_or_utc();
     let clusters: Vec<ClusterBacktest> = config
         .clusters()
         .iter()
@@ -32,7 +34,13 @@ pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Finished, Fa
                 vms: read
                     .vms
                     .iter()
-                    .map(|(h, p)| backtest_vm(h, p, req, timeline))
+                    .map(|(h, p)| {
+                        let vm = &h.vm;
+                        let windows = |t| {
+                            config.windows_in_force(vm.vmid, &vm.tags, vm.pool.as_deref(), t, &zone)
+                        };
+                        backtest_vm(h, p, &windows, req, timeline)
+                    })
                     .collect(),
                 name: read.name,
                 error: read.error,
@@ -60,7 +68,7 @@ pub fn simulate(global: &GlobalArgs, args: &SimulateArgs) -> Result<Finished, Fa
         SimulateFormat::Json => to_json(&report)?,
         SimulateFormat::Table => render(&report),
         SimulateFormat::Csv => render_csv(&report),
-        SimulateFormat::Svg => render_svg(&report, &super::chart_zone()),
+        SimulateFormat::Svg => render_svg(&report, &zone),
     };
     for cluster in &report.clusters {
         if let Some(error) = &cluster.error {
