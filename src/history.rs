@@ -6,8 +6,8 @@
 //! reason, outcome) and nothing else: no tokens, no config. Dry runs and `status` add nothing.
 //! (`rrd_history.rs` is something else: a VM's past load as Proxmox VE keeps it.)
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::Failure;
+use crate::fs_guard::{Guard, Trust};
 use crate::report::{RunReport, new_table, to_json, vm_label};
 use crate::units::fmt_utc;
 
@@ -111,23 +112,30 @@ pub fn append(dir: &Path, entries: &[Entry], max_bytes: u64) -> Result<()> {
         text.push(b'\n');
     }
     let path = dir.join(HISTORY_FILE);
-    let size = match fs::metadata(&path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    // Not followed if a link, and only a regular file of ours (see fs_guard).
+    let open = || {
+        Guard::current()
+            .open(
+                &path,
+                OpenOptions::new().append(true).create(true).mode(0o600),
+                Trust::Mine,
+            )
+            .context("opening the history")
     };
+    let mut file = open()?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
     if size > 0 && size + text.len() as u64 > max_bytes {
+        drop(file);
         let rotated = dir.join(ROTATED_FILE);
         fs::rename(&path, &rotated)
             .with_context(|| format!("rotating {} to {}", path.display(), rotated.display()))?;
+        file = open()?;
     }
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // A file made by hand or by an older version may have looser permissions.
+    // A file made by hand or by an older version may have looser permissions (set through
+    // the descriptor: the file checked above, whatever the name points at by now).
     file.set_permissions(fs::Permissions::from_mode(0o600))
         .with_context(|| format!("setting permissions of {}", path.display()))?;
     file.write_all(&text)
@@ -180,10 +188,15 @@ pub fn read(dir: &Path) -> Result<(Vec<Entry>, usize)> {
     let mut bad = 0;
     for name in [ROTATED_FILE, HISTORY_FILE] {
         let path = dir.join(name);
-        let file = match File::open(&path) {
+        // The service user's history may be read by root (`sudo pvescale history`).
+        let file = match Guard::current().open(
+            &path,
+            OpenOptions::new().read(true),
+            Trust::MineOrDirOwner,
+        ) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e).context("opening the history"),
         };
         for line in BufReader::new(file).split(b'\n') {
             let line = line.with_context(|| format!("reading {}", path.display()))?;
@@ -423,6 +436,30 @@ mod tests {
         drop(f);
         let (all, bad) = read(dir.path()).expect("read");
         assert_eq!((all.len(), bad), (1, 1));
+    }
+
+    #[test]
+    fn a_symlinked_history_is_neither_written_nor_re_moded_through() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::os::unix::fs::symlink(&victim, dir.path().join(HISTORY_FILE)).expect("link");
+        let err = append(dir.path(), &[sample(1, 101)], 1 << 20).expect_err("refused");
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        let err = read(dir.path()).expect_err("refused");
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        let mode = fs::metadata(&victim).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "not re-moded");
+    }
+
+    #[test]
+    fn a_fifo_as_history_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        crate::fs_guard::tests::mkfifo(&dir.path().join(ROTATED_FILE));
+        let err = read(dir.path()).expect_err("refused");
+        assert!(format!("{err:#}").contains("FIFO"), "{err:#}");
     }
 
     #[test]

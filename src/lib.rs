@@ -11,6 +11,7 @@ pub mod config;
 pub mod dimm;
 pub mod engine;
 pub mod error;
+pub mod fs_guard;
 pub mod history;
 pub mod leader;
 pub mod logging;

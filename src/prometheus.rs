@@ -269,6 +269,16 @@ pub fn record(config: &Config, report: &RunReport, duration: Duration) {
     let Some(path) = config.metrics_file() else {
         return;
     };
+    // The directory may be node_exporter's (another user's): the write is safe there (see
+    // atomic_file), but where every user may replace the file, the metrics can be forged.
+    let dir = crate::atomic_file::parent_dir(path);
+    if crate::fs_guard::writable_by_everyone(dir).unwrap_or(false) {
+        log::warn!(
+            "the metrics file's directory {} is writable by every user: anyone can replace \
+             what node_exporter reads (chmod o-w, or set the sticky bit: chmod +t)",
+            dir.display()
+        );
+    }
     if let Err(e) = write_atomic(path, &render(report, duration)) {
         log::error!("cannot write the metrics file: {e:#}");
     }

@@ -145,16 +145,22 @@ fn schedules_status(config: &Config, now: u64) -> Option<String> {
 }
 
 fn state_dir_status(dir: &std::path::Path) -> String {
+    let guard = crate::fs_guard::Guard::current();
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {
-            let probe = dir.join(".pvescale-check");
-            match std::fs::write(&probe, b"") {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&probe);
+            if let Ok(Some(problem)) = guard.private_dir_problem(dir) {
+                return format!("REFUSED: {problem}; only the user pvescale runs as may write it");
+            }
+            // A probe under a fresh random name, created exclusively (never through a link).
+            match crate::atomic_file::prepare(&dir.join(".pvescale-check"), b"", 0o600) {
+                Ok(probe) => {
+                    let _ = std::fs::remove_file(probe.temp_path());
                     "ok (writable)".to_string()
                 }
                 Err(e) => {
-                    format!("NOT WRITABLE ({e}): run as a user that can write it, or set state_dir")
+                    format!(
+                        "NOT WRITABLE ({e:#}): run as a user that can write it, or set state_dir"
+                    )
                 }
             }
         }

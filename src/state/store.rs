@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use super::model::{STATE_VERSION, State};
 use crate::atomic_file;
+use crate::fs_guard::{DirProblem, FileError, Guard, Trust};
 
 /// Name of the lock file in the state directory.
 pub const LOCK_FILE: &str = "pvescale.lock";
@@ -30,33 +31,39 @@ impl State {
     }
 
     fn read(path: &Path, set_aside_at: Option<u64>) -> (State, Vec<String>) {
+        // Under the lock (`load`) the state decides what the run does: only our own file.
+        // Read-only commands may read the service user's file too.
+        let trust = match set_aside_at {
+            Some(_) => Trust::Mine,
+            None => Trust::MineOrDirOwner,
+        };
+        Self::read_as(Guard::current(), path, set_aside_at, trust)
+    }
+
+    fn read_as(
+        guard: Guard,
+        path: &Path,
+        set_aside_at: Option<u64>,
+        trust: Trust,
+    ) -> (State, Vec<String>) {
         let mut warnings = Vec::new();
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return (State::default(), warnings),
+        let problem = match guard.read_capped(path, MAX_STATE_BYTES, trust) {
+            Ok(bytes) => match parse(&bytes) {
+                Ok(state) => return (state, warnings),
+                Err(problem) => format!("{} {problem}", path.display()),
+            },
+            Err(e) if e.is_not_found() => return (State::default(), warnings),
+            Err(e @ FileError::TooLarge { .. }) => format!(
+                "{e}, more than pvescale writes (about 1.4 MiB per 1,000 VMs); \
+                 look at it, and remove it if it is not pvescale's"
+            ),
+            Err(e) if e.is_impostor() => e.to_string(),
             Err(e) => {
                 warnings.push(format!(
-                    "cannot read state file {}: {e}; starting from an empty state",
-                    path.display()
+                    "cannot read state file {e}; starting from an empty state"
                 ));
                 return (State::default(), warnings);
             }
-        };
-        let problem = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Err(e) => format!("is not valid JSON ({e})"),
-            Ok(value) => match value.get("version").and_then(serde_json::Value::as_u64) {
-                None => "has no schema version".to_string(),
-                Some(v) if v > u64::from(STATE_VERSION) => format!(
-                    "was written by a newer pvescale (schema version {v}, this one knows {STATE_VERSION})"
-                ),
-                Some(v) if v < u64::from(STATE_VERSION) => {
-                    format!("has an unknown old schema version {v}")
-                }
-                Some(_) => match serde_json::from_value::<State>(value) {
-                    Ok(state) => return (state, warnings),
-                    Err(e) => format!("does not match the schema ({e})"),
-                },
-            },
         };
         let aside = match set_aside_at.map(|now| set_aside(path, now)) {
             Some(Ok(aside)) => format!("kept aside as {}", aside.display()),
@@ -64,8 +71,7 @@ impl State {
             None => "left as it is (read-only command)".to_string(),
         };
         warnings.push(format!(
-            "state file {} {problem}; it was {aside}; starting from an empty state",
-            path.display()
+            "state file {problem}; it was {aside}; starting from an empty state"
         ));
         (State::default(), warnings)
     }
@@ -90,6 +96,46 @@ impl State {
 /// A state written to its temporary file, not yet renamed into place.
 pub type PreparedSave = atomic_file::Prepared;
 
+/// Largest state file read. pvescale writes about 1.4 MiB per 1,000 VMs with every field
+/// filled (changes, an error, a back-off, the known config; measured by `examples/bench_input`),
+/// so 64 MiB holds some 45,000 VMs, more than a Proxmox VE cluster runs, and parsing it stays
+/// within a few hundred MiB of memory. A larger file is not one pvescale wrote (or a link to
+/// `/dev/zero`): it is set aside.
+pub const MAX_STATE_BYTES: u64 = 64 * crate::units::MIB;
+
+/// The state in `bytes`, parsed once; a file that does not parse as the current version is
+/// looked at again only to say what is wrong with it.
+fn parse(bytes: &[u8]) -> Result<State, String> {
+    let full = serde_json::from_slice::<State>(bytes);
+    if let Ok(state) = &full
+        && state.version == STATE_VERSION
+    {
+        return full.map_err(|e| e.to_string());
+    }
+    #[derive(serde::Deserialize)]
+    struct Header {
+        version: Option<serde_json::Value>,
+    }
+    let version = match serde_json::from_slice::<Header>(bytes) {
+        Err(e) if e.is_syntax() || e.is_eof() => return Err(format!("is not valid JSON ({e})")),
+        Err(_) => None,
+        Ok(header) => header.version.as_ref().and_then(serde_json::Value::as_u64),
+    };
+    Err(match version {
+        None => "has no schema version".to_string(),
+        Some(v) if v > u64::from(STATE_VERSION) => format!(
+            "was written by a newer pvescale (schema version {v}, this one knows {STATE_VERSION})"
+        ),
+        Some(v) if v < u64::from(STATE_VERSION) => {
+            format!("has an unknown old schema version {v}")
+        }
+        Some(_) => match full {
+            Err(e) => format!("does not match the schema ({e})"),
+            Ok(_) => "does not match the schema".to_string(),
+        },
+    })
+}
+
 /// Rename `path` to `path.corrupt-<now>` (or `-<now>-N` if that exists).
 fn set_aside(path: &Path, now: u64) -> io::Result<PathBuf> {
     let base = path.as_os_str().to_string_lossy().into_owned();
@@ -99,7 +145,7 @@ fn set_aside(path: &Path, now: u64) -> io::Result<PathBuf> {
         } else {
             PathBuf::from(format!("{base}.corrupt-{now}-{n}"))
         };
-        if !candidate.exists() {
+        if fs::symlink_metadata(&candidate).is_err() {
             fs::rename(path, &candidate)?;
             return Ok(candidate);
         }
@@ -116,6 +162,15 @@ pub enum LockError {
     /// Another run holds the lock (the run exits 75).
     #[error("another pvescale run holds the lock {}", path.display())]
     Held { path: PathBuf },
+    /// The state directory is not private: pvescale refuses to keep its decisions there.
+    #[error(
+        "refusing to use the state directory: {0}; pvescale keeps its decisions there, so \
+         only the user it runs as may write it"
+    )]
+    UnsafeDir(DirProblem),
+    /// The lock file is not a regular file of ours.
+    #[error("cannot lock: {0}")]
+    File(FileError),
     #[error("cannot lock {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -133,8 +188,14 @@ pub struct StateLock {
 
 impl StateLock {
     /// Take the lock without waiting; creates the directory (mode 0700) if needed. A lock held by another
-    /// process (or another handle in this one) gives [`LockError::Held`].
+    /// process (or another handle in this one) gives [`LockError::Held`]. The directory must
+    /// be ours (or root's) and writable by nobody else ([`Guard::private_dir_problem`]), and
+    /// the lock file a regular file of ours (not followed if it is a link).
     pub fn acquire(dir: &Path) -> Result<StateLock, LockError> {
+        Self::acquire_as(Guard::current(), dir)
+    }
+
+    fn acquire_as(guard: Guard, dir: &Path) -> Result<StateLock, LockError> {
         let path = dir.join(LOCK_FILE);
         let io_err = |source| LockError::Io {
             path: path.clone(),
@@ -145,14 +206,21 @@ impl StateLock {
             .mode(0o700)
             .create(dir)
             .map_err(io_err)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err)?;
+        if let Some(problem) = guard.private_dir_problem(dir).map_err(io_err)? {
+            return Err(LockError::UnsafeDir(problem));
+        }
+        let file = guard
+            .open(
+                &path,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600),
+                Trust::Mine,
+            )
+            .map_err(LockError::File)?;
         match file.try_lock() {
             Ok(()) => Ok(StateLock { _file: file, path }),
             Err(TryLockError::WouldBlock) => Err(LockError::Held { path }),
@@ -169,7 +237,7 @@ impl StateLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::atomic_file::temp_path;
+    use crate::atomic_file::temp_files;
     use crate::policy::{Direction, MemorySource, Resource};
     use crate::state::model::*;
     use std::os::unix::fs::PermissionsExt;
@@ -233,7 +301,10 @@ mod tests {
         assert_eq!(loaded, state);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(!temp_path(&path).exists(), "the temporary file is renamed");
+        assert!(
+            temp_files(&path).is_empty(),
+            "the temporary file is renamed"
+        );
     }
 
     #[test]
@@ -261,9 +332,10 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(loaded, old);
 
-        // The next save overwrites the leftover temporary file and succeeds.
+        // The next save removes the leftover temporary file and succeeds.
         new.save(&path).unwrap();
         assert_eq!(State::load(&path, 1_000).0, new);
+        assert!(temp_files(&path).is_empty());
     }
 
     #[test]
@@ -273,7 +345,9 @@ mod tests {
         let old = sample_state();
         old.save(&path).unwrap();
         // A half-written temporary file, as a crash mid-write leaves it.
-        fs::write(temp_path(&path), b"{\"version\": 1, \"clus").unwrap();
+        let crashed = old.write_temp(&path).unwrap();
+        fs::write(crashed.temp_path(), b"{\"version\": 1, \"clus").unwrap();
+        drop(crashed);
         let (loaded, warnings) = State::load(&path, 1_000);
         assert!(warnings.is_empty());
         assert_eq!(loaded, old);
@@ -351,6 +425,135 @@ mod tests {
         let (state, warnings) = State::load(&path, 1_000);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(state.vm("c", 7).map(|v| v.last_seen), Some(5));
+    }
+
+    fn victim(dir: &Path) -> PathBuf {
+        let victim = dir.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        victim
+    }
+
+    fn assert_untouched(victim: &Path) {
+        assert_eq!(fs::read(victim).unwrap(), b"precious");
+        let mode = fs::metadata(victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "not re-moded");
+    }
+
+    #[test]
+    fn a_symlinked_state_is_not_followed_and_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let victim = victim(dir.path());
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        // peek: reported, left alone.
+        let (state, warnings) = State::peek(&path);
+        assert_eq!(state, State::default());
+        assert!(warnings[0].contains("symbolic link"), "{warnings:?}");
+        assert!(warnings[0].contains("left as it is"), "{warnings:?}");
+        // load: the link itself is set aside; the save writes a regular file in its place.
+        let (_, warnings) = State::load(&path, 7);
+        assert!(warnings[0].contains("kept aside"), "{warnings:?}");
+        let aside = dir.path().join("state.json.corrupt-7");
+        assert!(
+            fs::symlink_metadata(&aside)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        sample_state().save(&path).unwrap();
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
+        assert_untouched(&victim);
+    }
+
+    #[test]
+    fn a_fifo_as_state_does_not_hang_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        crate::fs_guard::tests::mkfifo(&path);
+        // Nobody writes to the FIFO: a blocking open or read would hang here.
+        let (state, warnings) = State::load(&path, 7);
+        assert_eq!(state, State::default());
+        assert!(warnings[0].contains("a FIFO"), "{warnings:?}");
+        assert!(!path.exists(), "set aside");
+    }
+
+    #[test]
+    fn an_oversized_state_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // Sparse: takes no disk, but a read without a cap would take its size in memory.
+        let file = File::create(&path).unwrap();
+        file.set_len(MAX_STATE_BYTES + 1).unwrap();
+        let (state, warnings) = State::load(&path, 7);
+        assert_eq!(state, State::default());
+        assert!(warnings[0].contains("larger than 64 MiB"), "{warnings:?}");
+        assert!(warnings[0].contains("remove it"), "{warnings:?}");
+        assert!(dir.path().join("state.json.corrupt-7").exists());
+    }
+
+    #[test]
+    fn another_users_state_is_not_acted_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        sample_state().save(&path).unwrap();
+        let other = Guard::as_user(Guard::current().uid().wrapping_add(1));
+        let (state, warnings) = State::read_as(other, &path, Some(7), Trust::Mine);
+        assert_eq!(state, State::default());
+        assert!(warnings[0].contains("belongs to user id"), "{warnings:?}");
+        // Reading it (status, as another user) is fine when it is the directory owner's.
+        let (state, warnings) = State::read_as(other, &path, None, Trust::MineOrDirOwner);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(state, State::default(), "the first read set it aside");
+    }
+
+    #[test]
+    fn a_symlinked_or_foreign_lock_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = victim(dir.path());
+        let state_dir = dir.path().join("st");
+        fs::create_dir(&state_dir).unwrap();
+        std::os::unix::fs::symlink(&victim, state_dir.join(LOCK_FILE)).unwrap();
+        match StateLock::acquire(&state_dir) {
+            Err(LockError::File(FileError::Symlink { .. })) => {}
+            other => panic!("expected a refused link, got {other:?}"),
+        }
+        assert_untouched(&victim);
+        fs::remove_file(state_dir.join(LOCK_FILE)).unwrap();
+        drop(StateLock::acquire(&state_dir).unwrap());
+        let other = Guard::as_user(Guard::current().uid().wrapping_add(1));
+        if Guard::current().uid() == 0 {
+            // Root's directory is accepted for anyone; the lock file must still be theirs.
+            match StateLock::acquire_as(other, &state_dir) {
+                Err(LockError::File(FileError::Owner { .. })) => {}
+                other => panic!("expected a foreign lock file, got {other:?}"),
+            }
+        } else {
+            match StateLock::acquire_as(other, &state_dir) {
+                Err(LockError::UnsafeDir(DirProblem::Owner { .. })) => {}
+                other => panic!("expected a foreign directory, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_dir_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o770, 0o777, 0o1777, 0o702] {
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+            match StateLock::acquire(dir.path()) {
+                Err(e @ LockError::UnsafeDir(DirProblem::Writable { .. })) => {
+                    assert!(e.to_string().contains("chmod go-w"), "{e}")
+                }
+                other => panic!("mode {mode:o}: expected a refusal, got {other:?}"),
+            }
+        }
+        assert!(
+            !dir.path().join(LOCK_FILE).exists(),
+            "nothing created there"
+        );
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(StateLock::acquire(dir.path()).is_ok());
     }
 
     #[test]
