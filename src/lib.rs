@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod prometheus;
+pub mod proxy;
 pub mod pve;
 pub mod recommend;
 pub mod record;

@@ -20,6 +20,8 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 use sha2::{Digest, Sha256};
+
+use crate::proxy::ProxyUrl;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
     TransportAdapter,
@@ -266,17 +268,37 @@ impl ServerCertVerifier for PinnedVerifier {
 }
 
 /// A ureq agent whose HTTPS goes through our rustls configuration (`bytes_received` counts
-/// the plaintext read on its connections).
+/// the plaintext read on its connections), through `proxy` (a CONNECT tunnel) when one is
+/// configured, and never through a proxy from the environment (see `crate::proxy`).
 pub fn agent(
-    config: ureq::config::Config,
+    config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    proxy: Option<&ProxyUrl>,
     tls: Arc<ClientConfig>,
     bytes_received: Arc<AtomicU64>,
 ) -> ureq::Agent {
+    // The tunnel comes first: ureq runs the whole chain again to reach the proxy itself (plain
+    // TCP, `http://`), then our TLS goes over the tunnel to the real host.
     let connector =
-        ().chain(ureq::unversioned::transport::TcpConnector::default())
+        ().chain(ureq::unversioned::transport::ConnectProxyConnector::default())
+            .chain(ureq::unversioned::transport::TcpConnector::default())
             .chain(PveTlsConnector::new(tls, bytes_received));
     ureq::Agent::with_parts(
-        config,
+        config.proxy(proxy.map(ProxyUrl::ureq)).build(),
+        connector,
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    )
+}
+
+/// A ureq agent for plain `http://` (a webhook on this machine), with the same proxy rule.
+pub fn plain_agent(
+    config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    proxy: Option<&ProxyUrl>,
+) -> ureq::Agent {
+    let connector = ()
+        .chain(ureq::unversioned::transport::ConnectProxyConnector::default())
+        .chain(ureq::unversioned::transport::TcpConnector::default());
+    ureq::Agent::with_parts(
+        config.proxy(proxy.map(ProxyUrl::ureq)).build(),
         connector,
         ureq::unversioned::resolver::DefaultResolver::default(),
     )

@@ -382,6 +382,17 @@ pub const SECTIONS: &[Section] = &[
                 "\"pve1\"",
                 "The Proxmox VE node this runs on, for active = \"auto\".",
             ),
+            key(
+                "proxy",
+                "string",
+                "none (direct)",
+                None,
+                "\"http://proxy.example.com:3128\"",
+                "An HTTP proxy to reach the cluster through: \"http://host:port\", used as a \
+                 CONNECT tunnel (TLS stays end to end, verified as without it). No user or \
+                 password in the URL, no https:// or socks proxies. Proxy variables of the \
+                 environment (HTTPS_PROXY, ALL_PROXY, ...) are ignored.",
+            ),
         ],
     },
     Section {
@@ -757,6 +768,15 @@ pub const SECTIONS: &[Section] = &[
                 "\"5s\"",
                 "For one attempt on one channel (connect, TLS, send). Channels are sent to at \
                  the same time.",
+            ),
+            key(
+                "proxy",
+                "string",
+                "none (direct)",
+                None,
+                "\"http://proxy.example.com:3128\"",
+                "An HTTP proxy for Gotify and the webhooks (not for email): \"http://host:port\", \
+                 used as a CONNECT tunnel. Proxy variables of the environment are ignored.",
             ),
         ],
     },

@@ -3,6 +3,7 @@
 //! tokens are [`Secret`]s, webhook URLs (Slack's and Discord's are credentials) and header
 //! values are shown redacted.
 
+use crate::proxy::ProxyUrl;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
@@ -122,6 +123,8 @@ pub struct GotifyConfig {
     pub token: Secret,
     pub token_source: SecretSource,
     pub ca_file: Option<PathBuf>,
+    /// `[notify] proxy`: the HTTP CONNECT proxy to go through.
+    pub proxy: Option<ProxyUrl>,
     /// Gotify priority (0-10) per event kind; a message gets that of its most urgent event.
     pub priority: BTreeMap<EventKind, u8>,
     pub events: BTreeSet<EventKind>,
@@ -227,6 +230,8 @@ pub struct WebhookConfig {
     /// Extra headers; the values are never shown.
     pub headers: Vec<(String, Secret)>,
     pub ca_file: Option<PathBuf>,
+    /// `[notify] proxy`: the HTTP CONNECT proxy to go through.
+    pub proxy: Option<ProxyUrl>,
     pub events: BTreeSet<EventKind>,
 }
 
@@ -260,6 +265,7 @@ pub(super) struct RawNotify {
     pub min_interval: Option<Dur>,
     pub max_per_hour: Option<i64>,
     pub timeout: Option<Dur>,
+    pub proxy: Option<String>,
     pub email: Option<RawEmail>,
     pub gotify: Option<RawGotify>,
     #[serde(default)]

@@ -61,6 +61,7 @@ pub(super) struct RawCluster {
     pub task_timeout: Option<Dur>,
     pub active: Option<String>,
     pub local_node: Option<String>,
+    pub proxy: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

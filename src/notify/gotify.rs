@@ -32,6 +32,7 @@ pub(super) fn send(cfg: &GotifyConfig, msg: &Message, timeout: Duration) -> Resu
         &[("X-Gotify-Key", cfg.token.expose())],
         &body(cfg, msg),
         cfg.ca_file.as_deref(),
+        cfg.proxy.as_ref(),
         timeout,
     )
 }

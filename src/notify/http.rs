@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use super::SendError;
+use crate::proxy::ProxyUrl;
 use crate::tls::{self, TlsMode, TlsObservations, client_config};
 
 /// POSTs `body` (JSON) to `url` with `headers`. A 2xx answer is success.
@@ -16,9 +17,10 @@ pub(super) fn post_json(
     headers: &[(&str, &str)],
     body: &serde_json::Value,
     ca_file: Option<&Path>,
+    proxy: Option<&ProxyUrl>,
     timeout: Duration,
 ) -> Result<(), SendError> {
-    let agent = agent(url, ca_file, timeout)?;
+    let agent = agent(url, ca_file, proxy, timeout)?;
     let text = serde_json::to_string(body).map_err(|e| SendError::fatal(format!("JSON: {e}")))?;
     let mut request = agent
         .post(url)
@@ -52,15 +54,19 @@ pub(super) fn post_json(
     })
 }
 
-fn agent(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<ureq::Agent, SendError> {
+fn agent(
+    url: &str,
+    ca_file: Option<&Path>,
+    proxy: Option<&ProxyUrl>,
+    timeout: Duration,
+) -> Result<ureq::Agent, SendError> {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .max_redirects(0)
-        .user_agent(concat!("pvescale/", env!("CARGO_PKG_VERSION")))
-        .build();
+        .user_agent(concat!("pvescale/", env!("CARGO_PKG_VERSION")));
     if !url.to_ascii_lowercase().starts_with("https://") {
-        return Ok(ureq::Agent::new_with_config(config));
+        return Ok(tls::plain_agent(config, proxy));
     }
     let mode = match ca_file {
         Some(path) => TlsMode::CaFile(path.to_path_buf()),
@@ -68,7 +74,7 @@ fn agent(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<ureq::A
     };
     let tls = client_config(&mode, Arc::new(TlsObservations::default()))
         .map_err(|e| SendError::fatal(format!("TLS setup: {e}")))?;
-    Ok(tls::agent(config, tls, Arc::new(AtomicU64::new(0))))
+    Ok(tls::agent(config, proxy, tls, Arc::new(AtomicU64::new(0))))
 }
 
 fn transport_error(e: ureq::Error) -> SendError {

@@ -69,7 +69,14 @@ pub(super) fn send(cfg: &WebhookConfig, msg: &Message, timeout: Duration) -> Res
         .iter()
         .map(|(name, value)| (name.as_str(), value.expose()))
         .collect();
-    http::post_json(&url, &headers, &body, cfg.ca_file.as_deref(), timeout)
+    http::post_json(
+        &url,
+        &headers,
+        &body,
+        cfg.ca_file.as_deref(),
+        cfg.proxy.as_ref(),
+        timeout,
+    )
 }
 
 /// Slack's mrkdwn wants `&`, `<` and `>` escaped.

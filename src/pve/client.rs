@@ -136,9 +136,13 @@ impl Client {
             .timeout_connect(Some(target.connect_timeout))
             .max_idle_connections(32)
             .max_idle_connections_per_host(16)
-            .user_agent(concat!("pvescale/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let agent = tls::agent(config, tls_config, stats.bytes_received.clone());
+            .user_agent(concat!("pvescale/", env!("CARGO_PKG_VERSION")));
+        let agent = tls::agent(
+            config,
+            target.proxy.as_ref(),
+            tls_config,
+            stats.bytes_received.clone(),
+        );
         let mut warnings = Vec::new();
         if target.tls == TlsMode::Insecure {
             warnings.push(format!(

@@ -18,6 +18,8 @@ pub struct ClusterTarget {
     pub timeout: Duration,
     /// Timeout of the TCP connect + TLS handshake.
     pub connect_timeout: Duration,
+    /// The HTTP CONNECT proxy to go through; none from the environment (see `crate::proxy`).
+    pub proxy: Option<crate::proxy::ProxyUrl>,
 }
 
 #[derive(Debug, Clone)]

@@ -46,6 +46,7 @@ impl Lab {
             tls: TlsMode::CaFile(self.ca.clone()),
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            proxy: None,
         }
     }
 
@@ -490,6 +491,7 @@ fn only_dead_urls_is_a_connect_error() {
         tls: TlsMode::Insecure,
         timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
+        proxy: None,
     };
     let err = Client::with_retry(&target, quick_retry(1))
         .expect("client")

@@ -16,6 +16,7 @@ mod metrics_sources;
 mod notify;
 mod ops;
 mod policy_props;
+mod proxy;
 mod recommend;
 mod request_counts;
 mod run_e2e;

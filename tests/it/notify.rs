@@ -27,11 +27,11 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Request {
-    method: String,
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: String,
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Request {
@@ -40,14 +40,14 @@ impl Request {
     }
 }
 
-struct Receiver {
-    port: u16,
+pub(crate) struct Receiver {
+    pub(crate) port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
     status: Arc<AtomicU16>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -68,7 +68,7 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -76,7 +76,7 @@ impl Receiver {
         self.requests.lock().expect("lock").clone()
     }
 
-    fn to(&self, path: &str) -> Vec<Request> {
+    pub(crate) fn to(&self, path: &str) -> Vec<Request> {
         self.requests()
             .into_iter()
             .filter(|r| r.path == path)

@@ -287,6 +287,7 @@ fn token_target(sim: &Sim, ca: &Path) -> ClusterTarget {
         tls: TlsMode::CaFile(ca.to_path_buf()),
         timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
+        proxy: None,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::Activity;
+use crate::proxy::ProxyUrl;
 
 impl Validator<'_> {
     pub(super) fn cluster(&mut self, key: &KeyPath, c: &RawCluster) -> Option<ClusterConfig> {
@@ -83,6 +84,8 @@ impl Validator<'_> {
             );
         }
 
+        let proxy = self.proxy(&key.key("proxy"), c.proxy.as_deref());
+
         let auth = if name_ok { self.auth(key, c) } else { None };
         if self.problems.len() > before {
             return None;
@@ -96,12 +99,24 @@ impl Validator<'_> {
                 tls: tls?,
                 timeout,
                 connect_timeout,
+                proxy,
             },
             secret_source,
             task_timeout,
             active,
             local_node: c.local_node.clone(),
         })
+    }
+
+    /// A `proxy` key: an `http://host:port` CONNECT proxy (see `crate::proxy`).
+    pub(super) fn proxy(&mut self, key: &KeyPath, raw: Option<&str>) -> Option<ProxyUrl> {
+        match ProxyUrl::parse(raw?) {
+            Ok(proxy) => Some(proxy),
+            Err(why) => {
+                self.problem(key, why);
+                None
+            }
+        }
     }
 
     pub(super) fn unique_cluster_names(&mut self, clusters: &[RawCluster]) {

@@ -65,6 +65,8 @@ impl Validator<'_> {
             }
         }
 
+        let proxy = self.proxy(&key.key("proxy"), raw.proxy.as_deref());
+
         let mut inline = Vec::new();
         if let Some(email) = &raw.email {
             let k = key.key("email");
@@ -102,6 +104,13 @@ impl Validator<'_> {
                     config.webhooks.push(hook);
                 }
             }
+        }
+        // The HTTP channels go through it; email (SMTP) does not.
+        if let Some(gotify) = &mut config.gotify {
+            gotify.proxy = proxy.clone();
+        }
+        for hook in &mut config.webhooks {
+            hook.proxy = proxy.clone();
         }
         if !config.has_channels() && self.problems.is_empty() {
             self.warn(
@@ -536,6 +545,7 @@ impl Validator<'_> {
             token,
             token_source,
             ca_file,
+            proxy: None,
             priority,
             events,
         })
@@ -659,6 +669,7 @@ impl Validator<'_> {
             format,
             headers,
             ca_file,
+            proxy: None,
             events,
         })
     }
