@@ -28,6 +28,7 @@ pub mod report;
 pub mod rrd_history;
 pub mod schedule;
 pub mod secret;
+pub mod server_text;
 pub mod simulate;
 pub mod state;
 pub mod tls;

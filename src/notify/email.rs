@@ -75,6 +75,7 @@ pub(super) fn send(cfg: &EmailConfig, msg: &Message, timeout: Duration) -> Resul
         .map(|_| ())
         .map_err(|e| SendError {
             retry: !e.is_permanent() && !e.is_tls(),
-            message: e.to_string(),
+            // lettre's error holds the SMTP server's reply.
+            message: crate::server_text::escape(&e.to_string()).into_owned(),
         })
 }

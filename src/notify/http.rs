@@ -40,6 +40,7 @@ pub(super) fn post_json(
         .take(2048)
         .read_to_string(&mut answer);
     let answer: String = answer.split_whitespace().collect::<Vec<_>>().join(" ");
+    let answer = crate::server_text::escape(&answer);
     let answer = super::message::truncate(&answer, 200);
     let mut message = format!("the server answered HTTP {status}");
     if (300..400).contains(&status) {

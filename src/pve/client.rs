@@ -362,6 +362,8 @@ impl Client {
             .limit(ERROR_BODY_LIMIT)
             .read_to_string()
             .unwrap_or_default();
+        // Not escaped here: Proxmox ends its messages with a line feed, trimmed first;
+        // ApiError::new escapes the message, and the parameter errors are escaped below.
         let parsed: ErrorBody = serde_json::from_str(&body).unwrap_or_default();
         let mut message = parsed
             .message
@@ -385,7 +387,11 @@ impl Client {
         if let Some(serde_json::Value::Object(map)) = parsed.errors {
             error.param_errors = map
                 .into_iter()
-                .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or(v.to_string())))
+                .map(|(k, v)| {
+                    let why = v.as_str().map(str::to_string).unwrap_or(v.to_string());
+                    let why = crate::server_text::escape(why.trim_end()).into_owned();
+                    (crate::server_text::escape(&k).into_owned(), why)
+                })
                 .collect();
             error.param_errors.sort();
         }
@@ -617,10 +623,13 @@ struct Envelope<T> {
     data: T,
 }
 
-/// Reads `{"data": ...}` into `T`.
+/// Reads `{"data": ...}` into `T`, with every string in it escaped for display first
+/// (`server_text`: a VM name or tag must not carry terminal or journal control codes).
 pub fn decode_envelope<T: DeserializeOwned>(reader: &mut dyn Read) -> Result<T, String> {
-    let envelope: Envelope<T> =
+    let mut value: serde_json::Value =
         serde_json::from_reader(std::io::BufReader::new(reader)).map_err(|e| e.to_string())?;
+    crate::server_text::escape_json(&mut value);
+    let envelope: Envelope<T> = serde_json::from_value(value).map_err(|e| e.to_string())?;
     Ok(envelope.data)
 }
 

@@ -51,10 +51,16 @@ impl ApiError {
         endpoint: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
+        // The message may hold the server's words (a body, a reason phrase, an I/O error).
+        let message = message.into();
+        let message = match crate::server_text::escape(&message) {
+            std::borrow::Cow::Owned(escaped) => escaped,
+            std::borrow::Cow::Borrowed(_) => message,
+        };
         ApiError {
             kind,
             endpoint: endpoint.into(),
-            message: message.into(),
+            message,
             param_errors: Vec::new(),
             outcome_unknown: false,
         }

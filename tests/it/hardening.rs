@@ -166,3 +166,92 @@ fn the_metrics_file_is_written_safely_in_a_directory_others_can_write() {
     assert!(fs::symlink_metadata(&metrics).expect("meta").is_file());
     assert_untouched(&victim);
 }
+
+/// Terminal and journal control in a VM name, a tag and an error message from the server.
+const HOSTILE: &str = "evil\u{1b}[2J\u{1b}]0;owned\u{7}\n<0>forged\u{9b}31m\u{202e}";
+
+/// No byte that drives a terminal, and no line that starts where a forged one would.
+fn assert_inert(what: &str, text: &str) {
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}')
+        .collect();
+    assert!(bad.is_empty(), "{what} holds {bad:?}:\n{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start_matches(['│', ' ', '┆']).starts_with("<0>")),
+        "{what} has a forged line:\n{text}"
+    );
+}
+
+#[test]
+fn text_from_the_server_is_escaped_before_it_is_shown_logged_notified_or_kept() {
+    let env = TestEnv::start(
+        cluster().vm(busy_vm(101, "pve1")
+            .name(HOSTILE)
+            .tags(&["autoscale", "x\u{1b}[31m"])),
+        "",
+    );
+    let rx = crate::notify::Receiver::start();
+    env.write_config(&format!(
+        "[policy.cpu]\nup_after = \"1m\"\n\n[notify]\nmin_interval = \"0s\"\n\n\
+         [[notify.webhook]]\nurl = \"{}\"\n",
+        rx.url("/hook")
+    ));
+    // The second run's config write fails with the hostile text as Proxmox's message.
+    env.sim.add_fault(
+        Fault::on("POST", "/nodes/pve1/qemu/101/config")
+            .status(500)
+            .message(&format!("VM 101 says {HOSTILE}")),
+    );
+    let journal = [("JOURNAL_STREAM", "8:12345")];
+    let mut outputs = vec![env.run_with_env(&["run"], &journal)];
+    minute(&env);
+    outputs.push(env.run_with_env(&["run"], &journal));
+    outputs.push(env.run(&["status", "-v"]));
+    outputs.push(env.run(&["status", "-o", "json"]));
+    outputs.push(env.run(&["history"]));
+    for run in &outputs {
+        assert_inert("output", &run.all_output());
+    }
+    let all: String = outputs.iter().map(Run::all_output).collect();
+    assert!(
+        all.contains("evil\\u{1b}[2J"),
+        "the name is shown, escaped:\n{all}"
+    );
+    assert!(all.contains("\\n<0>forged"), "{all}");
+    assert!(
+        all.contains("VM 101 says evil\\u{1b}"),
+        "the error too:\n{all}"
+    );
+    let history = fs::read_to_string(env.state_dir().join("history.jsonl")).expect("history");
+    let entries: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert!(!entries.is_empty());
+    for e in &entries {
+        assert_inert("history name", e["name"].as_str().unwrap_or_default());
+        assert_inert("history detail", e["detail"].as_str().unwrap_or_default());
+    }
+    let sent = rx.to("/hook");
+    assert!(!sent.is_empty(), "the failure was notified");
+    for request in sent {
+        let body: serde_json::Value = serde_json::from_str(&request.body).expect("json");
+        assert_inert("notification", &body.to_string());
+        fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s.clone()),
+                serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+                serde_json::Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+                _ => {}
+            }
+        }
+        let mut texts = Vec::new();
+        strings(&body, &mut texts);
+        for t in texts {
+            assert_inert("notification text", &t);
+        }
+    }
+}
