@@ -207,14 +207,40 @@ pub struct Selection {
     pools: Vec<String>,
     exclude_tags: Vec<String>,
     exclude_vmids: BTreeSet<u32>,
+    /// The same tags and pools as sets, so that matching a VM costs its own tags' lookups,
+    /// whatever the length of the lists.
+    tag_set: BTreeSet<String>,
+    exclude_tag_set: BTreeSet<String>,
+    pool_set: BTreeSet<String>,
 }
 
 impl Selection {
+    /// From validated lists (lowercase tags, no duplicates), in the order written.
+    pub(crate) fn new(
+        tags: Vec<String>,
+        vmids: BTreeSet<u32>,
+        pools: Vec<String>,
+        exclude_tags: Vec<String>,
+        exclude_vmids: BTreeSet<u32>,
+    ) -> Selection {
+        Selection {
+            tag_set: tags.iter().cloned().collect(),
+            exclude_tag_set: exclude_tags.iter().cloned().collect(),
+            pool_set: pools.iter().cloned().collect(),
+            tags,
+            vmids,
+            pools,
+            exclude_tags,
+            exclude_vmids,
+        }
+    }
+
     pub fn matches(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
-        let excluded = self.exclude_vmids.contains(&vmid) || any_tag(&self.exclude_tags, tags);
+        let excluded =
+            self.exclude_vmids.contains(&vmid) || any_tag_in(&self.exclude_tag_set, tags);
         let included = self.vmids.contains(&vmid)
-            || any_tag(&self.tags, tags)
-            || pool.is_some_and(|p| self.pools.iter().any(|q| q == p));
+            || any_tag_in(&self.tag_set, tags)
+            || pool.is_some_and(|p| self.pool_set.contains(p));
         included && !excluded
     }
 
@@ -239,6 +265,18 @@ impl Selection {
     pub fn exclude_vmids(&self) -> &BTreeSet<u32> {
         &self.exclude_vmids
     }
+}
+
+/// `wanted` holds lowercase tags; `have` is as the API gives them.
+fn any_tag_in(wanted: &BTreeSet<String>, have: &[String]) -> bool {
+    have.iter().any(|h| {
+        let h = h.trim();
+        if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            wanted.contains(&h.to_ascii_lowercase())
+        } else {
+            wanted.contains(h)
+        }
+    })
 }
 
 /// `wanted` holds lowercase tags; `have` is as the API gives them.
@@ -454,15 +492,44 @@ pub fn load_with(path: &Path, env: &dyn Env) -> Result<(Config, Vec<Warning>), C
         path: path.to_path_buf(),
         source,
     };
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path)
-            .map_err(read_err)?
-            .permissions()
-            .mode()
+    let (text, meta) = read_config_file(path).map_err(read_err)?;
+    use std::os::unix::fs::PermissionsExt;
+    validate::parse(&text, path, Some(meta.permissions().mode()), env)
+}
+
+/// Largest config file read: a config is a few KiB (the full example is 20), so 4 MiB is
+/// thousands of overrides, and a larger file (a wrong path, or a list of millions of tags) is
+/// refused before it costs seconds and gigabytes to parse.
+pub const MAX_CONFIG_BYTES: u64 = 4 * crate::units::MIB;
+
+/// The config file's text and metadata (of the file read, not of the name): a regular file
+/// (a FIFO would block the run), at most [`MAX_CONFIG_BYTES`]. A link to it is fine.
+fn read_config_file(path: &Path) -> io::Result<(String, std::fs::Metadata)> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let too_large = || {
+        io::Error::other(format!(
+            "larger than {} MiB (a config is a few KiB: is this the right file?)",
+            MAX_CONFIG_BYTES / crate::units::MIB
+        ))
     };
-    validate::parse(&text, path, Some(mode), env)
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    Ok((text, meta))
 }
 
 /// Validates config text as if read from `path` (relative paths in it are taken from

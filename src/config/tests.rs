@@ -779,6 +779,22 @@ fn world_readable_secret_file_warns() {
 }
 
 #[test]
+fn an_oversized_or_fifo_config_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    // Sparse: no disk, but reading it whole would take its size in memory and time.
+    let file = fs::File::create(&big).unwrap();
+    file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+    let msg = load_with(&big, &env()).unwrap_err().to_string();
+    assert!(msg.contains("larger than 4 MiB"), "{msg}");
+    let fifo = dir.path().join("fifo.toml");
+    crate::fs_guard::tests::mkfifo(&fifo);
+    // Nobody writes to it: a blocking open would hang here.
+    let msg = load_with(&fifo, &env()).unwrap_err().to_string();
+    assert!(msg.contains("not a regular file"), "{msg}");
+}
+
+#[test]
 fn load_reports_unreadable_files() {
     let e = load_with(Path::new("/nonexistent/pvescale.toml"), &env()).unwrap_err();
     let msg = e.to_string();
@@ -788,6 +804,30 @@ fn load_reports_unreadable_files() {
     );
     assert!(matches!(e, ConfigError::Read { .. }));
     assert_eq!(ConfigError::EXIT_CODE, 78);
+}
+
+#[test]
+fn many_tags_are_deduplicated_in_order() {
+    // 20,000 tags, each written twice (the second time in capitals), and two pools twice.
+    let list: Vec<String> = (0..20_000)
+        .map(|i| format!("\"t{i}\""))
+        .chain((0..20_000).map(|i| format!("\"T{i}\"")))
+        .collect();
+    let c = ok(&MINIMAL.replace(
+        "tags = [\"autoscale\"]",
+        &format!(
+            "tags = [{}]\npools = [\"a\", \"b\", \"a\", \"b\"]\nexclude_tags = [\"t7\"]",
+            list.join(", ")
+        ),
+    ));
+    let s = c.selection();
+    assert_eq!(s.tags().len(), 20_000);
+    assert_eq!(s.tags()[..3], ["t0", "t1", "t2"]);
+    assert_eq!(s.tags()[19_999], "t19999");
+    assert_eq!(s.pools(), ["a", "b"]);
+    assert!(s.matches(200, &["x".into(), "T19999".into()], None));
+    assert!(!s.matches(200, &["t7".into()], None), "excluded");
+    assert!(!s.matches(200, &["t20000".into()], None));
 }
 
 #[test]

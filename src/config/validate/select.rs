@@ -1,5 +1,7 @@
 //! `[select]`: tags, VM ids and pools.
 
+use std::collections::HashSet;
+
 use super::*;
 
 impl Validator<'_> {
@@ -21,7 +23,8 @@ impl Validator<'_> {
             self.problem(&key, "[select] matches no VM: set tags, vmids or pools");
             return None;
         }
-        for t in tags.iter().filter(|t| exclude_tags.contains(t)) {
+        let excluded: HashSet<&String> = exclude_tags.iter().collect();
+        for t in tags.iter().filter(|t| excluded.contains(t)) {
             self.warn(
                 &key.key("exclude_tags"),
                 format_args!("tag {t:?} is both selected and excluded; excluded wins"),
@@ -33,18 +36,21 @@ impl Validator<'_> {
                 format_args!("VM {id} is both selected and excluded; excluded wins"),
             );
         }
-        Some(Selection {
+        Some(Selection::new(
             tags,
             vmids,
             pools,
             exclude_tags,
             exclude_vmids,
-        })
+        ))
     }
 
     /// Tags as Proxmox VE allows them (`[a-z0-9_][a-z0-9_+.-]*`, any case), lowercased, deduplicated.
+    /// Linear: the tags seen are kept in a set (a config with 80,000 tags took 5 s with a
+    /// list, and millions never ended).
     pub(super) fn tags(&mut self, key: &KeyPath, raw: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for (i, t) in raw.iter().enumerate() {
             if !valid_tag(t) {
                 self.problem(
@@ -57,7 +63,7 @@ impl Validator<'_> {
                 continue;
             }
             let t = t.to_ascii_lowercase();
-            if !out.contains(&t) {
+            if seen.insert(t.clone()) {
                 out.push(t);
             }
         }
@@ -81,6 +87,7 @@ impl Validator<'_> {
 
     pub(super) fn pools(&mut self, key: &KeyPath, raw: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for (i, p) in raw.iter().enumerate() {
             let ok = !p.is_empty()
                 && p.chars()
@@ -93,7 +100,7 @@ impl Validator<'_> {
                          for nested pools)"
                     ),
                 );
-            } else if !out.contains(p) {
+            } else if seen.insert(p) {
                 out.push(p.clone());
             }
         }
