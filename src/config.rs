@@ -494,7 +494,18 @@ pub fn load_with(path: &Path, env: &dyn Env) -> Result<(Config, Vec<Warning>), C
     };
     let (text, meta) = read_config_file(path).map_err(read_err)?;
     use std::os::unix::fs::PermissionsExt;
-    validate::parse(&text, path, Some(meta.permissions().mode()), env)
+    let (config, mut warnings) =
+        validate::parse(&text, path, Some(meta.permissions().mode()), env)?;
+    if let Some(why) = crate::fs_guard::Guard::current().others_could_change(&meta) {
+        warnings.insert(
+            0,
+            Warning(format!(
+                "{}: the config file is {why}: whoever can change it decides what pvescale                  does to your VMs and where it sends their secrets; make it root's (or                  pvescale's) and chmod go-w it",
+                path.display()
+            )),
+        );
+    }
+    Ok((config, warnings))
 }
 
 /// Largest config file read: a config is a few KiB (the full example is 20), so 4 MiB is

@@ -115,6 +115,26 @@ impl Guard {
         self.uid
     }
 
+    /// Why a file pvescale takes orders from (the config, a CA file) could be changed by
+    /// someone else: writable by its group or by everyone, or owned by a user other than root
+    /// and the one pvescale runs as (as sshd's StrictModes). `None` when only they can.
+    pub fn others_could_change(&self, meta: &fs::Metadata) -> Option<String> {
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o002 != 0 {
+            return Some(format!("writable by every user (mode {mode:03o})"));
+        }
+        if mode & 0o020 != 0 {
+            return Some(format!("writable by its group (mode {mode:03o})"));
+        }
+        let owner = meta.uid();
+        (owner != 0 && owner != self.uid).then(|| {
+            format!(
+                "owned by uid {owner}, neither root nor the user pvescale runs as (uid {})",
+                self.uid
+            )
+        })
+    }
+
     /// Opens `path` with `options` plus no-follow and non-blocking (a FIFO must not hang the
     /// run), then checks on the descriptor that it is a regular file that `trust` accepts.
     pub fn open(
@@ -276,6 +296,36 @@ pub(crate) mod tests {
 
     fn me() -> Guard {
         Guard::current()
+    }
+
+    #[test]
+    fn a_file_others_could_change_is_named_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pvescale.toml");
+        fs::write(&path, "x").unwrap();
+        let why = |mode: u32, guard: Guard| {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            guard.others_could_change(&fs::metadata(&path).unwrap())
+        };
+        assert_eq!(why(0o640, me()), None);
+        assert_eq!(why(0o644, me()), None, "readable is not changeable");
+        assert_eq!(
+            why(0o664, me()).as_deref(),
+            Some("writable by its group (mode 664)")
+        );
+        assert_eq!(
+            why(0o646, me()).as_deref(),
+            Some("writable by every user (mode 646)")
+        );
+        let owner = fs::metadata(&path).unwrap().uid();
+        if owner != 0 {
+            let other = Guard::as_user(owner + 1);
+            let said = why(0o600, other).unwrap_or_default();
+            assert!(
+                said.starts_with(&format!("owned by uid {owner}, neither root")),
+                "{said}"
+            );
+        }
     }
 
     fn read() -> OpenOptions {

@@ -63,6 +63,12 @@ impl SecretKind {
         }
     }
 
+    /// Sent in an HTTP header (`Authorization`, `X-Gotify-Key`), where only visible ASCII,
+    /// space and tab may go; a password goes in a form body or SMTP AUTH, where anything may.
+    fn goes_in_a_header(self) -> bool {
+        matches!(self, SecretKind::TokenSecret | SecretKind::GotifyToken)
+    }
+
     fn what(self) -> &'static str {
         match self {
             SecretKind::TokenSecret => "API token secret",
@@ -112,6 +118,44 @@ pub(crate) fn env_suffix(cluster: &str) -> String {
 /// `file` and `inline` is refused earlier by validation. Errors are complete sentences that
 /// name the key, file or variable, never the value.
 pub(crate) fn resolve(
+    kind: SecretKind,
+    cluster: &str,
+    file: Option<&Path>,
+    inline: Option<&Secret>,
+    env: &dyn Env,
+) -> Result<(Secret, SecretSource), String> {
+    let (secret, source) = find(kind, cluster, file, inline, env)?;
+    // Refused here, at load time, rather than as a retried "failed to parse header value" on
+    // every request. The value is never shown, only where it came from.
+    if kind.goes_in_a_header() && !secret.expose().chars().all(header_safe) {
+        return Err(format!(
+            "the {} from {source} holds a control character or a non-ASCII character, which \
+             cannot go in an HTTP header: it is not the value Proxmox VE or Gotify showed \
+             (copy it again)",
+            kind.what()
+        ));
+    }
+    Ok((secret, source))
+}
+
+/// What may go in an HTTP header value (RFC 9110 field-vchar, space, tab).
+fn header_safe(c: char) -> bool {
+    c == '\t' || (' '..='~').contains(&c)
+}
+
+/// A warning for a secret with leading or trailing whitespace (a copy and paste that took too
+/// much, usually; an HTTP header loses it on the way), naming its source, never its value.
+pub(crate) fn whitespace_warning(secret: &Secret, source: &SecretSource) -> Option<String> {
+    let value = secret.expose();
+    (value.trim() != value).then(|| {
+        format!(
+            "the secret from {source} begins or ends with whitespace, which is kept as part of \
+             it; remove it unless it belongs to the secret"
+        )
+    })
+}
+
+fn find(
     kind: SecretKind,
     cluster: &str,
     file: Option<&Path>,

@@ -1146,3 +1146,82 @@ fn a_floor_above_the_policy_max_is_a_warning() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn a_secret_that_cannot_go_in_a_header_is_refused_at_load_without_showing_it() {
+    for bad in ["abc\\u0007def", "abc\\u00e9def", "abc\\ndef"] {
+        let text = MINIMAL.replace("token =", &format!("token_secret = \"{bad}\"\ntoken ="));
+        let msg = err(&text);
+        assert!(
+            msg.contains("cluster[0].token_secret: the API token secret from the config file")
+                && msg.contains("cannot go in an HTTP header"),
+            "{bad}: {msg}"
+        );
+        assert!(!msg.contains("abc"), "the value is shown: {msg}");
+    }
+    // A password goes in a form body, where any character may go.
+    let text = MINIMAL
+        .replace(
+            "token = \"pvescale@pve!autoscale\"",
+            "user = \"pvescale@pve\"\npassword = \"p\\u00e4ss\"",
+        )
+        .replace("token_secret", "");
+    assert!(parse(&text).is_ok());
+    // The Gotify token goes in a header too.
+    let msg = err(&with(
+        "[notify.gotify]\nurl = \"https://gotify.example.com\"\ntoken = \"ab\\tc\\u001b\"",
+    ));
+    assert!(msg.contains("cannot go in an HTTP header"), "{msg}");
+}
+
+#[test]
+fn a_secret_with_surrounding_whitespace_is_warned_about_without_showing_it() {
+    let text = MINIMAL.replace("token =", "token_secret = \" abc-secret\"\ntoken =");
+    let (_, warnings) = parse(&text).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let message = warnings[0].message();
+    assert!(
+        message.contains("begins or ends with whitespace") && !message.contains("abc-secret"),
+        "{message}"
+    );
+    let clean = MINIMAL.replace("token =", "token_secret = \"abc-secret\"\ntoken =");
+    assert!(parse(&clean).unwrap().1.is_empty());
+}
+
+#[test]
+fn a_config_or_ca_file_others_could_change_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pvescale.toml");
+    let ca = dir.path().join("ca.pem");
+    fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let text = MINIMAL.replace("token =", "ca_file = \"ca.pem\"\ntoken =");
+    fs::write(&path, &text).unwrap();
+    let set =
+        |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    let warnings = || -> Vec<String> {
+        let (_, w) = load_with(&path, &env()).unwrap();
+        w.iter().map(|w| w.message().to_string()).collect()
+    };
+    set(&path, 0o640);
+    set(&ca, 0o644);
+    assert!(warnings().is_empty(), "{:?}", warnings());
+    set(&path, 0o664);
+    let w = warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("the config file is writable by its group (mode 664)")
+            && w[0].contains("chmod go-w"),
+        "{w:?}"
+    );
+    set(&path, 0o600);
+    set(&ca, 0o666);
+    let w = warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("cluster[0].ca_file:")
+            && w[0].contains("ca.pem is writable by every user (mode 666)")
+            && w[0].contains("which servers pvescale trusts"),
+        "{w:?}"
+    );
+}

@@ -118,6 +118,24 @@ impl Validator<'_> {
         });
     }
 
+    /// A CA file decides whom pvescale trusts with its token: warn when someone other than
+    /// root or pvescale's user could change it.
+    fn ca_file_others_could_change(&mut self, key: &KeyPath, path: &Path) {
+        let why = fs::metadata(path)
+            .ok()
+            .and_then(|meta| crate::fs_guard::Guard::current().others_could_change(&meta));
+        if let Some(why) = why {
+            self.warn(
+                key,
+                format!(
+                    "{} is {why}: whoever can change it decides which servers pvescale \
+                     trusts; make it root's and chmod go-w it",
+                    path.display()
+                ),
+            );
+        }
+    }
+
     fn warn(&mut self, key: &KeyPath, message: impl std::fmt::Display) {
         let at = match self.doc.location_of(key) {
             Some(l) => format!("{}:{}:{}", self.path.display(), l.line, l.column),

@@ -178,6 +178,7 @@ impl Validator<'_> {
             let path = self.resolve_path(p);
             return match fs::read(&path) {
                 Ok(pem) if contains(&pem, b"-----BEGIN CERTIFICATE-----") => {
+                    self.ca_file_others_could_change(&key.key("ca_file"), &path);
                     Some(TlsMode::CaFile(path))
                 }
                 Ok(_) => {
@@ -310,6 +311,9 @@ impl Validator<'_> {
                 return None;
             }
         };
+        if let Some(warning) = secrets::whitespace_warning(&secret, &source) {
+            self.warn(&key.key(kind.file_key()), warning);
+        }
         if let SecretSource::File(p) = &source {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = fs::metadata(p)

@@ -231,7 +231,10 @@ impl Validator<'_> {
     fn ca_file(&mut self, key: &KeyPath, raw: Option<&PathBuf>) -> Option<PathBuf> {
         let path = self.resolve_path(raw?);
         match fs::read(&path) {
-            Ok(pem) if contains(&pem, b"-----BEGIN CERTIFICATE-----") => Some(path),
+            Ok(pem) if contains(&pem, b"-----BEGIN CERTIFICATE-----") => {
+                self.ca_file_others_could_change(key, &path);
+                Some(path)
+            }
             Ok(_) => {
                 self.problem(
                     key,
@@ -430,6 +433,9 @@ impl Validator<'_> {
                     ) {
                         Ok((password, source)) => Some({
                             self.readable_secret_file(&key.key("password_file"), &source);
+                            if let Some(warning) = secrets::whitespace_warning(&password, &source) {
+                                self.warn(&key.key("password_file"), warning);
+                            }
                             SmtpLogin {
                                 user: user.clone(),
                                 password,
@@ -506,6 +512,9 @@ impl Validator<'_> {
             ) {
                 Ok(found) => {
                     self.readable_secret_file(&key.key("token_file"), &found.1);
+                    if let Some(warning) = secrets::whitespace_warning(&found.0, &found.1) {
+                        self.warn(&key.key("token_file"), warning);
+                    }
                     Some(found)
                 }
                 Err(why) => {
