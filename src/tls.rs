@@ -41,6 +41,118 @@ pub enum TlsMode {
     Insecure,
 }
 
+/// Why a TLS handshake was refused, told apart so that the admin gets the fix for that
+/// cause (an expired certificate is not a wrong CA, and an old server is neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not signed by a CA we trust (or by the configured one).
+    UnknownIssuer,
+    /// Past its end of validity, at this machine's time.
+    Expired { not_after: Option<u64> },
+    /// Not valid yet, at this machine's time.
+    NotYetValid { not_before: Option<u64> },
+    /// Valid, but for other names than the one in the URL.
+    WrongHost { names: Vec<String> },
+    /// The server presents a CA certificate as its own.
+    CaAsServerCertificate,
+    /// The server speaks only a TLS version older than 1.2.
+    OldProtocol,
+    /// The certificate does not match the pinned fingerprint.
+    FingerprintMismatch(String),
+    /// Anything else, in rustls's words.
+    Other(String),
+}
+
+impl Refusal {
+    pub fn from_rustls(error: &rustls::Error) -> Refusal {
+        use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
+        match error {
+            Error::General(text) if text.contains("fingerprint mismatch") => {
+                Refusal::FingerprintMismatch(text.clone())
+            }
+            Error::AlertReceived(AlertDescription::ProtocolVersion)
+            | Error::PeerIncompatible(
+                PeerIncompatible::ServerDoesNotSupportTls12Or13
+                | PeerIncompatible::SupportedVersionsExtensionRequired,
+            ) => Refusal::OldProtocol,
+            Error::InvalidCertificate(cert) => match cert {
+                CertificateError::UnknownIssuer => Refusal::UnknownIssuer,
+                CertificateError::Expired => Refusal::Expired { not_after: None },
+                CertificateError::ExpiredContext { not_after, .. } => Refusal::Expired {
+                    not_after: Some(not_after.as_secs()),
+                },
+                CertificateError::NotValidYet => Refusal::NotYetValid { not_before: None },
+                CertificateError::NotValidYetContext { not_before, .. } => Refusal::NotYetValid {
+                    not_before: Some(not_before.as_secs()),
+                },
+                CertificateError::NotValidForName => Refusal::WrongHost { names: Vec::new() },
+                CertificateError::NotValidForNameContext { presented, .. } => Refusal::WrongHost {
+                    names: presented.iter().map(|n| plain_name(n)).collect(),
+                },
+                CertificateError::Other(other)
+                    if matches!(
+                        other.0.downcast_ref::<webpki::Error>(),
+                        Some(webpki::Error::CaUsedAsEndEntity)
+                    ) =>
+                {
+                    Refusal::CaAsServerCertificate
+                }
+                other => Refusal::Other(Error::InvalidCertificate(other.clone()).to_string()),
+            },
+            other => Refusal::Other(other.to_string()),
+        }
+    }
+
+    /// What was wrong, in a phrase (no fix).
+    pub fn what(&self) -> String {
+        match self {
+            Refusal::UnknownIssuer => "certificate not signed by a trusted CA".to_string(),
+            Refusal::Expired { not_after } => match not_after {
+                Some(t) => format!("certificate expired on {}", utc_date(*t)),
+                None => "certificate expired".to_string(),
+            },
+            Refusal::NotYetValid { not_before } => match not_before {
+                Some(t) => format!("certificate not valid before {}", utc_date(*t)),
+                None => "certificate not valid yet".to_string(),
+            },
+            Refusal::WrongHost { names } if names.is_empty() => {
+                "certificate not valid for this host name".to_string()
+            }
+            Refusal::WrongHost { names } => format!(
+                "certificate not valid for this host name (it names {})",
+                names.join(", ")
+            ),
+            Refusal::CaAsServerCertificate => {
+                "the server presents a CA certificate as its own".to_string()
+            }
+            Refusal::OldProtocol => {
+                "the server speaks only TLS older than 1.2, which pvescale does not accept"
+                    .to_string()
+            }
+            Refusal::FingerprintMismatch(text) | Refusal::Other(text) => text.clone(),
+        }
+    }
+}
+
+/// `pve1.example.com` from the verifier's `DnsName("pve1.example.com")` (and likewise
+/// `IpAddress(...)`), so that the admin reads names, not Rust.
+fn plain_name(shown: &str) -> String {
+    shown
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map(|inner| inner.trim_matches('"').to_string())
+        .unwrap_or_else(|| shown.to_string())
+}
+
+/// `2026-12-05 11:00:00 UTC` from seconds since the epoch.
+fn utc_date(seconds: u64) -> String {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{seconds} s after 1970"))
+}
+
 /// Formats a SHA-256 digest the way the Proxmox GUI shows certificate fingerprints.
 pub fn format_fingerprint(digest: &[u8]) -> String {
     digest

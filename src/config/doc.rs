@@ -326,7 +326,10 @@ pub const SECTIONS: &[Section] = &[
                 None,
                 "\"AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\"",
                 "Pin the server certificate's SHA-256 fingerprint: 64 hex digits, with or without \
-                 colons, any case.",
+                 colons, any case. That one certificate is accepted whatever its dates and the \
+                 names it holds (an expired or other-host certificate is accepted by design: \
+                 the pin is the trust); the server must still prove it holds its key. Pin again \
+                 after the node's certificate is renewed.",
             ),
             key(
                 "insecure",

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::error::{ApiError, ApiErrorKind, ApiResult};
 use super::{Auth, ClusterTarget, TlsMode};
 use crate::secret::Secret;
-use crate::tls::{self, TlsObservations};
+use crate::tls::{self, Refusal, TlsObservations};
 
 /// Largest body read by default. Bigger answers (metrics of thousands of VMs) pass their
 /// own limit; anything over a limit is an error, never an unbounded allocation.
@@ -462,28 +462,49 @@ impl Client {
         api_error
     }
 
-    fn explain_tls_failure(&self, host: &str, reason: &str) -> String {
-        if reason.contains("fingerprint mismatch") {
-            return format!("{host}: TLS: {reason}");
+    fn explain_tls_failure(&self, host: &str, refusal: &Refusal) -> String {
+        let what = refusal.what();
+        if let Refusal::FingerprintMismatch(_) = refusal {
+            return format!("{host}: TLS: {what}");
         }
         let presented = self
             .observations
             .last_presented_fingerprint()
             .map(|fp| format!(" The server presented a certificate with SHA-256 fingerprint {fp}."))
             .unwrap_or_default();
-        let hint = match &self.tls_mode {
-            TlsMode::CaFile(path) => format!(
-                " It is not signed by the CA in {} (or not valid for this host name).",
-                path.display()
-            ),
-            TlsMode::SystemRoots => " It is not trusted by the system's root certificates: \
-                 set ca_file = \"/etc/pve/pve-root-ca.pem\" (copied from a node), or pin \
-                 fingerprint = \"...\" after checking it in the Proxmox GUI (Node > System > \
-                 Certificates)."
+        let hint = self.tls_hint(refusal);
+        format!("{host}: TLS: handshake refused ({what}).{presented}{hint}")
+    }
+
+    /// What to do about a refusal, by its cause and by how the cluster is verified.
+    fn tls_hint(&self, refusal: &Refusal) -> String {
+        const RENEW: &str = " Renew it on the node (Node > System > Certificates, or \
+             `pvecm updatecerts --force`), and check that this machine's clock is right.";
+        match refusal {
+            Refusal::UnknownIssuer => match &self.tls_mode {
+                TlsMode::CaFile(path) => {
+                    format!(" It is not signed by the CA in {}.", path.display())
+                }
+                TlsMode::SystemRoots => " It is not trusted by the system's root \
+                     certificates: set ca_file = \"/etc/pve/pve-root-ca.pem\" (copied from a \
+                     node), or pin fingerprint = \"...\" after checking it in the Proxmox GUI \
+                     (Node > System > Certificates)."
+                    .to_string(),
+                _ => String::new(),
+            },
+            Refusal::Expired { .. } | Refusal::NotYetValid { .. } => RENEW.to_string(),
+            Refusal::WrongHost { .. } => " Use a URL with a name the certificate holds, \
+                 or add this name to the node's certificate."
                 .to_string(),
-            _ => String::new(),
-        };
-        format!("{host}: TLS: server certificate refused ({reason}).{presented}{hint}")
+            Refusal::CaAsServerCertificate => " A CA certificate may sign server \
+                 certificates but not be one: give the node its own certificate signed by that \
+                 CA (`pvecm updatecerts --force`), or pin the presented fingerprint."
+                .to_string(),
+            Refusal::OldProtocol => " Upgrade the server (or the proxy in front of it) \
+                 to TLS 1.2 or 1.3; Proxmox VE itself speaks both."
+                .to_string(),
+            Refusal::FingerprintMismatch(_) | Refusal::Other(_) => String::new(),
+        }
     }
 
     fn clear_session(&self) {
@@ -589,18 +610,15 @@ fn never_connected(kind: std::io::ErrorKind) -> bool {
     )
 }
 
-/// The rustls reason behind a failed handshake, if that is what failed.
-fn tls_failure(error: &ureq::Error) -> Option<String> {
+/// Why the handshake failed, if that is what failed.
+fn tls_failure(error: &ureq::Error) -> Option<Refusal> {
     match error {
-        ureq::Error::Rustls(e) => Some(e.to_string()),
-        ureq::Error::Tls(e) => Some((*e).to_string()),
+        ureq::Error::Rustls(e) => Some(Refusal::from_rustls(e)),
+        ureq::Error::Tls(e) => Some(Refusal::Other((*e).to_string())),
         ureq::Error::Io(io) => io
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .map(|e| match e {
-                rustls::Error::General(text) => text.clone(),
-                other => other.to_string(),
-            }),
+            .map(Refusal::from_rustls),
         _ => None,
     }
 }

@@ -25,3 +25,4 @@ mod run_ops;
 mod schedule;
 mod schema_check;
 mod secrets;
+mod tls_refusals;

@@ -928,9 +928,19 @@ fn the_units_say_what_the_issue_asks() {
         "SystemCallFilter=@system-service",
         "MemoryDenyWriteExecute=yes",
         "User=pvescale",
+        "MemoryMax=",
+        "TasksMax=",
     ] {
         assert!(service.contains(line), "pvescale.service lacks {line:?}");
     }
+    // The state directory as the README promises it ("0600 in a 0700 directory"): pvescale
+    // itself refuses one its group could write, and nobody else needs to read it.
+    let mode = service
+        .lines()
+        .find_map(|l| l.strip_prefix("StateDirectoryMode="))
+        .expect("StateDirectoryMode= set");
+    assert_eq!(mode, "0700");
+    assert!(read("README.md").contains("0600 in a 0700 directory"));
     let timer = read("packaging/systemd/pvescale.timer");
     for line in ["OnCalendar=minutely", "AccuracySec=", "Persistent=true"] {
         assert!(timer.contains(line), "pvescale.timer lacks {line:?}");
