@@ -214,6 +214,8 @@ fn write_state(path: &Path, bytes: u64) {
             cpu_hotplug: true,
             memory_hotplug: true,
             numa: true,
+            windows: false,
+            guest_agent: true,
             balloon_mib: Some(1024),
             memory_source: MemorySource::Guest,
             digest: "0123456789abcdef0123456789abcdef01234567".into(),

@@ -609,6 +609,8 @@ impl Pass<'_> {
             cpu_hotplug: facts.cpu_hotplug.unwrap_or(false),
             memory_hotplug: facts.memory_hotplug.unwrap_or(false),
             numa: facts.numa.unwrap_or(false),
+            windows: facts.windows.unwrap_or(false),
+            guest_agent: facts.guest_agent.unwrap_or(false),
             balloon_mib: facts.balloon_mib,
             memory_source: read.memory_source,
             digest: read.config.digest.to_string(),

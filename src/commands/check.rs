@@ -477,6 +477,9 @@ fn vm_readiness(
         "      memory: {}",
         memory_line(config, memory_enabled, &mut needs)
     );
+    if let Some(guest) = guest_line(config) {
+        let _ = writeln!(text, "      guest: {guest}");
+    }
     if let Some(fix) = fix_line(vm.vmid, config, pending, &needs) {
         let _ = writeln!(text, "      fix: {fix}");
     }
@@ -492,6 +495,17 @@ fn vm_readiness(
         ready: cpu_ok && memory_ok && (cpu_enabled || memory_enabled),
         text,
     }
+}
+
+/// What the guest itself does with what it is given: a Windows guest never gives it back.
+fn guest_line(config: &VmConfig) -> Option<String> {
+    config.is_windows().then(|| {
+        format!(
+            "Windows (ostype {}): grow only; Windows takes vCPUs and memory live but does not \
+             unplug them, so pvescale never shrinks it (a restart with a smaller config does)",
+            config.ostype.as_deref().unwrap_or("?")
+        )
+    })
 }
 
 /// What a VM's config lacks for live scaling.

@@ -124,6 +124,8 @@ pub(super) fn facts_from_config(
     facts.memory_hotplug = Some(config.memory_hotplug());
     facts.numa = Some(config.numa);
     facts.hotplug_features = Some(config.hotplug_features());
+    facts.windows = Some(config.is_windows());
+    facts.guest_agent = Some(config.agent_enabled());
     facts.balloon_mib = config.balloon;
     facts.pending = Some(apply::foreign_pending(pending));
     facts.digest = Some(config.digest.to_string());
@@ -204,6 +206,8 @@ fn fill_from(facts: &mut VmFacts, known: &KnownConfig) {
     facts.cpu_hotplug.get_or_insert(known.cpu_hotplug);
     facts.memory_hotplug.get_or_insert(known.memory_hotplug);
     facts.numa.get_or_insert(known.numa);
+    facts.windows.get_or_insert(known.windows);
+    facts.guest_agent.get_or_insert(known.guest_agent);
     if facts.balloon_mib.is_none() {
         facts.balloon_mib = known.balloon_mib;
     }

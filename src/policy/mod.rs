@@ -349,6 +349,19 @@ fn gate(
         ));
     }
     let head = format!("{head} (needs {})", fmt_duration(needs));
+    if direction == Direction::Down && ctx.facts.windows == Some(true) {
+        return Err(ctx.make(
+            Action::Blocked(BlockedBy::GrowOnly),
+            format!(
+                "{head}: blocked: Windows does not unplug {} (it takes them live but never \
+                 gives them back; shrink it with a restart)",
+                match ctx.res {
+                    Resource::Cpu => "vCPUs",
+                    Resource::Memory => "memory",
+                }
+            ),
+        ));
+    }
     if let Some(left) = cooldown_left(rs, cooldown, now) {
         return Err(ctx.make(
             Action::Keep,

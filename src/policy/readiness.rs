@@ -82,12 +82,19 @@ pub fn summary(facts: &VmFacts) -> String {
         }
         None => {}
     }
-    if problems.is_empty() {
-        "yes".to_string()
-    } else {
-        problems.join("; ")
+    if facts.windows == Some(true) {
+        problems.push(GROW_ONLY);
+    }
+    match problems.as_slice() {
+        [] => "yes".to_string(),
+        [GROW_ONLY] => format!("yes, {GROW_ONLY}"),
+        _ => problems.join("; "),
     }
 }
+
+/// What the status table says of a Windows guest: it takes vCPUs and memory live but never
+/// gives them back.
+pub const GROW_ONLY: &str = "grow only (Windows)";
 
 /// The command that makes the VM ready: its own hotplug list (`features`, when known; else
 /// Proxmox's default `network,disk,usb`) plus what is missing, and `--numa 1` where needed.
@@ -169,6 +176,13 @@ mod tests {
         assert_eq!(
             (verdict(&f), summary(&f).as_str()),
             (LiveScaling::No, "memory: no numa")
+        );
+        f.windows = Some(true);
+        assert_eq!(summary(&f), "memory: no numa; grow only (Windows)");
+        f.numa = Some(true);
+        assert_eq!(
+            (verdict(&f), summary(&f).as_str()),
+            (LiveScaling::Yes, "yes, grow only (Windows)")
         );
     }
 

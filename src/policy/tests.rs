@@ -122,6 +122,74 @@ fn scale_down_only_after_down_after() {
 }
 
 #[test]
+fn a_windows_guest_grows_but_never_shrinks() {
+    let p = Policy::default();
+    let windows = VmFacts {
+        vcpus: 4,
+        memory_mib: 8192,
+        windows: Some(true),
+        ..facts()
+    };
+    let (d, _) = hold(
+        &p,
+        &windows,
+        &util(0.12, 0.1),
+        &node(),
+        None,
+        T0,
+        T0 + 30 * MIN,
+    );
+    for (rd, what) in [(&d.cpu, "vCPUs"), (&d.memory, "memory")] {
+        assert_eq!(
+            rd.action,
+            Action::Blocked(BlockedBy::GrowOnly),
+            "{}",
+            rd.reason
+        );
+        assert!(
+            rd.reason
+                .contains(&format!("blocked: Windows does not unplug {what}")),
+            "{}",
+            rd.reason
+        );
+    }
+    // The same VM as Linux shrinks; a busy Windows VM grows.
+    let linux = VmFacts {
+        windows: Some(false),
+        ..windows.clone()
+    };
+    let (d, _) = hold(
+        &p,
+        &linux,
+        &util(0.12, 0.1),
+        &node(),
+        None,
+        T0,
+        T0 + 30 * MIN,
+    );
+    assert!(
+        matches!(d.cpu.action, Action::Down { .. }),
+        "{}",
+        d.cpu.reason
+    );
+    let (d, _) = hold(
+        &p,
+        &windows,
+        &util(0.95, 0.6),
+        &node(),
+        None,
+        T0,
+        T0 + 2 * MIN,
+    );
+    assert_eq!(
+        d.cpu.action,
+        Action::Up { from: 4, to: 8 },
+        "{}",
+        d.cpu.reason
+    );
+}
+
+#[test]
 fn thresholds_are_configurable() {
     let mut p = Policy::default();
     p.cpu.high = 95.0;

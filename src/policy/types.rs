@@ -325,6 +325,10 @@ pub struct VmFacts {
     pub host_max_memory_mib: Option<u64>,
     /// The `hotplug` list, when the config was read (for the exact fix).
     pub hotplug_features: Option<Vec<String>>,
+    /// A Windows guest (`ostype`): it never gives vCPUs or memory back live.
+    pub windows: Option<bool>,
+    /// The QEMU guest agent is enabled in the config.
+    pub guest_agent: Option<bool>,
 }
 
 impl VmFacts {
@@ -347,6 +351,8 @@ impl VmFacts {
             digest: None,
             host_max_memory_mib: None,
             hotplug_features: None,
+            windows: None,
+            guest_agent: None,
         }
     }
 
@@ -466,6 +472,8 @@ pub enum BlockedBy {
     HostGuard,
     /// The VM refused a change in this direction recently.
     Backoff,
+    /// A Windows guest: it takes vCPUs and memory live but never releases them.
+    GrowOnly,
 }
 
 impl fmt::Display for BlockedBy {
@@ -476,6 +484,7 @@ impl fmt::Display for BlockedBy {
             BlockedBy::NotLiveScalable => "not live-scalable",
             BlockedBy::HostGuard => "host guard",
             BlockedBy::Backoff => "backing off",
+            BlockedBy::GrowOnly => "grow only (Windows)",
         })
     }
 }

@@ -555,9 +555,36 @@ pub struct VmConfig {
     pub template: bool,
     #[serde(default, deserialize_with = "de_opt_string")]
     pub tags: Option<String>,
+    /// The guest OS type (`l26`, `win11`, `w2k8`, ...).
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub ostype: Option<String>,
+    /// The QEMU guest agent property string (`1`, `enabled=1,fstrim_cloned_disks=1`, ...).
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub agent: Option<String>,
 }
 
 impl VmConfig {
+    /// A Windows guest, as qemu-server's `windows_version` tells (`win*`, `w2k`, `w2k3`,
+    /// `w2k8`, `wxp`, `wvista`): it takes vCPUs and memory live but never gives them back.
+    pub fn is_windows(&self) -> bool {
+        self.ostype.as_deref().is_some_and(is_windows_ostype)
+    }
+
+    /// The guest agent is enabled (`agent: 1` or `enabled=1`; `enabled` defaults to 0, so
+    /// `type=virtio` alone is off).
+    pub fn agent_enabled(&self) -> bool {
+        let Some(agent) = self.agent.as_deref() else {
+            return false;
+        };
+        agent
+            .split(',')
+            .map(str::trim)
+            .any(|item| match item.split_once('=') {
+                None => item == "1",
+                Some((key, value)) => key == "enabled" && value == "1",
+            })
+    }
+
     /// Proxmox's defaults when the key is absent.
     pub fn sockets(&self) -> u64 {
         self.sockets.unwrap_or(1).max(1)
@@ -748,6 +775,14 @@ pub fn parse_memory_property(text: &str) -> Option<u64> {
     })
 }
 
+/// qemu-server's `windows_version` is non-zero for these.
+pub fn is_windows_ostype(ostype: &str) -> bool {
+    matches!(ostype, "wxp" | "w2k" | "w2k3" | "w2k8" | "wvista")
+        || ostype
+            .strip_prefix("win")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,6 +792,38 @@ mod tests {
         let mut value: serde_json::Value = serde_json::from_str(json)?;
         value["digest"] = "0123abcd".into();
         serde_json::from_value(value)
+    }
+
+    #[test]
+    fn windows_and_the_guest_agent_are_read_as_qemu_server_reads_them() {
+        for (ostype, windows) in [
+            ("win11", true),
+            ("win7", true),
+            ("w2k8", true),
+            ("wxp", true),
+            ("wvista", true),
+            ("l26", false),
+            ("win", false),
+            ("solaris", false),
+            ("other", false),
+        ] {
+            let c = config(&format!(r#"{{"ostype": "{ostype}"}}"#)).unwrap();
+            assert_eq!(c.is_windows(), windows, "{ostype}");
+        }
+        assert!(!config("{}").unwrap().is_windows());
+        for (agent, on) in [
+            ("1", true),
+            ("0", false),
+            ("enabled=1,fstrim_cloned_disks=1", true),
+            ("1,type=virtio", true),
+            ("type=virtio", false),
+            ("enabled=0", false),
+        ] {
+            let c = config(&format!(r#"{{"agent": "{agent}"}}"#)).unwrap();
+            assert_eq!(c.agent_enabled(), on, "{agent}");
+        }
+        assert!(config(r#"{"agent": 1}"#).unwrap().agent_enabled());
+        assert!(!config("{}").unwrap().agent_enabled());
     }
 
     #[test]

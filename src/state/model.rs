@@ -269,6 +269,12 @@ pub struct KnownConfig {
     pub balloon_mib: Option<u64>,
     /// Where the VM's memory figure comes from.
     pub memory_source: MemorySource,
+    /// A Windows guest (grow only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub windows: bool,
+    /// The QEMU guest agent is enabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest_agent: bool,
     /// The config's digest when it was read.
     pub digest: String,
     /// When it was read.
@@ -484,6 +490,8 @@ mod tests {
             cpu_hotplug: true,
             memory_hotplug: true,
             numa: true,
+            windows: false,
+            guest_agent: false,
             balloon_mib: None,
             memory_source: MemorySource::Guest,
             digest: format!("d{at}"),

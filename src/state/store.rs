@@ -269,6 +269,8 @@ mod tests {
             cpu_hotplug: true,
             memory_hotplug: true,
             numa: true,
+            windows: false,
+            guest_agent: false,
             balloon_mib: Some(1024),
             memory_source: MemorySource::Guest,
             digest: "abc".into(),

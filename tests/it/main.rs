@@ -9,6 +9,7 @@ mod client;
 mod config_examples;
 mod crash;
 mod faults_matrix;
+mod guests;
 mod hardening;
 mod input_props;
 mod leader;

@@ -450,6 +450,29 @@ proptest! {
     }
 
     #[test]
+    fn a_windows_guest_never_shrinks_whatever_the_load(p in policy(), s in start(), ticks in ticks()) {
+        let mut facts = VmFacts { windows: Some(true), ..initial_facts(&p, &s) };
+        let mut state: Option<VmState> = None;
+        let mut now = T0;
+        for t in ticks {
+            now += t.dt;
+            let (util, node) = (t.utilisation(), t.node());
+            let (decision, mut new_state) = run_decide(&p, &facts, &util, &node, state.as_ref(), now);
+            for res in Resource::ALL {
+                let d = decision.resource(res);
+                let Some((from, to)) = d.change() else { continue };
+                prop_assert!(to > from, "a Windows guest shrunk: {}", d.reason);
+                match res {
+                    Resource::Cpu => facts.vcpus = u32::try_from(to).unwrap_or(u32::MAX),
+                    Resource::Memory => facts.memory_mib = to,
+                }
+                new_state.record_change(res, Direction::Up, from, to, now);
+            }
+            state = Some(new_state);
+        }
+    }
+
+    #[test]
     fn constant_load_inside_the_band_never_changes_anything(
         p in policy(),
         s in start(),
