@@ -29,6 +29,9 @@ pub enum Outcome {
         /// The host's memory maximum for this VM, when the refusal named it (qemu-server
         /// `get_max_mem`): a ceiling to respect, not a refusal to retry.
         host_max_memory_mib: Option<u64>,
+        /// Proxmox applied it, but the guest left what was added offline (and it was taken
+        /// back): blocked for longer than a refusal, until the guest is fixed.
+        guest_offline: bool,
     },
     /// Not attempted or not applied for a reason that may pass (digest changed, VM locked,
     /// someone else's pending change): try again on a later run.
@@ -46,6 +49,10 @@ pub struct ApplyTiming {
     pub task_timeout: Duration,
     /// First poll interval (doubles up to 2 s).
     pub poll: Duration,
+    /// How long a guest gets to bring added vCPUs or memory online before the guest agent's
+    /// answer counts (udev acts within a second of the ACPI event; the config task ends when
+    /// QEMU has the device, not when the guest has taken it).
+    pub guest_online_wait: Duration,
 }
 
 impl Default for ApplyTiming {
@@ -53,6 +60,7 @@ impl Default for ApplyTiming {
         ApplyTiming {
             task_timeout: Duration::from_secs(60),
             poll: Duration::from_millis(200),
+            guest_online_wait: Duration::from_secs(3),
         }
     }
 }
@@ -219,6 +227,7 @@ fn judge_pending(keys: &[&str], pending: &[PendingItem], task_message: &str) -> 
         message,
         vcpus_now: running("vcpus"),
         memory_mib_now: running("memory"),
+        guest_offline: false,
     })
 }
 

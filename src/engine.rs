@@ -17,6 +17,7 @@ use crate::apply::{self, ApplyTiming, ConfigWrite, Outcome};
 use crate::config::{Activity, ClusterConfig, Config};
 use crate::leader::{self, Role};
 use crate::metrics::{VmUsage, WindowAggregator, usage_from_rrd};
+use crate::onlining;
 use crate::policy::{
     self, Action, Decision, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation,
     VmFacts, VmStatus,
@@ -685,21 +686,51 @@ impl Pass<'_> {
             let plan = &plans[i];
             // Only plans whose config was read get here (`to_apply`).
             let Some(config) = plan.config.as_ref() else {
-                return Outcome::Skipped("the VM's config was not read: next run".into());
+                let why = "the VM's config was not read: next run";
+                return (Outcome::Skipped(why.into()), Vec::new());
             };
-            apply::apply(
-                self.client,
+            let (node, vmid, change) = (
                 &plan.resource.node,
                 plan.resource.vmid,
-                config,
-                &change_of(&plan.decision),
-                timing,
-            )
+                change_of(&plan.decision),
+            );
+            let outcome = apply::apply(self.client, node, vmid, config, &change, timing);
+            if outcome != Outcome::Applied || plan.facts.guest_agent != Some(true) {
+                let unasked = [Resource::Cpu, Resource::Memory].map(|r| (r, String::new()));
+                return (outcome, unasked.to_vec());
+            }
+            let before = (u64::from(plan.facts.vcpus), plan.facts.memory_mib);
+            onlining::check_after_write(self.client, node, vmid, &change, before, timing)
         });
-        for (&i, outcome) in to_apply.iter().zip(outcomes) {
-            record_outcome(&mut plans[i], outcome, self.now);
+        for (&i, (outcome, unconfirmed)) in to_apply.iter().zip(outcomes) {
+            let plan = &mut plans[i];
+            let applied = outcome == Outcome::Applied;
+            record_outcome(plan, outcome, self.now);
+            for (resource, why) in &unconfirmed {
+                if !why.is_empty() {
+                    plan.notes
+                        .push(format!("{resource}: not confirmed online: {why}"));
+                }
+            }
+            if applied && unconfirmed.iter().any(|(r, _)| *r == Resource::Cpu) {
+                watch_cpu_grow(plan);
+            }
         }
     }
+}
+
+/// After a vCPU grow nobody could confirm online: watch the samples for the sign of a
+/// guest that left the added vCPUs offline (policy::onlining).
+fn watch_cpu_grow(plan: &mut VmPlan) {
+    let Action::Up { from, to } = plan.decision.cpu.action else {
+        return;
+    };
+    let newest = plan.util.cpu_view.points.last().map(|p| p.short);
+    let busy_before = match (plan.util.cpu, newest) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    plan.state.cpu.online_watch = policy::onlining::watch_for(from, to, busy_before);
 }
 
 /// Writes the plans' VM states into the state.

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod memory_source;
 pub mod metrics;
 pub mod notify;
+pub mod onlining;
 pub mod policy;
 pub mod prometheus;
 pub mod proxy;

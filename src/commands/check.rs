@@ -11,6 +11,8 @@ use crate::config::{ClusterConfig, Config, SystemEnv};
 use crate::error::{Exit, Failure};
 use crate::leader::Role;
 use crate::metrics::{Source, Window};
+use crate::onlining;
+use crate::policy::Resource;
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
 use crate::pve::types::{PendingItem, Version, VmConfig, VmResource, VmStatus};
 use crate::pve::{Auth, Client, ClusterTarget};
@@ -18,6 +20,11 @@ use crate::pve::{Auth, Client, ClusterTarget};
 /// The privileges pvescale needs, and no more.
 pub const REQUIRED_PRIVILEGES: [&str; 4] =
     ["VM.Audit", "VM.Config.CPU", "VM.Config.Memory", "Sys.Audit"];
+
+/// What lets pvescale ask the guest agent whether added vCPUs and memory came online
+/// (qemu-server API2/Qemu/Agent.pm): `VM.GuestAgent.Audit` on Proxmox VE 9, `VM.Monitor`
+/// before. Optional: without it a grow is trusted once Proxmox applied it.
+pub const AGENT_PRIVILEGES: [&str; 2] = ["VM.GuestAgent.Audit", "VM.Monitor"];
 
 /// How one cluster fared.
 #[derive(Debug, Default)]
@@ -312,12 +319,14 @@ fn vms_readiness(
     let reads = map_bounded(managed, DEFAULT_PARALLELISM, |vm| {
         let config = client.vm_config_current(&vm.node, vm.vmid)?;
         let pending = client.vm_pending(&vm.node, vm.vmid)?;
-        Ok::<_, crate::pve::ApiError>((config, pending))
+        let agent = (config.agent_enabled() && vm.status == VmStatus::Running)
+            .then(|| guest_agent_line(client, vm));
+        Ok::<_, crate::pve::ApiError>((config, pending, agent))
     });
     for (vm, read) in managed.iter().zip(reads) {
         let policy = config.policy_for(vm.vmid, &vm.tags, vm.pool.as_deref());
         match read {
-            Ok((vm_config, pending)) => {
+            Ok((vm_config, pending, agent)) => {
                 let verdict = vm_readiness(
                     vm,
                     &vm_config,
@@ -326,6 +335,9 @@ fn vms_readiness(
                     policy.memory.enabled,
                 );
                 out.push_str(&verdict.text);
+                if let Some(agent) = agent {
+                    let _ = writeln!(out, "      guest agent: {agent}");
+                }
                 if verdict.ready {
                     ready += 1;
                 } else {
@@ -426,11 +438,20 @@ fn privilege_report(
             REQUIRED_PRIVILEGES.join(" ")
         );
     }
+    let held = |privilege: &str| perms.values().any(|p| p.contains_key(privilege));
+    if !AGENT_PRIVILEGES.iter().any(|p| held(p)) {
+        let _ = writeln!(
+            out,
+            "  privileges: optional: VM.GuestAgent.Audit (Proxmox VE 9; VM.Monitor on 8, which \
+             also allows QEMU monitor commands) is not held: a grow of a VM with the guest agent \
+             is not confirmed online inside the guest"
+        );
+    }
     let extra: BTreeSet<&str> = perms
         .values()
         .flat_map(|p| p.keys())
         .map(String::as_str)
-        .filter(|p| !REQUIRED_PRIVILEGES.contains(p))
+        .filter(|p| !REQUIRED_PRIVILEGES.contains(p) && !AGENT_PRIVILEGES.contains(p))
         .collect();
     if !extra.is_empty() {
         let _ = writeln!(
@@ -494,6 +515,50 @@ fn vm_readiness(
     Verdict {
         ready: cpu_ok && memory_ok && (cpu_enabled || memory_enabled),
         text,
+    }
+}
+
+/// What the guest agent says of the vCPUs and memory online now: one left offline now is
+/// the sign of a guest that will not online added ones either.
+fn guest_agent_line(client: &Client, vm: &VmResource) -> String {
+    let vcpus = match client.agent_vcpus(&vm.node, vm.vmid) {
+        Ok(vcpus) => vcpus,
+        Err(e) => return onlining::agent_unavailable(&e),
+    };
+    let online = vcpus.iter().filter(|v| v.online).count();
+    let mut said = Vec::new();
+    if online < vcpus.len() {
+        said.push(format!(
+            "{} of {} vCPUs OFFLINE in the guest: added ones will likely stay offline too; {}",
+            vcpus.len() - online,
+            vcpus.len(),
+            onlining::fix_inside_the_guest(Resource::Cpu)
+        ));
+    }
+    let memory = client
+        .agent_memory_blocks(&vm.node, vm.vmid)
+        .and_then(|blocks| Ok((blocks, client.agent_memory_block_size(&vm.node, vm.vmid)?)));
+    match memory {
+        Ok((blocks, size)) => {
+            let offline = blocks.iter().filter(|b| !b.online).count() as u64;
+            if offline > 0 {
+                said.push(format!(
+                    "{} MiB of memory OFFLINE in the guest: added memory will likely stay \
+                     offline too; {}",
+                    offline * size / crate::units::MIB,
+                    onlining::fix_inside_the_guest(Resource::Memory)
+                ));
+            }
+        }
+        Err(e) => said.push(onlining::agent_unavailable(&e)),
+    }
+    if said.is_empty() {
+        format!(
+            "all {} vCPUs and all memory online; each grow is confirmed online through it",
+            vcpus.len()
+        )
+    } else {
+        said.join("; ")
     }
 }
 

@@ -174,6 +174,10 @@ fn record_settlement(
     notes
 }
 
+/// How long a resource the guest left offline is blocked (unless its config changes).
+pub(super) const GUEST_OFFLINE_BLOCK: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
 /// Writes what happened into the VM's state and report.
 pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
     // Settled one way or another, except a task still running: the next run settles that.
@@ -233,14 +237,25 @@ pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
                 plan.state.host_max_memory_mib = Some(*host_max);
                 WriteOutcome::HostLimit { max_mib: *host_max }
             }
-            Outcome::Refused { message, .. } => {
+            Outcome::Refused {
+                message,
+                guest_offline,
+                ..
+            } => {
                 if refused(resource) {
+                    // A guest that leaves added vCPUs or memory offline does so until it is
+                    // fixed inside: blocked for a day rather than retried each back-off.
+                    let backoff = if *guest_offline {
+                        plan.policy.backoff.max(GUEST_OFFLINE_BLOCK)
+                    } else {
+                        plan.policy.backoff
+                    };
                     // No digest: the revert changed it.
                     plan.state.record_refusal(
                         resource,
                         direction,
                         now,
-                        plan.policy.backoff,
+                        backoff,
                         signature_after.clone(),
                         message.clone(),
                     );

@@ -4,6 +4,7 @@
 //! their field names and meanings are a contract.
 
 mod format;
+pub mod onlining;
 pub mod readiness;
 mod sizing;
 mod types;
@@ -198,6 +199,11 @@ fn decide_on_load(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
         }
     }
 
+    if ctx.res == Resource::Cpu
+        && let Some(take_back) = onlining::judge(ctx, rs)
+    {
+        return take_back;
+    }
     let view = ctx.view();
     if !view.points.is_empty() {
         return decide_on_samples(ctx, rs, view);

@@ -1611,3 +1611,93 @@ fn an_old_sample_alone_neither_starts_nor_holds_a_breach() {
     assert_eq!(d.cpu.reason, "cpu: no sample for 10m: keep");
     assert_eq!(s.cpu.above_since, None);
 }
+
+// --- a guest that left added vCPUs offline (issue 17.2) ---------------------------------------
+
+/// A VM grown from 2 to 4 vCPUs at T0, watched, with `vcpus` now.
+fn watched(vcpus: u32) -> (VmFacts, VmState) {
+    let mut state = VmState::default();
+    state.record_change(Resource::Cpu, Direction::Up, 2, 4, T0);
+    state.cpu.online_watch = onlining::watch_for(2, 4, Some(1.0));
+    (VmFacts { vcpus, ..facts() }, state)
+}
+
+#[test]
+fn a_grow_read_pinned_at_the_old_size_is_taken_back_and_blocked() {
+    let p = Policy::default();
+    let (f, s) = watched(4);
+    // 2 of 4 busy, flat, for 6 minutes after the grow.
+    let u = sampled(T0, T0 + 6 * MIN, |_| 0.5);
+    let (d, s) = once(&p, &f, &u, Some(&s), T0 + 6 * MIN);
+    assert_eq!(
+        d.cpu.action,
+        Action::Down { from: 4, to: 2 },
+        "{}",
+        d.cpu.reason
+    );
+    assert!(
+        d.cpu
+            .reason
+            .contains("the guest did not bring the added vCPUs online")
+            && d.cpu.reason.contains("udev rule"),
+        "{}",
+        d.cpu.reason
+    );
+    let block = s.cpu.backoff_up.as_ref().expect("scale-up blocked");
+    assert_eq!(block.until, T0 + 6 * MIN + onlining::OFFLINE_BLOCK_SECS);
+    assert_eq!(s.cpu.online_watch, None);
+    // Taken back to 2, still saturated: the block holds, with the fix in its reason.
+    let mut after = s.clone();
+    after.record_change(Resource::Cpu, Direction::Down, 4, 2, T0 + 6 * MIN);
+    let busy = sampled(T0 + 7 * MIN, T0 + 12 * MIN, |_| 1.0);
+    let (d, _) = once(
+        &p,
+        &VmFacts {
+            vcpus: 2,
+            ..facts()
+        },
+        &busy,
+        Some(&after),
+        T0 + 12 * MIN,
+    );
+    assert_eq!(
+        d.cpu.action,
+        Action::Blocked(BlockedBy::Backoff),
+        "{}",
+        d.cpu.reason
+    );
+    assert!(d.cpu.reason.contains("udev rule"), "{}", d.cpu.reason);
+}
+
+#[test]
+fn a_grow_the_guest_uses_or_a_short_flat_stretch_is_not_taken_back() {
+    let p = Policy::default();
+    let (f, s) = watched(4);
+    // Uses 3 of 4: the added vCPUs are online.
+    let u = sampled(T0, T0 + 6 * MIN, |_| 0.75);
+    let (d, s2) = once(&p, &f, &u, Some(&s), T0 + 6 * MIN);
+    assert!(!d.cpu.is_change(), "{}", d.cpu.reason);
+    assert_eq!(s2.cpu.online_watch, None, "nothing more to watch");
+    // Pinned, but only for 3 minutes so far: wait.
+    let u = sampled(T0, T0 + 3 * MIN, |_| 0.5);
+    let (d, s3) = once(&p, &f, &u, Some(&s), T0 + 3 * MIN);
+    assert!(!d.cpu.is_change(), "{}", d.cpu.reason);
+    assert!(s3.cpu.online_watch.is_some(), "still watching");
+    // Changed by someone else since: the watch ends.
+    let (f6, _) = watched(6);
+    let (d, s4) = once(
+        &p,
+        &f6,
+        &sampled(T0, T0 + 6 * MIN, |_| 0.5),
+        Some(&s),
+        T0 + 6 * MIN,
+    );
+    assert!(
+        !matches!(d.cpu.action, Action::Down { to: 2, .. }),
+        "{}",
+        d.cpu.reason
+    );
+    assert_eq!(s4.cpu.online_watch, None);
+    // A VM that was not saturated before the grow is not watched.
+    assert_eq!(onlining::watch_for(2, 4, Some(0.85)), None);
+}

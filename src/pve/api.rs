@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use super::client::Client;
 use super::error::{ApiError, ApiErrorKind, ApiResult};
 use super::types::{
-    ClusterStatusRow, ConfigDigest, Consolidation, HaManagerStatus, MetricSample, NodeStatus,
-    PendingItem, ResourceRow, Resources, RrdPoint, TaskEntry, TaskStatus, Timeframe, Version,
-    VmConfig, VmCurrentStatus,
+    AgentAnswer, ClusterStatusRow, ConfigDigest, Consolidation, GuestMemoryBlock,
+    GuestMemoryBlockInfo, GuestVcpu, HaManagerStatus, MetricSample, NodeStatus, PendingItem,
+    ResourceRow, Resources, RrdPoint, TaskEntry, TaskStatus, Timeframe, Version, VmConfig,
+    VmCurrentStatus,
 };
 
 pub use super::export::parse_metrics_export;
@@ -129,6 +130,32 @@ impl Client {
     /// (its `cpu` figure is meaningless on a first call and is not used).
     pub fn vm_status_current(&self, node: &str, vmid: u32) -> ApiResult<VmCurrentStatus> {
         self.get(&format!("/nodes/{node}/qemu/{vmid}/status/current"), &[])
+    }
+
+    /// The guest's vCPUs and whether each is online, from the QEMU guest agent (qemu-server
+    /// API2/Qemu/Agent.pm: `VM.GuestAgent.Audit` on PVE 9, `VM.Monitor` before).
+    pub fn agent_vcpus(&self, node: &str, vmid: u32) -> ApiResult<Vec<GuestVcpu>> {
+        let answer: AgentAnswer<Vec<GuestVcpu>> =
+            self.get(&format!("/nodes/{node}/qemu/{vmid}/agent/get-vcpus"), &[])?;
+        Ok(answer.result)
+    }
+
+    /// The guest's memory blocks and whether each is online, from the guest agent.
+    pub fn agent_memory_blocks(&self, node: &str, vmid: u32) -> ApiResult<Vec<GuestMemoryBlock>> {
+        let answer: AgentAnswer<Vec<GuestMemoryBlock>> = self.get(
+            &format!("/nodes/{node}/qemu/{vmid}/agent/get-memory-blocks"),
+            &[],
+        )?;
+        Ok(answer.result)
+    }
+
+    /// The size of one of the guest's memory blocks, in bytes, from the guest agent.
+    pub fn agent_memory_block_size(&self, node: &str, vmid: u32) -> ApiResult<u64> {
+        let answer: AgentAnswer<GuestMemoryBlockInfo> = self.get(
+            &format!("/nodes/{node}/qemu/{vmid}/agent/get-memory-block-info"),
+            &[],
+        )?;
+        Ok(answer.result.size)
     }
 
     pub fn vm_pending(&self, node: &str, vmid: u32) -> ApiResult<Vec<PendingItem>> {

@@ -775,6 +775,36 @@ pub fn parse_memory_property(text: &str) -> Option<u64> {
     })
 }
 
+/// What qemu-server's agent endpoints answer: `{"result": <the guest agent's answer>}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentAnswer<T> {
+    pub result: T,
+}
+
+/// One vCPU as the guest sees it (QGA `guest-get-vcpus`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GuestVcpu {
+    #[serde(rename = "logical-id", default)]
+    pub logical_id: u64,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub online: bool,
+}
+
+/// One memory block as the guest sees it (QGA `guest-get-memory-blocks`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GuestMemoryBlock {
+    #[serde(rename = "phys-index", default)]
+    pub phys_index: u64,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub online: bool,
+}
+
+/// QGA `guest-get-memory-block-info`: the size of a memory block in bytes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GuestMemoryBlockInfo {
+    pub size: u64,
+}
+
 /// qemu-server's `windows_version` is non-zero for these.
 pub fn is_windows_ostype(ostype: &str) -> bool {
     matches!(ostype, "wxp" | "w2k" | "w2k3" | "w2k8" | "wvista")

@@ -220,6 +220,27 @@ pub struct ResourceState {
     /// The last failure about this resource (kept for `status`, even after a later success).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorRecord>,
+    /// A grow of a saturated VM whose samples are watched for the sign of a guest that left
+    /// the added vCPUs offline (no guest agent to ask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_watch: Option<OnlineWatch>,
+}
+
+/// Watching a grow from `from` to `to` vCPUs: a guest that brought none of the added ones
+/// online reads pinned at `from / to`, as flat as it read 100 % before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineWatch {
+    pub from: u64,
+    pub to: u64,
+    /// The newest sample looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<u64>,
+    /// Since when every sample has read pinned at `from / to` (the start of the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_since: Option<u64>,
+    /// How many samples read pinned.
+    #[serde(default)]
+    pub pinned_samples: u32,
 }
 
 /// A change that was applied.
