@@ -209,6 +209,7 @@ fn read_metrics(
         export_unavailable_since,
     );
     report.metrics_source = read.source;
+    report.metrics_source_used = Some(read.used);
     report.export_missing_nodes = read.missing_nodes;
     report.widened_windows = read
         .widened
@@ -291,6 +292,7 @@ pub(crate) fn role_here(
 fn fill_traffic(report: &mut ClusterReport, client: &Client) {
     report.requests = client.stats().requests();
     report.bytes_received = client.stats().bytes_received();
+    report.api = client.stats().api();
 }
 
 /// VMs selected by `vmids` that the API does not show.

@@ -15,6 +15,8 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::policy::Resource;
+use crate::pve::RequestOutcome;
+use crate::pve::stats::millis_as_secs;
 use crate::report::{ActionKind, ResourceReport, RunReport, VmReport};
 
 /// One metric family: name, help, samples (labels, value).
@@ -49,7 +51,104 @@ pub fn render(report: &RunReport, duration: Duration) -> String {
     let mut families = run_families(report, duration);
     families.extend(outcome_families(report));
     families.extend(vm_families(report));
+    families.extend(api_families(report));
+    families.extend(notify_families(report));
+    families.extend(unsettled_families(report));
     write_families(families)
+}
+
+/// Per cluster: the API's health as the run saw it. Every outcome is written, 0 when none,
+/// so that alerts and dashboards need no `or vector(0)`.
+fn api_families(report: &RunReport) -> Vec<Family> {
+    let mut requests = Family::new(
+        "pvescale_api_requests",
+        "API requests of the last run by outcome (ok, client_error, server_error, timeout, \
+         tls, auth, connect); retries, re-logins and fallback URLs count as requests.",
+    );
+    let mut seconds_sum = Family::new(
+        "pvescale_api_request_seconds_sum",
+        "Time of all API requests of the last run together, until each answer was read.",
+    );
+    let mut seconds_max = Family::new(
+        "pvescale_api_request_seconds_max",
+        "Time of the slowest API request of the last run.",
+    );
+    let mut received = Family::new(
+        "pvescale_api_received_bytes",
+        "Bytes the API sent in the last run (HTTP headers and bodies, after TLS).",
+    );
+    let mut source = Family::new(
+        "pvescale_metrics_source",
+        "1 for the source of the cluster's utilisation in the last run: export \
+         (metrics/export) or rrddata (per VM), and why.",
+    );
+    for c in &report.clusters {
+        let cluster = || vec![("cluster", c.name.clone())];
+        for outcome in RequestOutcome::ALL {
+            let mut labels = cluster();
+            labels.push(("outcome", outcome.as_str().to_string()));
+            requests.add(labels, c.api.requests.get(outcome) as f64);
+        }
+        seconds_sum.add(cluster(), millis_as_secs(c.api.total));
+        seconds_max.add(cluster(), millis_as_secs(c.api.slowest));
+        received.add(cluster(), c.api.received_bytes as f64);
+        if let Some(used) = c.metrics_source_used {
+            let mut labels = cluster();
+            labels.push(("source", used.source.as_str().to_string()));
+            labels.push(("reason", used.reason.as_str().to_string()));
+            source.add(labels, 1.0);
+        }
+    }
+    vec![requests, seconds_sum, seconds_max, received, source]
+}
+
+/// Per notification channel: what the last run's message became, and the last success.
+fn notify_families(report: &RunReport) -> Vec<Family> {
+    let Some(notify) = &report.notifications else {
+        return Vec::new();
+    };
+    let mut messages = Family::new(
+        "pvescale_notify_messages",
+        "Notification messages of the last run per channel: sent, failed (after the retry), \
+         held (back by max_per_hour).",
+    );
+    let mut last_success = Family::new(
+        "pvescale_notify_last_success_timestamp_seconds",
+        "Unix time at which a message last reached the channel (any run; 0: never).",
+    );
+    for d in &notify.delivery {
+        for (result, n) in [("sent", d.sent), ("failed", d.failed), ("held", d.held)] {
+            messages.add(
+                vec![
+                    ("channel", d.channel.clone()),
+                    ("result", result.to_string()),
+                ],
+                f64::from(n),
+            );
+        }
+        last_success.add(
+            vec![("channel", d.channel.clone())],
+            d.last_success.unwrap_or(0) as f64,
+        );
+    }
+    vec![messages, last_success]
+}
+
+/// Config writes not settled after the run (the next run settles them).
+fn unsettled_families(report: &RunReport) -> Vec<Family> {
+    let unsettled = &report.unsettled_writes;
+    vec![
+        Family::one(
+            "pvescale_unsettled_writes",
+            "Config writes whose outcome is not settled after the last run.",
+            unsettled.count as f64,
+        ),
+        Family::one(
+            "pvescale_unsettled_write_oldest_age_seconds",
+            "Seconds since the oldest unsettled config write was started (0: none).",
+            unsettled.oldest_age_secs(report.time) as f64,
+        ),
+    ]
 }
 
 /// The run as a whole: when, how long, whether it succeeded, how many VMs.

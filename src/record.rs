@@ -262,8 +262,11 @@ pub struct ClusterReport {
     /// Why this node acts, where it is one of the cluster's nodes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active: Option<String>,
-    /// Which metrics source was used, and why.
+    /// Which metrics source was used, and why (for people).
     pub metrics_source: String,
+    /// The same, typed (for the metrics file); absent where no metrics were read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_source_used: Option<MetricsSourceUsed>,
     /// Nodes whose VMs `metrics/export` left out (the node serving the API could not ask
     /// them, or they run PVE older than 8.2.5); their VMs were read through `rrddata`.
     pub export_missing_nodes: Vec<String>,
@@ -275,6 +278,71 @@ pub struct ClusterReport {
     /// API requests made and plaintext bytes received for this cluster.
     pub requests: u64,
     pub bytes_received: u64,
+    /// The API's health as this run saw it: requests by outcome, their time, bytes.
+    pub api: crate::pve::ApiStats,
+}
+
+/// Where a cluster's utilisation came from, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MetricsSourceUsed {
+    pub source: MetricsSourceKind,
+    pub reason: MetricsSourceReason,
+}
+
+/// The source of the utilisation figures of a cluster's VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsSourceKind {
+    /// One `cluster/metrics/export` call.
+    Export,
+    /// `rrddata` per VM (the fallback).
+    Rrddata,
+    /// Nothing read: no managed VM running.
+    None,
+}
+
+/// Why that source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsSourceReason {
+    /// The export had every running VM.
+    Complete,
+    /// The export lacked some VMs (a node it could not ask): those were read through rrddata.
+    GapsFilled,
+    /// The export answered 501 (PVE older than 8.2.5).
+    NotImplemented,
+    /// The export was refused (403: the token lacks Sys.Audit on /).
+    Refused,
+    /// The export failed for a passing reason (500, timeout, ...).
+    Failed,
+    /// An earlier run found the export unavailable; it is probed again hourly.
+    KnownUnavailable,
+    /// No managed VM was running.
+    NoRunningVm,
+}
+
+impl MetricsSourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsSourceKind::Export => "export",
+            MetricsSourceKind::Rrddata => "rrddata",
+            MetricsSourceKind::None => "none",
+        }
+    }
+}
+
+impl MetricsSourceReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsSourceReason::Complete => "complete",
+            MetricsSourceReason::GapsFilled => "gaps_filled",
+            MetricsSourceReason::NotImplemented => "not_implemented",
+            MetricsSourceReason::Refused => "refused",
+            MetricsSourceReason::Failed => "failed",
+            MetricsSourceReason::KnownUnavailable => "known_unavailable",
+            MetricsSourceReason::NoRunningVm => "no_running_vm",
+        }
+    }
 }
 
 /// A source read over a longer window than the policy's.
@@ -298,12 +366,14 @@ impl ClusterReport {
             standby: None,
             active: None,
             metrics_source: String::new(),
+            metrics_source_used: None,
             export_missing_nodes: Vec::new(),
             widened_windows: Vec::new(),
             warnings: Vec::new(),
             vms: Vec::new(),
             requests: 0,
             bytes_received: 0,
+            api: crate::pve::ApiStats::default(),
         }
     }
 }
@@ -335,6 +405,38 @@ pub struct RunReport {
     /// What the notifier sent (or, in a dry run, would have); absent without channels.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notifications: Option<crate::notify::NotifyReport>,
+    /// Config writes the state holds as not settled after the run; absent when none.
+    #[serde(skip_serializing_if = "UnsettledWrites::is_none")]
+    pub unsettled_writes: UnsettledWrites,
+}
+
+/// Config writes whose outcome is not settled yet (the run was killed, or the task did not
+/// finish in time): the next run settles them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UnsettledWrites {
+    pub count: usize,
+    /// When the oldest of them was started (unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_at: Option<u64>,
+}
+
+impl UnsettledWrites {
+    /// From the start times of the writes not settled yet.
+    pub fn from_times(times: &[u64]) -> UnsettledWrites {
+        UnsettledWrites {
+            count: times.len(),
+            oldest_at: times.iter().copied().min(),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Seconds since the oldest was started, at `now`; 0 when there is none.
+    pub fn oldest_age_secs(&self, now: u64) -> u64 {
+        self.oldest_at.map_or(0, |at| now.saturating_sub(at))
+    }
 }
 
 impl RunReport {
@@ -366,6 +468,7 @@ impl RunReport {
             summary,
             clusters,
             notifications: None,
+            unsettled_writes: UnsettledWrites::default(),
         }
     }
 

@@ -10,7 +10,8 @@ mod status_table;
 pub use status_table::render_status;
 
 pub use crate::record::{
-    ActionKind, ClusterReport, MemorySourceShown, ResourceReport, RunReport, Summary, VmReport,
+    ActionKind, ClusterReport, MemorySourceShown, MetricsSourceKind, MetricsSourceReason,
+    MetricsSourceUsed, ResourceReport, RunReport, Summary, UnsettledWrites, VmReport,
     WidenedWindow, WriteOutcome,
 };
 

@@ -9,7 +9,7 @@ use crate::config::{Config, SystemEnv};
 use crate::engine::{self, Mode};
 use crate::error::Failure;
 use crate::pve::Client;
-use crate::report::{self, ClusterReport, RunReport};
+use crate::report::{self, ClusterReport, RunReport, UnsettledWrites};
 use crate::state::{LockError, State, StateLock};
 
 /// Name of the state file in the state directory.
@@ -155,6 +155,7 @@ pub fn pass(config: &Config, mode: Mode, now: u64) -> Result<RunReport, Failure>
         save_state(&state, &state_path)?;
     }
     let mut report = RunReport::new(mode == Mode::DryRun, now, clusters);
+    report.unsettled_writes = UnsettledWrites::from_times(&state.unsettled_write_times());
     if !mode.is_status()
         && let Some(sent) =
             crate::notify::after_run(config.notify(), &mut state.notifications, &report, now)

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::metrics::{Source, Window};
+use crate::report::{MetricsSourceKind, MetricsSourceReason, MetricsSourceUsed};
 
 use super::*;
 
@@ -37,6 +38,8 @@ pub(super) struct UsageRead {
     pub usage: HashMap<u32, VmUsage>,
     /// Which source was used and why, for people.
     pub source: String,
+    /// The same, typed.
+    pub used: MetricsSourceUsed,
     pub export: ExportAvailability,
     /// Nodes whose VMs the export left out (read through `rrddata` instead), sorted.
     pub missing_nodes: Vec<String>,
@@ -66,6 +69,10 @@ pub(super) fn read_usage(
     let mut read = UsageRead {
         usage: HashMap::new(),
         source: String::new(),
+        used: MetricsSourceUsed {
+            source: MetricsSourceKind::None,
+            reason: MetricsSourceReason::NoRunningVm,
+        },
         export: ExportAvailability::Unknown,
         missing_nodes: Vec::new(),
         widened: Vec::new(),
@@ -78,9 +85,12 @@ pub(super) fn read_usage(
     let rrd_window = Window::for_source(Source::Rrddata, window, min_samples);
     let skip_export =
         export_unavailable_since.filter(|since| now.saturating_sub(*since) < EXPORT_REPROBE_SECS);
-    let fallback_reason = if let Some(since) = skip_export {
+    let (reason, fallback_reason) = if let Some(since) = skip_export {
         read.export = ExportAvailability::Unavailable(since);
-        "metrics/export unavailable on this cluster (checked again hourly)".to_string()
+        (
+            MetricsSourceReason::KnownUnavailable,
+            "metrics/export unavailable on this cluster (checked again hourly)".to_string(),
+        )
     } else {
         let window_start = export_window.start(now);
         let start = read_from(window_start, since, now);
@@ -90,6 +100,10 @@ pub(super) fn read_usage(
             Ok(count) => {
                 read.export = ExportAvailability::Available;
                 read.source = format!("metrics/export ({count} samples)");
+                read.used = MetricsSourceUsed {
+                    source: MetricsSourceKind::Export,
+                    reason: MetricsSourceReason::Complete,
+                };
                 push_widened(&mut read, &export_window);
                 let nodes_seen = aggregator.nodes_seen().clone();
                 read.usage = aggregator.finish();
@@ -107,13 +121,22 @@ pub(super) fn read_usage(
             Err(e) => match e.kind {
                 ApiErrorKind::NotImplemented => {
                     read.export = ExportAvailability::Unavailable(now);
-                    "metrics/export not available (PVE older than 8.2.5)".to_string()
+                    (
+                        MetricsSourceReason::NotImplemented,
+                        "metrics/export not available (PVE older than 8.2.5)".to_string(),
+                    )
                 }
                 ApiErrorKind::Permission => {
                     read.export = ExportAvailability::Unavailable(now);
-                    "metrics/export refused (the token lacks Sys.Audit on /)".to_string()
+                    (
+                        MetricsSourceReason::Refused,
+                        "metrics/export refused (the token lacks Sys.Audit on /)".to_string(),
+                    )
                 }
-                _ => format!("metrics/export failed ({e})"),
+                _ => (
+                    MetricsSourceReason::Failed,
+                    format!("metrics/export failed ({e})"),
+                ),
             },
         }
     };
@@ -124,6 +147,10 @@ pub(super) fn read_usage(
     );
     read.usage = read_rrddata(client, &running, &rrd_window, now, since);
     read.source = format!("rrddata per VM ({fallback_reason})");
+    read.used = MetricsSourceUsed {
+        source: MetricsSourceKind::Rrddata,
+        reason,
+    };
     push_widened(&mut read, &rrd_window);
     read
 }
@@ -171,6 +198,7 @@ fn fill_gaps(
     );
     read.usage
         .extend(read_rrddata(client, &lacking, rrd_window, now, since));
+    read.used.reason = MetricsSourceReason::GapsFilled;
     read.source.push_str(&format!(
         "; rrddata for the {} VMs it lacked",
         lacking.len()

@@ -239,6 +239,8 @@ pub struct Outbox {
     pub suppressed: usize,
     /// Events the hourly cap held back this run.
     pub capped: usize,
+    /// The kinds of those events (a channel held back a message when it takes one of them).
+    pub capped_kinds: BTreeSet<EventKind>,
 }
 
 const HOUR: u64 = 3600;
@@ -391,6 +393,7 @@ fn cap_or_send(
     if next.sent_at.len() >= max_per_hour as usize {
         let instant = go.iter().filter(|(_, key)| key.is_none()).count();
         outbox.capped = go.len();
+        outbox.capped_kinds = go.iter().map(|(e, _)| e.kind).collect();
         next.held_back = next.held_back.saturating_add(instant as u64);
         return;
     }

@@ -8,6 +8,7 @@
 //! A channel that fails is logged, retried once and counted; it never fails the run. A dry
 //! run sends nothing and shows what it would have sent.
 
+pub mod delivery;
 pub mod events;
 pub mod message;
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use delivery::ChannelDelivery;
 pub use events::{Event, EventKind, Observed, Outbox, Settings};
 pub use message::Message;
 
@@ -43,6 +45,8 @@ pub struct NotifyReport {
     pub capped: usize,
     /// One entry per channel the message went to (or, in a dry run, would have gone to).
     pub channels: Vec<ChannelResult>,
+    /// One entry per configured channel, message or not: sent, failed, held, last success.
+    pub delivery: Vec<ChannelDelivery>,
 }
 
 impl NotifyReport {
@@ -57,6 +61,8 @@ impl NotifyReport {
 pub struct ChannelResult {
     /// `email smtp.example.com:587`, `gotify https://...`, `webhook ntfy (https://ntfy.sh/…)`.
     pub channel: String,
+    /// `email`, `gotify`, `webhook:ntfy` (see [`Channel::id`]).
+    pub id: String,
     /// 0 in a dry run.
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,6 +104,16 @@ impl Channel<'_> {
             Channel::Email(c) => format!("email {}:{}", c.host, c.port),
             Channel::Gotify(c) => format!("gotify {}", c.url),
             Channel::Webhook(c) => format!("webhook {} ({})", c.name, c.url.shown()),
+        }
+    }
+
+    /// Stable and secret-free, for the metrics file and the state: `email`, `gotify`,
+    /// `webhook:<name>` (a URL or host may hold a secret, and may change).
+    pub fn id(&self) -> String {
+        match self {
+            Channel::Email(_) => "email".to_string(),
+            Channel::Gotify(_) => "gotify".to_string(),
+            Channel::Webhook(c) => format!("webhook:{}", c.name),
         }
     }
 
@@ -155,6 +171,7 @@ impl Channel<'_> {
         }
         ChannelResult {
             channel: self.label(),
+            id: self.id(),
             attempts,
             error: result.err().map(|e| scrub(&e.message, &self.secrets())),
             title: msg.title(),
@@ -215,6 +232,7 @@ pub fn after_run(
         suppressed: outbox.suppressed,
         capped: outbox.capped,
         channels: Vec::new(),
+        delivery: Vec::new(),
     };
     if outbox.capped > 0 {
         log::warn!(
@@ -225,7 +243,9 @@ pub fn after_run(
             config.max_per_hour
         );
     }
+    let configured = channels(config);
     if !outbox.send {
+        result.delivery = tally_delivery(&configured, &result, &outbox.capped_kinds, state, now);
         return Some(result);
     }
     let msg = Message {
@@ -236,21 +256,24 @@ pub fn after_run(
         time: now,
         host: message::hostname(),
     };
-    let targets: Vec<(Channel<'_>, Message)> = channels(config)
-        .into_iter()
-        .filter_map(|c| msg.for_kinds(c.events()).map(|m| (c, m)))
+    let targets: Vec<(Channel<'_>, Message)> = configured
+        .iter()
+        .filter_map(|c| msg.for_kinds(c.events()).map(|m| (*c, m)))
         .collect();
     if report.dry_run {
         result.channels = targets
             .iter()
             .map(|(c, m)| ChannelResult {
                 channel: c.label(),
+                id: c.id(),
                 attempts: 0,
                 error: None,
                 title: m.title(),
                 text: m.text(),
             })
             .collect();
+        // Nothing went out: no success to record (and a dry run writes no state anyway).
+        result.delivery = tally_delivery(&configured, &result, &outbox.capped_kinds, state, now);
         return Some(result);
     }
     result.channels = send_all(&targets, config.timeout);
@@ -264,7 +287,24 @@ pub fn after_run(
             ),
         }
     }
+    result.delivery = tally_delivery(&configured, &result, &outbox.capped_kinds, state, now);
     Some(result)
+}
+
+fn tally_delivery(
+    configured: &[Channel<'_>],
+    result: &NotifyReport,
+    capped_kinds: &BTreeSet<EventKind>,
+    state: &mut Notifications,
+    now: u64,
+) -> Vec<ChannelDelivery> {
+    delivery::tally(
+        configured,
+        &result.channels,
+        capped_kinds,
+        &mut state.last_success,
+        now,
+    )
 }
 
 /// Sends each message on its channel, all channels at once.
@@ -279,6 +319,7 @@ fn send_all(targets: &[(Channel<'_>, Message)], timeout: Duration) -> Vec<Channe
             .map(|(c, h)| {
                 h.join().unwrap_or_else(|_| ChannelResult {
                     channel: c.label(),
+                    id: c.id(),
                     attempts: 1,
                     error: Some("the sender panicked".to_string()),
                     title: String::new(),

@@ -4,12 +4,13 @@
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ApiErrorKind, ApiResult};
+use super::stats::{ApiStats, RequestOutcome};
 use super::{Auth, ClusterTarget, TlsMode};
 use crate::secret::Secret;
 use crate::tls::{self, Refusal, TlsObservations};
@@ -65,11 +66,25 @@ impl Default for RetryPolicy {
 pub struct TrafficStats {
     requests: AtomicU64,
     bytes_received: Arc<AtomicU64>,
+    api: Mutex<ApiStats>,
 }
 
 impl TrafficStats {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests by outcome, their time, and the bytes received so far.
+    pub fn api(&self) -> ApiStats {
+        let mut stats = self.api.lock().map(|s| s.clone()).unwrap_or_default();
+        stats.received_bytes = self.bytes_received();
+        stats
+    }
+
+    fn record(&self, endpoint: &str, outcome: RequestOutcome, took: Duration) {
+        if let Ok(mut stats) = self.api.lock() {
+            stats.record(endpoint, outcome, took);
+        }
     }
 
     /// Plaintext HTTP bytes received (headers and bodies, after TLS).
@@ -281,6 +296,7 @@ impl Client {
             let index = (first + i) % self.bases.len();
             let url = format!("{}{}", self.bases[index], path);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let begun = Instant::now();
             let sent = match method {
                 Method::Get => {
                     let mut req = self.agent.get(&url);
@@ -309,10 +325,15 @@ impl Client {
                     if index != first {
                         self.preferred.store(index, Ordering::Relaxed);
                     }
-                    return self.handle_response(method, &endpoint, response, limit, parse);
+                    let result = self.handle_response(method, &endpoint, response, limit, parse);
+                    let outcome = RequestOutcome::of(&result);
+                    self.stats.record(&endpoint, outcome, begun.elapsed());
+                    return result;
                 }
                 Err(e) => {
                     let error = self.transport_error(method, &endpoint, &url, e);
+                    let outcome = RequestOutcome::of_error(&error);
+                    self.stats.record(&endpoint, outcome, begun.elapsed());
                     // Only a failure to connect proves the request never left: then another
                     // node may take it. Anything else on a write: outcome unknown, stop.
                     let never_sent = method == Method::Get || !error.outcome_unknown;

@@ -35,8 +35,10 @@ pub mod client;
 pub mod error;
 pub mod export;
 pub mod parallel;
+pub mod stats;
 pub mod types;
 
 pub use api::TaskOutcome;
 pub use client::{Client, RetryPolicy};
 pub use error::{ApiError, ApiErrorKind, ApiResult};
+pub use stats::{ApiStats, RequestOutcome};

@@ -54,6 +54,10 @@ pub struct Notifications {
     /// Events dropped by the hourly cap since the last message; the next message says so.
     #[serde(skip_serializing_if = "is_zero")]
     pub held_back: u64,
+    /// Channel id (`email`, `gotify`, `webhook:<name>`) → when a message last reached it.
+    /// Kept through quiet runs and never pruned: a channel silent for long is the point.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_success: BTreeMap<String, u64>,
 }
 
 /// A condition the notifier tracks between runs.
@@ -468,6 +472,18 @@ impl State {
             }
         }
         adopted
+    }
+
+    /// When each config write not settled yet was started, oldest first.
+    pub fn unsettled_write_times(&self) -> Vec<u64> {
+        let mut times: Vec<u64> = self
+            .clusters
+            .values()
+            .flat_map(|vms| vms.values())
+            .filter_map(|vm| vm.in_flight.as_ref().map(|w| w.at))
+            .collect();
+        times.sort_unstable();
+        times
     }
 
     /// Drop VMs not seen for [`PRUNE_AFTER_SECS`], clusters left empty, and notification

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod api_health;
 mod charts;
 mod client;
 mod config_examples;

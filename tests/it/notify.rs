@@ -43,7 +43,7 @@ impl Request {
 pub(crate) struct Receiver {
     pub(crate) port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
-    status: Arc<AtomicU16>,
+    pub(crate) status: Arc<AtomicU16>,
 }
 
 impl Receiver {
@@ -72,7 +72,7 @@ impl Receiver {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.requests.lock().expect("lock").clone()
     }
 

@@ -1,0 +1,310 @@
+//! The metrics file's view of the API and of the notification channels (issue 19): requests
+//! by outcome, their time and bytes, the metrics source, delivery per channel and the last
+//! success, checked line by line against the simulated cluster with latency and faults
+//! injected. The counts must match the simulator's own record of the requests.
+
+use std::fs;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::common::*;
+use crate::notify::Receiver;
+use pvesim::Recorded;
+
+/// An environment whose runs write `pvescale.prom`, with `extra` TOML after the selection.
+fn env_with_metrics(builder: pvesim::SimBuilder, extra: &str) -> TestEnv {
+    let env = TestEnv::start(builder, "");
+    env.write_config(&format!("[select]\ntags = [\"autoscale\"]\n\n{extra}"));
+    // metrics_file is a top-level key: it goes before the tables.
+    let text = fs::read_to_string(env.config_path()).expect("config");
+    let metrics = env.path("pvescale.prom");
+    write_private(
+        &env.config_path(),
+        &format!("metrics_file = \"{}\"\n{text}", metrics.display()),
+    );
+    env
+}
+
+fn textfile(env: &TestEnv) -> String {
+    fs::read_to_string(env.path("pvescale.prom")).expect("metrics file")
+}
+
+/// The sample lines of one family (`name{...} v` or `name v`), in file order.
+fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .collect()
+}
+
+/// The value of the one sample line `line_start ... value`.
+fn value(text: &str, line_start: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_else(|| panic!("no line {line_start}:\n{text}"));
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no value in {line}"))
+}
+
+/// The request lines pvescale must write for cluster `lab`, from the simulator's record:
+/// 200 → ok, 401/403 → auth, other 4xx → client_error, 5xx → server_error.
+fn expected_request_lines(requests: &[Recorded]) -> Vec<String> {
+    let count = |f: &dyn Fn(u16) -> bool| requests.iter().filter(|r| f(r.status)).count();
+    let counts = [
+        ("ok", count(&|s| s == 200)),
+        (
+            "client_error",
+            count(&|s| (400..500).contains(&s) && s != 401 && s != 403),
+        ),
+        ("server_error", count(&|s| s >= 500)),
+        ("timeout", 0),
+        ("tls", 0),
+        ("auth", count(&|s| s == 401 || s == 403)),
+        ("connect", 0),
+    ];
+    counts
+        .iter()
+        .map(|(outcome, n)| {
+            format!("pvescale_api_requests{{cluster=\"lab\",outcome=\"{outcome}\"}} {n}")
+        })
+        .collect()
+}
+
+const LATENCY: Duration = Duration::from_millis(400);
+
+#[test]
+fn requests_are_counted_by_outcome_and_timed_with_latency_and_a_500_injected() {
+    let env = env_with_metrics(cluster().vm(busy_vm(101, "pve1")), "");
+    assert_eq!(run_in_a_minute(&env).code, 0);
+    minute(&env);
+    env.sim.clear_requests();
+    env.sim.add_fault(
+        Fault::on("GET", "/cluster/resources")
+            .latency(LATENCY)
+            .times(1),
+    );
+    env.sim.add_fault(
+        Fault::on("GET", "/cluster/metrics/export")
+            .status(500)
+            .times(1),
+    );
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let text = textfile(&env);
+    let requests = env.sim.requests();
+    assert!(
+        requests.iter().any(|r| r.status == 500),
+        "the 500 was answered: {requests:#?}"
+    );
+    assert_eq!(
+        samples(&text, "pvescale_api_requests"),
+        expected_request_lines(&requests),
+        "{text}"
+    );
+    // The 500 was retried: one failed and one good export.
+    assert!(
+        text.contains("pvescale_api_requests{cluster=\"lab\",outcome=\"server_error\"} 1\n"),
+        "{text}"
+    );
+    let slowest = value(&text, "pvescale_api_request_seconds_max{cluster=\"lab\"}");
+    let sum = value(&text, "pvescale_api_request_seconds_sum{cluster=\"lab\"}");
+    assert!(
+        slowest >= LATENCY.as_secs_f64(),
+        "slowest {slowest}:\n{text}"
+    );
+    assert!(sum >= slowest, "sum {sum} < slowest {slowest}");
+    let bodies: usize = requests.iter().map(|r| r.response_bytes).sum();
+    let received = value(&text, "pvescale_api_received_bytes{cluster=\"lab\"}");
+    assert!(
+        received > bodies as f64,
+        "{received} bytes, bodies {bodies}"
+    );
+    assert_eq!(
+        samples(&text, "pvescale_metrics_source"),
+        vec!["pvescale_metrics_source{cluster=\"lab\",source=\"export\",reason=\"complete\"} 1"],
+    );
+    for help in [
+        "# HELP pvescale_api_requests ",
+        "# TYPE pvescale_api_requests gauge",
+        "# TYPE pvescale_api_request_seconds_max gauge",
+        "# TYPE pvescale_metrics_source gauge",
+    ] {
+        assert!(text.contains(help), "{help}:\n{text}");
+    }
+}
+
+#[test]
+fn a_refused_token_counts_as_auth_and_the_fallback_source_says_why() {
+    let env = env_with_metrics(cluster().vm(busy_vm(101, "pve1")), "");
+    assert_eq!(run_in_a_minute(&env).code, 0);
+    minute(&env);
+    env.sim.clear_requests();
+    env.sim.add_fault(
+        Fault::on("GET", "/cluster/metrics/export")
+            .status(401)
+            .times(1),
+    );
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let text = textfile(&env);
+    let requests = env.sim.requests();
+    assert_eq!(
+        samples(&text, "pvescale_api_requests"),
+        expected_request_lines(&requests),
+        "{text}"
+    );
+    assert!(
+        text.contains("pvescale_api_requests{cluster=\"lab\",outcome=\"auth\"} 1\n"),
+        "{text}"
+    );
+    assert_eq!(
+        samples(&text, "pvescale_metrics_source"),
+        vec!["pvescale_metrics_source{cluster=\"lab\",source=\"rrddata\",reason=\"failed\"} 1"],
+    );
+    assert!(
+        !text.contains(TOKEN_SECRET),
+        "no secret in the metrics file"
+    );
+}
+
+#[test]
+fn a_cluster_without_the_export_is_read_through_rrddata_and_says_not_implemented() {
+    let env = env_with_metrics(cluster().vm(busy_vm(101, "pve1")), "");
+    env.sim
+        .add_fault(Fault::on("GET", "/cluster/metrics/export").status(501));
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let text = textfile(&env);
+    assert_eq!(
+        samples(&text, "pvescale_metrics_source"),
+        vec![
+            "pvescale_metrics_source{cluster=\"lab\",source=\"rrddata\",reason=\"not_implemented\"} 1"
+        ],
+    );
+    // The next run does not ask again, and says so.
+    assert_eq!(run_in_a_minute(&env).code, 0);
+    let text = textfile(&env);
+    assert_eq!(
+        samples(&text, "pvescale_metrics_source"),
+        vec![
+            "pvescale_metrics_source{cluster=\"lab\",source=\"rrddata\",reason=\"known_unavailable\"} 1"
+        ],
+    );
+}
+
+#[test]
+fn status_json_carries_the_same_api_figures() {
+    let env = env_with_metrics(cluster().vm(busy_vm(101, "pve1")), "");
+    minute(&env);
+    env.sim.clear_requests();
+    env.sim.add_fault(
+        Fault::on("GET", "/cluster/resources")
+            .latency(LATENCY)
+            .times(1),
+    );
+    let status = env.run(&["status", "-o", "json"]);
+    assert_eq!(status.code, 0, "{}", status.all_output());
+    let json = status.json();
+    let api = &json["clusters"][0]["api"];
+    let requests = env.sim.requests();
+    let ok = requests.iter().filter(|r| r.status == 200).count();
+    assert_eq!(api["requests"]["ok"], ok, "{api}");
+    for outcome in [
+        "client_error",
+        "server_error",
+        "timeout",
+        "tls",
+        "auth",
+        "connect",
+    ] {
+        assert_eq!(api["requests"][outcome], 0, "{outcome}: {api}");
+    }
+    let slowest = api["request_seconds_max"].as_f64().unwrap_or(0.0);
+    assert!(slowest >= LATENCY.as_secs_f64(), "{api}");
+    assert_eq!(api["slowest_endpoint"], "GET /cluster/resources", "{api}");
+    assert!(api["received_bytes"].as_u64().unwrap_or(0) > 0, "{api}");
+    assert_eq!(
+        json["clusters"][0]["metrics_source_used"],
+        serde_json::json!({"source": "export", "reason": "complete"})
+    );
+}
+
+/// The notification lines of channel `webhook:ops`: sent, failed, held, last success.
+fn delivery_lines(sent: u32, failed: u32, held: u32, last_success: u64) -> Vec<String> {
+    let mut lines: Vec<String> = [("sent", sent), ("failed", failed), ("held", held)]
+        .iter()
+        .map(|(result, n)| {
+            format!("pvescale_notify_messages{{channel=\"webhook:ops\",result=\"{result}\"}} {n}")
+        })
+        .collect();
+    lines.push(format!(
+        "pvescale_notify_last_success_timestamp_seconds{{channel=\"webhook:ops\"}} {last_success}"
+    ));
+    lines
+}
+
+fn notify_lines(text: &str) -> Vec<&str> {
+    let mut lines = samples(text, "pvescale_notify_messages");
+    lines.extend(samples(
+        text,
+        "pvescale_notify_last_success_timestamp_seconds",
+    ));
+    lines
+}
+
+#[test]
+fn delivery_per_channel_failed_then_sent_then_quiet_then_held() {
+    let rx = Receiver::start();
+    let env = env_with_metrics(
+        cluster().vm(ready_vm(101, "pve1")),
+        &format!(
+            "[notify]\nmin_interval = \"0s\"\nmax_per_hour = 2\n\n\
+             [[notify.webhook]]\nname = \"ops\"\nurl = \"{}\"\n",
+            rx.url("/hook/SECRETPATH")
+        ),
+    );
+    // 1. The cluster fails, and the webhook answers 500 (retried once): failed.
+    rx.status.store(500, Ordering::SeqCst);
+    env.sim
+        .add_fault(Fault::on("GET", "/cluster/resources").status(500));
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert_eq!(rx.requests().len(), 2, "tried twice");
+    assert_eq!(notify_lines(&textfile(&env)), delivery_lines(0, 1, 0, 0));
+
+    // 2. The cluster recovers, the webhook takes the message: sent, and its time.
+    env.sim.clear_faults();
+    rx.status.store(200, Ordering::SeqCst);
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let delivered_at = u64::try_from(env.sim.now()).expect("simulated time after 1970");
+    assert_eq!(rx.requests().len(), 3);
+    assert_eq!(
+        notify_lines(&textfile(&env)),
+        delivery_lines(1, 0, 0, delivered_at)
+    );
+
+    // 3. Nothing to tell: no message, and the last success is still known.
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    assert_eq!(rx.requests().len(), 3);
+    assert_eq!(
+        notify_lines(&textfile(&env)),
+        delivery_lines(0, 0, 0, delivered_at)
+    );
+
+    // 4. The cluster fails again, but two messages went out this hour: held back.
+    env.sim
+        .add_fault(Fault::on("GET", "/cluster/resources").status(500));
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert_eq!(rx.requests().len(), 3, "nothing sent");
+    let text = textfile(&env);
+    assert_eq!(notify_lines(&text), delivery_lines(0, 0, 1, delivered_at));
+    assert!(!text.contains("SECRETPATH"), "{text}");
+}
