@@ -403,6 +403,70 @@ mod tests {
         assert_eq!(ratio(95.5), 0.955);
     }
 
+    fn lines_of<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .collect()
+    }
+
+    #[test]
+    fn unsettled_writes_are_counted_with_the_oldest_age_and_zero_when_none() {
+        let mut report = RunReport::new(false, 10_000, Vec::new());
+        let text = render(&report, Duration::ZERO);
+        assert_eq!(
+            lines_of(&text, "pvescale_unsettled_write_oldest_age_seconds"),
+            vec!["pvescale_unsettled_write_oldest_age_seconds 0"]
+        );
+        report.unsettled_writes = crate::report::UnsettledWrites::from_times(&[6_000, 9_000]);
+        let text = render(&report, Duration::ZERO);
+        assert_eq!(
+            lines_of(&text, "pvescale_unsettled_writes"),
+            vec!["pvescale_unsettled_writes 2"]
+        );
+        assert_eq!(
+            lines_of(&text, "pvescale_unsettled_write_oldest_age_seconds"),
+            vec!["pvescale_unsettled_write_oldest_age_seconds 4000"]
+        );
+    }
+
+    #[test]
+    fn every_outcome_is_written_and_channel_names_are_escaped() {
+        let mut cluster = crate::report::ClusterReport::new("a\"b");
+        cluster.api.record(
+            "GET /x",
+            RequestOutcome::Timeout,
+            Duration::from_millis(1500),
+        );
+        let mut report = RunReport::new(false, 0, vec![cluster]);
+        report.set_notifications(crate::notify::NotifyReport {
+            delivery: vec![crate::notify::ChannelDelivery {
+                channel: "webhook:o\"ps".to_string(),
+                sent: 0,
+                failed: 1,
+                held: 0,
+                last_success: None,
+            }],
+            ..Default::default()
+        });
+        let text = render(&report, Duration::ZERO);
+        let requests = lines_of(&text, "pvescale_api_requests");
+        assert_eq!(requests.len(), RequestOutcome::ALL.len(), "{text}");
+        assert!(requests.contains(&r#"pvescale_api_requests{cluster="a\"b",outcome="timeout"} 1"#));
+        assert!(requests.contains(&r#"pvescale_api_requests{cluster="a\"b",outcome="ok"} 0"#));
+        assert_eq!(
+            lines_of(&text, "pvescale_api_request_seconds_max"),
+            vec![r#"pvescale_api_request_seconds_max{cluster="a\"b"} 1.5"#]
+        );
+        assert_eq!(
+            lines_of(&text, "pvescale_notify_last_success_timestamp_seconds"),
+            vec![r#"pvescale_notify_last_success_timestamp_seconds{channel="webhook:o\"ps"} 0"#]
+        );
+        assert!(
+            text.contains(r#"pvescale_notify_messages{channel="webhook:o\"ps",result="failed"} 1"#),
+            "{text}"
+        );
+    }
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().expect("temp dir");

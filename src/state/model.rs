@@ -567,6 +567,44 @@ mod tests {
     }
 
     #[test]
+    fn a_state_from_before_last_success_loads_and_keeps_it_through_pruning() {
+        let old = r#"{"version": 1, "clusters": {}, "notifications":
+            {"last_sent": {"lab/101/scaled": 100}, "sent_at": [100]}}"#;
+        let mut state: State = serde_json::from_str(old).expect("old state loads");
+        assert!(state.notifications.last_success.is_empty());
+        state
+            .notifications
+            .last_success
+            .insert("webhook:ops".to_string(), 100);
+        let text = serde_json::to_string(&state).expect("serialises");
+        let mut back: State = serde_json::from_str(&text).expect("loads again");
+        // A week later: the dedup record goes, the last success stays (its age is the alarm).
+        back.prune(100 + PRUNE_AFTER_SECS + 1);
+        assert!(back.notifications.last_sent.is_empty());
+        assert_eq!(
+            back.notifications.last_success.get("webhook:ops"),
+            Some(&100)
+        );
+    }
+
+    #[test]
+    fn unsettled_writes_are_listed_oldest_first() {
+        let mut state = State::default();
+        assert!(state.unsettled_write_times().is_empty());
+        for (vmid, at) in [(101, Some(300)), (102, None), (103, Some(200))] {
+            let vm = VmState {
+                in_flight: at.map(|at| InFlight {
+                    at,
+                    ..InFlight::default()
+                }),
+                ..VmState::default()
+            };
+            state.set_vm(if vmid == 103 { "other" } else { "lab" }, vmid, vm);
+        }
+        assert_eq!(state.unsettled_write_times(), vec![200, 300]);
+    }
+
+    #[test]
     fn a_write_lists_balloon_before_memory() {
         let write = ConfigWrite {
             vcpus: Some(4),
