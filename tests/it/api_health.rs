@@ -308,3 +308,63 @@ fn delivery_per_channel_failed_then_sent_then_quiet_then_held() {
     assert_eq!(notify_lines(&text), delivery_lines(0, 0, 1, delivered_at));
     assert!(!text.contains("SECRETPATH"), "{text}");
 }
+
+/// The two unsettled-write lines: how many, and the age of the oldest.
+fn unsettled_lines(text: &str) -> Vec<&str> {
+    let mut lines = samples(text, "pvescale_unsettled_writes");
+    lines.extend(samples(text, "pvescale_unsettled_write_oldest_age_seconds"));
+    lines
+}
+
+#[test]
+fn an_unsettled_write_is_counted_and_ages_until_a_run_settles_it() {
+    let env = env_with_metrics(
+        cluster().vm(ready_vm(101, "pve1").cpu_load(Pattern::Constant(1.95))),
+        "[policy.cpu]\nup_after = \"1m\"\n",
+    );
+    // A short task_timeout for the test; the default is 60s.
+    let config = fs::read_to_string(env.config_path()).expect("config");
+    write_private(
+        &env.config_path(),
+        &config.replace(
+            "timeout = \"5s\"\n",
+            "timeout = \"5s\"\ntask_timeout = \"2s\"\n",
+        ),
+    );
+    advance_until_a_change_is_due(&env);
+    env.sim
+        .add_fault(Fault::on("POST", "/nodes/pve1/qemu/101/config").task_never_finishes());
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 3, "{}", run.all_output());
+    assert_eq!(
+        unsettled_lines(&textfile(&env)),
+        vec![
+            "pvescale_unsettled_writes 1",
+            "pvescale_unsettled_write_oldest_age_seconds 0"
+        ]
+    );
+    // The cluster cannot be read a minute later: the write stays unsettled, a minute old.
+    env.sim.clear_faults();
+    env.sim
+        .add_fault(Fault::on("GET", "/cluster/resources").status(500));
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert_eq!(
+        unsettled_lines(&textfile(&env)),
+        vec![
+            "pvescale_unsettled_writes 1",
+            "pvescale_unsettled_write_oldest_age_seconds 60"
+        ]
+    );
+    // The server behaves again: the next run settles it.
+    env.sim.clear_faults();
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    assert_eq!(
+        unsettled_lines(&textfile(&env)),
+        vec![
+            "pvescale_unsettled_writes 0",
+            "pvescale_unsettled_write_oldest_age_seconds 0"
+        ]
+    );
+}
