@@ -1124,8 +1124,18 @@ fn the_grafana_dashboard_queries_only_metrics_the_textfile_writes() {
     let queried: BTreeSet<String> = queries.iter().flat_map(|q| metric_names(q)).collect();
     assert!(queried.len() >= 10, "{queried:?}");
 
-    // The names a real run writes, against the simulated cluster.
+    // The names a real run writes, against the simulated cluster, with a notification
+    // channel (its families are written only where one is configured).
     let env = metrics_env();
+    let rx = crate::notify::Receiver::start();
+    let config = fs::read_to_string(env.config_path()).expect("config");
+    write_private(
+        &env.config_path(),
+        &format!(
+            "{config}\n[[notify.webhook]]\nname = \"ops\"\nurl = \"{}\"\n",
+            rx.url("/hook")
+        ),
+    );
     assert_eq!(run_in_a_minute(&env).code, 0);
     let text = fs::read_to_string(env.path("pvescale.prom")).expect("metrics file");
     let written: BTreeSet<String> = text
