@@ -368,3 +368,85 @@ fn an_unsettled_write_is_counted_and_ages_until_a_run_settles_it() {
         ]
     );
 }
+
+/// Rewrites the config with `from` replaced by `to` (the cluster section's settings).
+fn edit_config(env: &TestEnv, from: &str, to: &str) {
+    let config = fs::read_to_string(env.config_path()).expect("config");
+    assert!(config.contains(from), "{from} in\n{config}");
+    write_private(&env.config_path(), &config.replacen(from, to, 1));
+}
+
+#[test]
+fn a_hang_counts_as_timeout_and_a_dropped_connection_as_connect() {
+    let env = env_with_metrics(cluster().vm(busy_vm(101, "pve1")), "");
+    edit_config(&env, "timeout = \"5s\"\n", "timeout = \"1s\"\n");
+    assert_eq!(run_in_a_minute(&env).code, 0);
+    minute(&env);
+    env.sim.clear_requests();
+    env.sim
+        .add_fault(Fault::on("GET", "/cluster/resources").close().times(1));
+    env.sim.add_fault(
+        Fault::on("GET", "/cluster/metrics/export")
+            .hang(Duration::from_secs(3))
+            .times(1),
+    );
+    let run = env.run(&["run"]);
+    assert_eq!(run.code, 0, "both are retried: {}", run.all_output());
+    let requests = env.sim.requests();
+    let ok = requests.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        requests.len(),
+        ok + 2,
+        "one dropped, one left hanging: {requests:#?}"
+    );
+    let text = textfile(&env);
+    assert_eq!(
+        samples(&text, "pvescale_api_requests"),
+        vec![
+            format!("pvescale_api_requests{{cluster=\"lab\",outcome=\"ok\"}} {ok}"),
+            "pvescale_api_requests{cluster=\"lab\",outcome=\"client_error\"} 0".to_string(),
+            "pvescale_api_requests{cluster=\"lab\",outcome=\"server_error\"} 0".to_string(),
+            "pvescale_api_requests{cluster=\"lab\",outcome=\"timeout\"} 1".to_string(),
+            "pvescale_api_requests{cluster=\"lab\",outcome=\"tls\"} 0".to_string(),
+            "pvescale_api_requests{cluster=\"lab\",outcome=\"auth\"} 0".to_string(),
+            "pvescale_api_requests{cluster=\"lab\",outcome=\"connect\"} 1".to_string(),
+        ],
+        "{text}"
+    );
+    // The hang lasted the whole timeout.
+    let slowest = value(&text, "pvescale_api_request_seconds_max{cluster=\"lab\"}");
+    assert!(slowest >= 1.0, "slowest {slowest}:\n{text}");
+}
+
+#[test]
+fn a_certificate_from_another_ca_counts_as_tls() {
+    let env = env_with_metrics(cluster().vm(busy_vm(101, "pve1")), "");
+    let other = cluster().start().expect("second simulator");
+    let other_dir = env.path("other");
+    fs::create_dir_all(&other_dir).expect("dir");
+    let other_ca = other.write_ca_file(&other_dir).expect("CA file");
+    let ours = env.sim.write_ca_file(env.path("").as_path()).expect("CA");
+    edit_config(
+        &env,
+        &format!("ca_file = \"{}\"", ours.display()),
+        &format!("ca_file = \"{}\"", other_ca.display()),
+    );
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(env.sim.requests().is_empty(), "no request got through");
+    let text = textfile(&env);
+    let lines = samples(&text, "pvescale_api_requests");
+    assert!(
+        lines.contains(&"pvescale_api_requests{cluster=\"lab\",outcome=\"tls\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with(" 0")).count(),
+        6,
+        "{text}"
+    );
+    assert!(
+        samples(&text, "pvescale_metrics_source").is_empty(),
+        "{text}"
+    );
+}
