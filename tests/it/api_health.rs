@@ -234,17 +234,22 @@ fn status_json_carries_the_same_api_figures() {
     );
 }
 
-/// The notification lines of channel `webhook:ops`: sent, failed, held, last success.
+/// The notification lines of channel `webhook:ops` (sent, failed, held, last success), and
+/// of `webhook:changes`, which takes only `scaled` events and so is never told anything here.
 fn delivery_lines(sent: u32, failed: u32, held: u32, last_success: u64) -> Vec<String> {
-    let mut lines: Vec<String> = [("sent", sent), ("failed", failed), ("held", held)]
-        .iter()
-        .map(|(result, n)| {
-            format!("pvescale_notify_messages{{channel=\"webhook:ops\",result=\"{result}\"}} {n}")
-        })
-        .collect();
-    lines.push(format!(
-        "pvescale_notify_last_success_timestamp_seconds{{channel=\"webhook:ops\"}} {last_success}"
-    ));
+    let mut lines = Vec::new();
+    for (channel, figures) in [("ops", [sent, failed, held]), ("changes", [0, 0, 0])] {
+        for (result, n) in ["sent", "failed", "held"].iter().zip(figures) {
+            lines.push(format!(
+                "pvescale_notify_messages{{channel=\"webhook:{channel}\",result=\"{result}\"}} {n}"
+            ));
+        }
+    }
+    for (channel, at) in [("ops", last_success), ("changes", 0)] {
+        lines.push(format!(
+            "pvescale_notify_last_success_timestamp_seconds{{channel=\"webhook:{channel}\"}} {at}"
+        ));
+    }
     lines
 }
 
@@ -264,8 +269,10 @@ fn delivery_per_channel_failed_then_sent_then_quiet_then_held() {
         cluster().vm(ready_vm(101, "pve1")),
         &format!(
             "[notify]\nmin_interval = \"0s\"\nmax_per_hour = 2\n\n\
-             [[notify.webhook]]\nname = \"ops\"\nurl = \"{}\"\n",
-            rx.url("/hook/SECRETPATH")
+             [[notify.webhook]]\nname = \"ops\"\nurl = \"{}\"\n\n\
+             [[notify.webhook]]\nname = \"changes\"\nurl = \"{}\"\nevents = [\"scaled\"]\n",
+            rx.url("/hook/SECRETPATH"),
+            rx.url("/changes")
         ),
     );
     // 1. The cluster fails, and the webhook answers 500 (retried once): failed.
