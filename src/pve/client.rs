@@ -297,30 +297,8 @@ impl Client {
             let url = format!("{}{}", self.bases[index], path);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let begun = Instant::now();
-            let sent = match method {
-                Method::Get => {
-                    let mut req = self.agent.get(&url);
-                    for (name, value) in headers {
-                        req = req.header(*name, value);
-                    }
-                    for (name, value) in params {
-                        req = req.query(*name, value);
-                    }
-                    req.call()
-                }
-                Method::Post | Method::Put => {
-                    let mut req = if method == Method::Post {
-                        self.agent.post(&url)
-                    } else {
-                        self.agent.put(&url)
-                    };
-                    for (name, value) in headers {
-                        req = req.header(*name, value);
-                    }
-                    req.send_form(params.iter().map(|(k, v)| (*k, v.as_str())))
-                }
-            };
-            match sent {
+            // Every request is counted and timed here, whatever becomes of it (see `stats`).
+            match self.dispatch(method, &url, params, headers) {
                 Ok(response) => {
                     if index != first {
                         self.preferred.store(index, Ordering::Relaxed);
@@ -354,6 +332,39 @@ impl Client {
             );
         }
         Err(error)
+    }
+
+    /// Sends one request to `url`: GET with `params` as the query, POST/PUT as a form.
+    fn dispatch(
+        &self,
+        method: Method,
+        url: &str,
+        params: &Params,
+        headers: &[(&'static str, String)],
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        match method {
+            Method::Get => {
+                let mut req = self.agent.get(url);
+                for (name, value) in headers {
+                    req = req.header(*name, value);
+                }
+                for (name, value) in params {
+                    req = req.query(*name, value);
+                }
+                req.call()
+            }
+            Method::Post | Method::Put => {
+                let mut req = if method == Method::Post {
+                    self.agent.post(url)
+                } else {
+                    self.agent.put(url)
+                };
+                for (name, value) in headers {
+                    req = req.header(*name, value);
+                }
+                req.send_form(params.iter().map(|(k, v)| (*k, v.as_str())))
+            }
+        }
     }
 
     fn handle_response<R>(
