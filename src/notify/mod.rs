@@ -244,24 +244,38 @@ pub fn after_run(
         );
     }
     let configured = channels(config);
-    if !outbox.send {
-        result.delivery = tally_delivery(&configured, &result, &outbox.capped_kinds, state, now);
-        return Some(result);
+    if outbox.send {
+        let msg = Message {
+            events: outbox.events,
+            held_back: outbox.held_back,
+            dry_run: report.dry_run,
+            test: false,
+            time: now,
+            host: message::hostname(),
+        };
+        result.channels = deliver(&configured, &msg, config.timeout);
     }
-    let msg = Message {
-        events: outbox.events,
-        held_back: outbox.held_back,
-        dry_run: report.dry_run,
-        test: false,
-        time: now,
-        host: message::hostname(),
-    };
+    // Every configured channel, told something or not; a dry run sends nothing, so records
+    // no success (and writes no state anyway).
+    result.delivery = delivery::tally(
+        &configured,
+        &result.channels,
+        &outbox.capped_kinds,
+        &mut state.last_success,
+        now,
+    );
+    Some(result)
+}
+
+/// The message to each channel that takes some of its events: sent (and logged), or in a
+/// dry run only shown.
+fn deliver(configured: &[Channel<'_>], msg: &Message, timeout: Duration) -> Vec<ChannelResult> {
     let targets: Vec<(Channel<'_>, Message)> = configured
         .iter()
         .filter_map(|c| msg.for_kinds(c.events()).map(|m| (*c, m)))
         .collect();
-    if report.dry_run {
-        result.channels = targets
+    if msg.dry_run {
+        return targets
             .iter()
             .map(|(c, m)| ChannelResult {
                 channel: c.label(),
@@ -272,12 +286,9 @@ pub fn after_run(
                 text: m.text(),
             })
             .collect();
-        // Nothing went out: no success to record (and a dry run writes no state anyway).
-        result.delivery = tally_delivery(&configured, &result, &outbox.capped_kinds, state, now);
-        return Some(result);
     }
-    result.channels = send_all(&targets, config.timeout);
-    for c in &result.channels {
+    let results = send_all(&targets, timeout);
+    for c in &results {
         match &c.error {
             None => log::info!("notification sent via {}: {}", c.channel, c.title),
             Some(e) => log::warn!(
@@ -287,24 +298,7 @@ pub fn after_run(
             ),
         }
     }
-    result.delivery = tally_delivery(&configured, &result, &outbox.capped_kinds, state, now);
-    Some(result)
-}
-
-fn tally_delivery(
-    configured: &[Channel<'_>],
-    result: &NotifyReport,
-    capped_kinds: &BTreeSet<EventKind>,
-    state: &mut Notifications,
-    now: u64,
-) -> Vec<ChannelDelivery> {
-    delivery::tally(
-        configured,
-        &result.channels,
-        capped_kinds,
-        &mut state.last_success,
-        now,
-    )
+    results
 }
 
 /// Sends each message on its channel, all channels at once.
