@@ -26,7 +26,7 @@ pub struct ChannelDelivery {
 
 /// The delivery of every configured channel, given what was sent (`results`, matched by
 /// channel id) and the kinds of the events the cap held back. Records each success at `now`
-/// in `last_success` (the state's).
+/// in `last_success` (the state's), and forgets channels no longer configured.
 pub fn tally(
     channels: &[Channel<'_>],
     results: &[ChannelResult],
@@ -34,6 +34,8 @@ pub fn tally(
     last_success: &mut BTreeMap<String, u64>,
     now: u64,
 ) -> Vec<ChannelDelivery> {
+    let ids: BTreeSet<String> = channels.iter().map(Channel::id).collect();
+    last_success.retain(|id, _| ids.contains(id));
     channels
         .iter()
         .map(|channel| {

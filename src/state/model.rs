@@ -55,7 +55,8 @@ pub struct Notifications {
     #[serde(skip_serializing_if = "is_zero")]
     pub held_back: u64,
     /// Channel id (`email`, `gotify`, `webhook:<name>`) → when a message last reached it.
-    /// Kept through quiet runs and never pruned: a channel silent for long is the point.
+    /// Kept through quiet runs and not pruned by age (a channel silent for long is the point);
+    /// a channel no longer configured is forgotten by the notifier.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub last_success: BTreeMap<String, u64>,
 }

@@ -728,6 +728,46 @@ fn the_hourly_cap_limits_messages_and_the_next_one_says_how_many_were_held_back(
 }
 
 #[test]
+fn the_last_success_is_kept_per_channel_and_forgotten_with_the_channel() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let hook = |name: &str| {
+        format!(
+            "[[notify.webhook]]\nname = \"{name}\"\nurl = \"{}\"\n",
+            rx.url("/h")
+        )
+    };
+    let both = load(dir.path(), &format!("{}\n{}", hook("ops"), hook("chat")));
+    let mut state = Notifications::default();
+    let sent = send(
+        &both,
+        &mut state,
+        &report(false, vec![scaled_vm(101)], false),
+        100,
+    );
+    assert_eq!(sent.delivery.len(), 2);
+    assert!(
+        sent.delivery
+            .iter()
+            .all(|d| d.sent == 1 && d.last_success == Some(100))
+    );
+    // A quiet run keeps both; then "chat" leaves the config and is forgotten.
+    let quiet = send(&both, &mut state, &report(false, vec![], false), 160);
+    assert!(
+        quiet
+            .delivery
+            .iter()
+            .all(|d| d.sent == 0 && d.last_success == Some(100))
+    );
+    let one = load(dir.path(), &hook("ops"));
+    send(&one, &mut state, &report(false, vec![], false), 220);
+    assert_eq!(
+        state.last_success.keys().collect::<Vec<_>>(),
+        vec!["webhook:ops"]
+    );
+}
+
+#[test]
 fn a_dead_channel_is_retried_once_and_does_not_stop_the_others() {
     let rx = Receiver::start();
     let dir = tempfile::tempdir().expect("dir");
