@@ -118,26 +118,11 @@ pub(super) fn read_usage(
                 );
                 return read;
             }
-            Err(e) => match e.kind {
-                ApiErrorKind::NotImplemented => {
-                    read.export = ExportAvailability::Unavailable(now);
-                    (
-                        MetricsSourceReason::NotImplemented,
-                        "metrics/export not available (PVE older than 8.2.5)".to_string(),
-                    )
-                }
-                ApiErrorKind::Permission => {
-                    read.export = ExportAvailability::Unavailable(now);
-                    (
-                        MetricsSourceReason::Refused,
-                        "metrics/export refused (the token lacks Sys.Audit on /)".to_string(),
-                    )
-                }
-                _ => (
-                    MetricsSourceReason::Failed,
-                    format!("metrics/export failed ({e})"),
-                ),
-            },
+            Err(e) => {
+                let (export, reason, why) = export_failure(&e, now);
+                read.export = export;
+                (reason, why)
+            }
         }
     };
     log::info!(
@@ -153,6 +138,28 @@ pub(super) fn read_usage(
     };
     push_widened(&mut read, &rrd_window);
     read
+}
+
+/// What a failed export call tells: whether the export is there at all, and why rrddata is
+/// read instead (typed, and for people).
+fn export_failure(e: &ApiError, now: u64) -> (ExportAvailability, MetricsSourceReason, String) {
+    match e.kind {
+        ApiErrorKind::NotImplemented => (
+            ExportAvailability::Unavailable(now),
+            MetricsSourceReason::NotImplemented,
+            "metrics/export not available (PVE older than 8.2.5)".to_string(),
+        ),
+        ApiErrorKind::Permission => (
+            ExportAvailability::Unavailable(now),
+            MetricsSourceReason::Refused,
+            "metrics/export refused (the token lacks Sys.Audit on /)".to_string(),
+        ),
+        _ => (
+            ExportAvailability::Unknown,
+            MetricsSourceReason::Failed,
+            format!("metrics/export failed ({e})"),
+        ),
+    }
 }
 
 /// The export answered, but without a sample of some running VMs: the node that served it

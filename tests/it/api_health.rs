@@ -457,3 +457,29 @@ fn a_certificate_from_another_ca_counts_as_tls() {
         "{text}"
     );
 }
+
+#[test]
+fn a_refused_export_counts_as_auth_and_the_source_says_refused() {
+    let env = env_with_metrics(cluster().vm(busy_vm(101, "pve1")), "");
+    env.sim.add_fault(
+        Fault::on("GET", "/cluster/metrics/export")
+            .status(403)
+            .message("Permission check failed (/, Sys.Audit)"),
+    );
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let text = textfile(&env);
+    assert_eq!(
+        samples(&text, "pvescale_api_requests"),
+        expected_request_lines(&env.sim.requests()),
+        "{text}"
+    );
+    assert!(
+        text.contains("pvescale_api_requests{cluster=\"lab\",outcome=\"auth\"} 1\n"),
+        "{text}"
+    );
+    assert_eq!(
+        samples(&text, "pvescale_metrics_source"),
+        vec!["pvescale_metrics_source{cluster=\"lab\",source=\"rrddata\",reason=\"refused\"} 1"],
+    );
+}
