@@ -65,8 +65,9 @@ fn api_families(report: &RunReport) -> Vec<Family> {
         "API requests of the last run by outcome (ok, client_error, server_error, timeout, \
          tls, auth, connect); retries, re-logins and fallback URLs count as requests.",
     );
+    // Not `_sum`: that suffix is reserved for summaries and histograms (promtool lints it).
     let mut seconds_sum = Family::new(
-        "pvescale_api_request_seconds_sum",
+        "pvescale_api_time_seconds",
         "Time of all API requests of the last run together, until each answer was read.",
     );
     let mut seconds_max = Family::new(

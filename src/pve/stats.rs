@@ -115,7 +115,7 @@ impl Serialize for OutcomeCounts {
 pub struct ApiStats {
     pub requests: OutcomeCounts,
     /// Time of all requests together, from sending to the end of the answer's body.
-    #[serde(rename = "request_seconds_sum", serialize_with = "seconds")]
+    #[serde(rename = "time_seconds", serialize_with = "seconds")]
     pub total: Duration,
     /// Time of the slowest request.
     #[serde(rename = "request_seconds_max", serialize_with = "seconds")]
@@ -216,7 +216,7 @@ mod tests {
         let json = serde_json::to_value(&stats).expect("serialises");
         assert_eq!(json["requests"]["ok"], 2);
         assert_eq!(json["requests"]["auth"], 0);
-        assert_eq!(json["request_seconds_sum"], 1.0);
+        assert_eq!(json["time_seconds"], 1.0);
         assert_eq!(json["request_seconds_max"], 0.9);
     }
 }

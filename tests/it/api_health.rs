@@ -112,7 +112,7 @@ fn requests_are_counted_by_outcome_and_timed_with_latency_and_a_500_injected() {
         "{text}"
     );
     let slowest = value(&text, "pvescale_api_request_seconds_max{cluster=\"lab\"}");
-    let sum = value(&text, "pvescale_api_request_seconds_sum{cluster=\"lab\"}");
+    let sum = value(&text, "pvescale_api_time_seconds{cluster=\"lab\"}");
     assert!(
         slowest >= LATENCY.as_secs_f64(),
         "slowest {slowest}:\n{text}"
