@@ -1761,8 +1761,83 @@ fn vm_route(
         ("POST", ["config"]) | ("PUT", ["config"]) => {
             update_config(ctx, world, p, node, vmid_s, vmid, params)
         }
+        (
+            "GET",
+            [
+                "agent",
+                cmd @ ("get-vcpus" | "get-memory-blocks" | "get-memory-block-info"),
+            ],
+        ) => {
+            validate(&params, &vm_params, &["node", "vmid"], v)?;
+            // qemu-server API2/Qemu/Agent.pm `register_command`: VM.GuestAgent.Audit or
+            // VM.GuestAgent.Unrestricted since 9.0 (commit b92a40ce), VM.Monitor before.
+            let privs: &[&str] = if v.is_pve9() {
+                &["VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted"]
+            } else {
+                &["VM.Monitor"]
+            };
+            if !privs
+                .iter()
+                .any(|privilege| p.privs.has(&vmpath, privilege))
+            {
+                // RPCEnvironment.pm `check_any`: the list joined with `|`.
+                return Err(ApiError::perm(&vmpath, &privs.join("|")));
+            }
+            let vm = match world.vms.get(&vmid) {
+                Some(vm) if vm.node == node && vm.kind == Kind::Qemu => vm,
+                _ => return Err(missing_conf(node, vmid_s)),
+            };
+            agent_answer(vm, cmd).map(|result| Body::Json(json!({ "result": result })))
+        }
         _ => Err(ApiError::no_method(m, ctx.path)),
     }
+}
+
+/// Linux's memory block size on x86-64 (below 64 GiB of memory), as
+/// `guest-get-memory-block-info` reports it.
+const MEMORY_BLOCK_MIB: u64 = 128;
+
+/// A guest agent command (qemu-server QemuServer/Agent.pm `assert_agent_available`, then the
+/// QGA answer from the guest model).
+fn agent_answer(vm: &Vm, cmd: &str) -> Result<Value, ApiError> {
+    if !vm.conf.contains_key("agent") {
+        return Err(ApiError::new(500, "No QEMU guest agent configured\n"));
+    }
+    if !vm.status.is_live() {
+        return Err(ApiError::new(
+            500,
+            format!("VM {} is not running\n", vm.vmid),
+        ));
+    }
+    if !vm.agent_answers() {
+        return Err(ApiError::new(500, "QEMU guest agent is not running\n"));
+    }
+    Ok(match cmd {
+        "get-vcpus" => Value::Array(
+            (0..vm.vcpus())
+                .map(|i| {
+                    json!({
+                        "logical-id": i,
+                        "online": i < vm.online_vcpus,
+                        "can-offline": i > 0,
+                    })
+                })
+                .collect(),
+        ),
+        "get-memory-blocks" => Value::Array(
+            (0..vm.mem_mib() / MEMORY_BLOCK_MIB)
+                .map(|i| {
+                    let at = i * MEMORY_BLOCK_MIB;
+                    json!({
+                        "phys-index": i,
+                        "online": at < vm.online_mem_mib,
+                        "can-offline": at >= vm.boot_mem_mib,
+                    })
+                })
+                .collect(),
+        ),
+        _ => json!({ "size": MEMORY_BLOCK_MIB << 20 }),
+    })
 }
 
 fn update_config(

@@ -774,7 +774,7 @@ fn cpu_hotplug(vm: &mut Vm, target: u32, out: &mut Outcome, now: i64) -> Plug {
     let mut cur = current;
     let mut removed = 0u32;
     while cur > target {
-        if let Some(allowed) = vm.refuse_cpu_unplug
+        if let Some(allowed) = vm.cpu_unplug_limit()
             && removed >= allowed
         {
             out.refused = true;
@@ -825,7 +825,7 @@ fn mem_hotplug(vm: &mut Vm, target: u64, host_bits: u32, out: &mut Outcome, now:
             break;
         }
         out.log.push(format!("try to unplug memory dimm dimm{id}"));
-        if let Some(allowed) = vm.refuse_mem_unplug
+        if let Some(allowed) = vm.mem_unplug_limit()
             && removed >= allowed
         {
             out.refused = true;

@@ -236,6 +236,12 @@ pub struct VmEdit {
     pub balloon_stats: bool,
     pub refuse_cpu_unplug: Option<u32>,
     pub refuse_mem_unplug: Option<u32>,
+    /// Whether the guest agent runs in the guest ([`VmSpec::agent_running`]).
+    pub agent_running: bool,
+    /// Whether the guest onlines hot-added vCPUs / memory ([`VmSpec::onlines`]); from the
+    /// next change on (what is offline now stays offline).
+    pub onlines_cpu: bool,
+    pub onlines_mem: bool,
     /// Set to delete the guest.
     pub remove: bool,
 }
@@ -689,6 +695,27 @@ impl Sim {
             .map(|vm| metrics::vm_demand(vm, t, w.start, w.noise))
     }
 
+    /// The vCPUs the guest has online now: those it booted with, plus hot-added ones if it
+    /// onlines CPUs ([`VmSpec::onlines`]); what its CPU figures are limited to. None if the
+    /// guest does not exist.
+    pub fn online_vcpus(&self, vmid: u32) -> Option<u32> {
+        self.settle();
+        lock(&self.shared.world)
+            .vms
+            .get(&vmid)
+            .map(|vm| vm.online_vcpus)
+    }
+
+    /// The memory (MiB) the guest has online now: what it booted with, plus hot-plugged DIMMs
+    /// if it onlines memory; what its memory in use is limited to. None if it does not exist.
+    pub fn online_memory_mib(&self, vmid: u32) -> Option<u64> {
+        self.settle();
+        lock(&self.shared.world)
+            .vms
+            .get(&vmid)
+            .map(|vm| vm.online_mem_mib)
+    }
+
     /// Changes a guest; returns false if it does not exist.
     pub fn update_vm(&self, vmid: u32, f: impl FnOnce(&mut VmEdit)) -> bool {
         self.settle();
@@ -720,6 +747,9 @@ impl Sim {
             balloon_stats: vm.balloon_stats,
             refuse_cpu_unplug: vm.refuse_cpu_unplug,
             refuse_mem_unplug: vm.refuse_mem_unplug,
+            agent_running: vm.agent_running,
+            onlines_cpu: vm.onlines_cpu,
+            onlines_mem: vm.onlines_mem,
             remove: false,
         };
         f(&mut e);
@@ -749,6 +779,9 @@ impl Sim {
         vm.balloon_stats = e.balloon_stats;
         vm.refuse_cpu_unplug = e.refuse_cpu_unplug;
         vm.refuse_mem_unplug = e.refuse_mem_unplug;
+        vm.agent_running = e.agent_running;
+        vm.onlines_cpu = e.onlines_cpu;
+        vm.onlines_mem = e.onlines_mem;
         vm.touch(now);
         true
     }

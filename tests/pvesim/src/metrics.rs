@@ -123,7 +123,10 @@ pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample
         cpu_cores: demand,
         memory_mib: mem_demand,
     } = vm_demand(vm, t, start, nz);
-    let mut cap = vcpus as f64;
+    // A guest runs on the vCPUs it has online, and uses the memory it has online.
+    let online = e.online_vcpus.clamp(1, vcpus);
+    let online_mem = e.online_mem_mib.clamp(1, mem_mib) as f64;
+    let mut cap = online as f64;
     if e.cpulimit > 0.0 {
         cap = cap.min(e.cpulimit);
     }
@@ -140,9 +143,9 @@ pub(crate) fn vm_sample(vm: &Vm, t: i64, start: i64, nz: Noise) -> Option<Sample
     } else {
         0.0
     };
-    let guest_used = mem_demand.min(mem_mib as f64);
-    s.mem_pressure = if mem_demand > mem_mib as f64 && mem_demand > 0.0 {
-        (mem_demand - mem_mib as f64) / mem_demand
+    let guest_used = mem_demand.min(online_mem);
+    s.mem_pressure = if mem_demand > online_mem && mem_demand > 0.0 {
+        (mem_demand - online_mem) / mem_demand
     } else {
         0.0
     };

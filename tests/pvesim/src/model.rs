@@ -288,7 +288,13 @@ pub const ALL_PRIVS: &[&str] = &[
     "VM.Config.Network",
     "VM.Config.Options",
     "VM.Console",
+    "VM.GuestAgent.Audit",
+    "VM.GuestAgent.FileRead",
+    "VM.GuestAgent.FileSystemMgmt",
+    "VM.GuestAgent.FileWrite",
+    "VM.GuestAgent.Unrestricted",
     "VM.Migrate",
+    "VM.Monitor",
     "VM.PowerMgmt",
     "VM.Snapshot",
     "VM.Snapshot.Rollback",
@@ -532,6 +538,11 @@ pub struct VmSpec {
     pub(crate) refuse_mem_unplug: Option<u32>,
     pub(crate) io_overhead: f64,
     pub(crate) metrics_gap: Option<(i64, i64)>,
+    pub(crate) agent: bool,
+    pub(crate) agent_running: bool,
+    pub(crate) ostype: Option<String>,
+    pub(crate) onlines_cpu: bool,
+    pub(crate) onlines_mem: bool,
     pub(crate) extra: Vec<(String, String)>,
     pub(crate) created_ago: i64,
     pub(crate) booted_ago: i64,
@@ -568,6 +579,11 @@ impl VmSpec {
             refuse_mem_unplug: None,
             io_overhead: 0.0,
             metrics_gap: None,
+            agent: false,
+            agent_running: true,
+            ostype: None,
+            onlines_cpu: true,
+            onlines_mem: true,
             extra: Vec::new(),
             created_ago: 30 * 86400,
             booted_ago: 5 * 86400,
@@ -699,6 +715,35 @@ impl VmSpec {
         self.refuse_mem_unplug = Some(allowed_dimms);
         self
     }
+    /// Sets the `agent` config key to `1` (`true`) or leaves it out (`false`, the default):
+    /// whether a QEMU guest agent is configured. Other forms (`enabled=1,fstrim_cloned_disks=1`,
+    /// `type=virtio`, `0`) go through [`VmSpec::config`].
+    pub fn agent(mut self, enabled: bool) -> Self {
+        self.agent = enabled;
+        self
+    }
+    /// Whether the guest agent answers (default true). `false`: configured, but the agent in
+    /// the guest is not running, so the agent endpoints fail with `QEMU guest agent is not
+    /// running`.
+    pub fn agent_running(mut self, running: bool) -> Self {
+        self.agent_running = running;
+        self
+    }
+    /// Sets the `ostype` key (default `l26`). A Windows type (`win*`, `w2k`, `w2k3`, `w2k8`,
+    /// `wxp`, `wvista`) takes hot-added vCPUs and DIMMs but refuses every unplug, as if
+    /// [`VmSpec::refuse_cpu_unplug`]`(0)` and [`VmSpec::refuse_mem_unplug`]`(0)` were set.
+    pub fn ostype(mut self, ostype: &str) -> Self {
+        self.ostype = Some(ostype.to_string());
+        self
+    }
+    /// Whether the guest brings hot-added vCPUs (`cpu`) and DIMMs (`memory`) online (default
+    /// both). A guest that does not keeps using what it booted with: it has the new vCPUs and
+    /// memory, but they stay offline until it reboots.
+    pub fn onlines(mut self, cpu: bool, memory: bool) -> Self {
+        self.onlines_cpu = cpu;
+        self.onlines_mem = memory;
+        self
+    }
     /// Any other config key, stored verbatim (e.g. `("cpu", "host")`, `("memory", "current=4096")`).
     pub fn config(mut self, key: &str, value: &str) -> Self {
         self.extra.push((key.to_string(), value.to_string()));
@@ -725,6 +770,10 @@ pub(crate) struct Epoch {
     pub status: VmStatus,
     pub booted: i64,
     pub cpulimit: f64,
+    /// vCPUs the guest has brought online (≤ `vcpus`).
+    pub online_vcpus: u32,
+    /// Memory the guest has brought online, MiB (≤ `mem_mib`).
+    pub online_mem_mib: u64,
 }
 
 /// Internal guest state.
@@ -749,6 +798,17 @@ pub(crate) struct Vm {
     pub io_overhead: f64,
     /// See [`VmSpec::metrics_gap`].
     pub metrics_gap: Option<(i64, i64)>,
+    /// See [`VmSpec::agent_running`].
+    pub agent_running: bool,
+    /// See [`VmSpec::onlines`].
+    pub onlines_cpu: bool,
+    pub onlines_mem: bool,
+    /// vCPUs and memory (MiB) the guest booted with (all online from boot).
+    pub boot_vcpus: u32,
+    pub boot_mem_mib: u64,
+    /// vCPUs and memory (MiB) the guest has online now.
+    pub online_vcpus: u32,
+    pub online_mem_mib: u64,
     pub created_at: i64,
     pub history: Vec<Epoch>,
     pub status_reads: u64,
@@ -870,6 +930,14 @@ impl Vm {
         if let Some(c) = spec.cpulimit {
             conf.insert("cpulimit".into(), fmt_num(c));
         }
+        if spec.kind == Kind::Qemu {
+            if spec.agent {
+                conf.insert("agent".into(), "1".into());
+            }
+            if let Some(o) = &spec.ostype {
+                conf.insert("ostype".into(), o.clone());
+            }
+        }
         for (k, v) in &spec.extra {
             conf.insert(k.clone(), v.clone());
         }
@@ -896,6 +964,13 @@ impl Vm {
             refuse_mem_unplug: spec.refuse_mem_unplug,
             io_overhead: spec.io_overhead,
             metrics_gap: spec.metrics_gap,
+            agent_running: spec.agent_running,
+            onlines_cpu: spec.onlines_cpu,
+            onlines_mem: spec.onlines_mem,
+            boot_vcpus: 0,
+            boot_mem_mib: 0,
+            online_vcpus: 0,
+            online_mem_mib: 0,
             created_at,
             history: Vec::new(),
             status_reads: 0,
@@ -907,6 +982,8 @@ impl Vm {
             },
         };
         let (vcpus, mem_mib, cpulimit) = (vm.vcpus(), vm.mem_mib(), vm.cpulimit());
+        (vm.boot_vcpus, vm.boot_mem_mib) = (vcpus, mem_mib);
+        (vm.online_vcpus, vm.online_mem_mib) = (vcpus, mem_mib);
         if spec.status.is_live() && booted > created_at {
             vm.history.push(Epoch {
                 from: created_at,
@@ -915,6 +992,8 @@ impl Vm {
                 status: VmStatus::Stopped,
                 booted: created_at,
                 cpulimit,
+                online_vcpus: vcpus,
+                online_mem_mib: mem_mib,
             });
         }
         vm.history.push(Epoch {
@@ -928,6 +1007,8 @@ impl Vm {
             status: spec.status,
             booted,
             cpulimit,
+            online_vcpus: vcpus,
+            online_mem_mib: mem_mib,
         });
         vm.recompute_digest();
         vm
@@ -1031,11 +1112,70 @@ impl Vm {
         self.digest = hex[..40].to_string();
     }
 
+    /// The `ostype` is a Windows one (qemu-server Helpers.pm `windows_version` > 0).
+    pub fn is_windows(&self) -> bool {
+        self.conf
+            .get("ostype")
+            .is_some_and(|o| is_windows_ostype(o))
+    }
+
+    /// vCPUs the guest lets go before it refuses an unplug (None: all); Windows: none.
+    pub fn cpu_unplug_limit(&self) -> Option<u32> {
+        if self.is_windows() {
+            Some(0)
+        } else {
+            self.refuse_cpu_unplug
+        }
+    }
+
+    /// DIMMs the guest lets go before it refuses an unplug (None: all); Windows: none.
+    pub fn mem_unplug_limit(&self) -> Option<u32> {
+        if self.is_windows() {
+            Some(0)
+        } else {
+            self.refuse_mem_unplug
+        }
+    }
+
+    /// Whether the guest agent answers: the `agent` key is set with `enabled` (without it
+    /// QEMU has no agent channel), the VM runs (not paused) and the agent runs in the guest.
+    pub fn agent_answers(&self) -> bool {
+        self.conf.get("agent").is_some_and(|a| agent_enabled(a))
+            && self.status == VmStatus::Running
+            && self.agent_running
+    }
+
+    /// Brings the guest's online vCPUs and memory up to date with its size: a stopped guest
+    /// boots with everything online; a running one onlines hot-added vCPUs / DIMMs only if
+    /// it does so, and an unplug removes the offline ones first.
+    fn update_online(&mut self) {
+        let (vcpus, mem) = (self.vcpus(), self.mem_mib());
+        if !self.status.is_live() {
+            (self.boot_vcpus, self.boot_mem_mib) = (vcpus, mem);
+            (self.online_vcpus, self.online_mem_mib) = (vcpus, mem);
+            return;
+        }
+        self.online_vcpus = if self.onlines_cpu {
+            vcpus
+        } else {
+            self.online_vcpus.min(vcpus)
+        };
+        self.online_mem_mib = if self.onlines_mem {
+            mem
+        } else {
+            self.online_mem_mib.min(mem)
+        };
+        self.boot_vcpus = self.boot_vcpus.min(vcpus);
+        self.boot_mem_mib = self.boot_mem_mib.min(mem);
+    }
+
     /// Call after any change: new digest, and a new history epoch if size or state changed.
     pub fn touch(&mut self, now: i64) {
         self.recompute_digest();
+        self.update_online();
         let (vcpus, mem_mib, status, cpulimit) =
             (self.vcpus(), self.mem_mib(), self.status, self.cpulimit());
+        let (online_vcpus, online_mem_mib) = (self.online_vcpus, self.online_mem_mib);
         let last = self.history.last().copied();
         let booted = match last {
             Some(l) if l.status.is_live() && status.is_live() => l.booted,
@@ -1049,13 +1189,17 @@ impl Vm {
             status,
             booted,
             cpulimit,
+            online_vcpus,
+            online_mem_mib,
         };
         match last {
             Some(l)
                 if l.vcpus == vcpus
                     && l.mem_mib == mem_mib
                     && l.status == status
-                    && l.cpulimit == cpulimit => {}
+                    && l.cpulimit == cpulimit
+                    && l.online_vcpus == online_vcpus
+                    && l.online_mem_mib == online_mem_mib => {}
             Some(l) if l.from >= now => {
                 if let Some(x) = self.history.last_mut() {
                     *x = Epoch { from: l.from, ..e };
@@ -1081,6 +1225,30 @@ impl Vm {
         }
         Some(self.history[idx - 1])
     }
+}
+
+/// qemu-server Helpers.pm `windows_version`: `wxp`, `w2k`, `w2k3`, `w2k8`, `wvista`, `winN`.
+pub(crate) fn is_windows_ostype(ostype: &str) -> bool {
+    matches!(ostype, "wxp" | "w2k" | "w2k3" | "w2k8" | "wvista")
+        || ostype
+            .strip_prefix("win")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The `enabled` flag of an `agent` property string (`1`, `0`, `enabled=1,...`,
+/// `type=virtio`): the default key is `enabled`, which defaults to 0.
+pub(crate) fn agent_enabled(value: &str) -> bool {
+    let mut enabled = false;
+    for part in value.split(',') {
+        let part = part.trim();
+        let v = match part.split_once('=') {
+            Some(("enabled", v)) => v,
+            Some(_) => continue,
+            None => part,
+        };
+        enabled = matches!(v, "1" | "yes" | "on" | "true");
+    }
+    enabled
 }
 
 pub(crate) fn fmt_num(v: f64) -> String {

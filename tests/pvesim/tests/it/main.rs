@@ -3,6 +3,7 @@
 
 mod common;
 
+mod agent;
 mod api;
 mod faults;
 mod metrics;
