@@ -299,6 +299,13 @@ fn agent_not_configured_not_running_and_other_errors() {
         (500, "QEMU guest agent is not running\n".into())
     );
     assert_eq!(err(&mut api, 105).0, 200);
+    // status/current says `agent: 1` only when enabled.
+    for (vmid, agent) in [(101, None), (103, Some(1)), (104, None), (105, Some(1))] {
+        let st = api
+            .get(&format!("/nodes/pve1/qemu/{vmid}/status/current"))
+            .data();
+        assert_eq!(st["agent"].as_i64(), agent, "{vmid}: {st}");
+    }
     assert_eq!(
         err(&mut api, 106),
         (500, "QEMU guest agent is not running\n".into())
