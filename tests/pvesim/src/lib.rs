@@ -248,8 +248,9 @@ pub struct VmEdit {
     pub refuse_mem_unplug: Option<u32>,
     /// Whether the guest agent runs in the guest ([`VmSpec::agent_running`]).
     pub agent_running: bool,
-    /// Whether the guest onlines hot-added vCPUs / memory ([`VmSpec::onlines`]); from the
-    /// next change on (what is offline now stays offline).
+    /// Whether the guest onlines hot-added vCPUs / memory ([`VmSpec::onlines`]). Setting one
+    /// to true brings what is offline online at once (as an admin's `chcpu -e` would);
+    /// setting it to false leaves what is online as it is, later hot-adds stay offline.
     pub onlines_cpu: bool,
     pub onlines_mem: bool,
     /// Set to delete the guest.

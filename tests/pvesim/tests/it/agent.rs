@@ -132,6 +132,12 @@ fn agent_shows_what_an_onlining_and_a_non_onlining_guest_did_with_a_live_grow() 
     let flags = online_flags(&agent(&mut api, 102, "get-memory-blocks"));
     assert_eq!((flags.len(), count(&flags, true)), (24, 24));
 
+    // The admin onlines them by hand.
+    sim.update_vm(102, |v| v.onlines_mem = true);
+    api.post_config_wait("pve1", 102, "memory=4096");
+    assert_eq!(sim.online_memory_mib(102), Some(4096));
+    assert_eq!(sim.online_vcpus(102), Some(1));
+
     // A guest that onlines CPUs only.
     sim.add_vm(live(103).onlines(true, false));
     api.post_config_wait("pve1", 103, "vcpus=3&memory=5120");
