@@ -12,7 +12,7 @@ use crate::config::{self, PType, Update};
 use crate::fault::{Fault, FaultKind};
 use crate::http::{Reply, Request, Response, parse_form, percent_decode, sleep_unless};
 use crate::metrics::{self, Noise};
-use crate::model::{Kind, Node, Privs, Version, Vm, VmStatus};
+use crate::model::{self, Kind, Node, Privs, Version, Vm, VmStatus};
 use crate::{AuthKind, Recorded};
 
 pub(crate) struct User {
@@ -1689,6 +1689,14 @@ fn vm_route(
             }
             if vm.template() {
                 r["template"] = json!(1);
+            }
+            // qemu-server API2/Qemu.pm `vm_status`: `agent: 1` when enabled in the config.
+            if vm
+                .conf
+                .get("agent")
+                .is_some_and(|a| model::agent_enabled(a))
+            {
+                r["agent"] = json!(1);
             }
             ok(r)
         }

@@ -60,7 +60,17 @@
 //! `GET /nodes`, `GET /nodes/{node}/status`, `GET /nodes/{node}/qemu`,
 //! `GET /nodes/{node}/qemu/{vmid}/{status/current,config,pending,rrddata}`,
 //! `POST|PUT /nodes/{node}/qemu/{vmid}/config`, `GET /nodes/{node}/tasks` (finished config
-//! tasks), `GET /nodes/{node}/tasks/{upid}/{status,log}`.
+//! tasks), `GET /nodes/{node}/tasks/{upid}/{status,log}`,
+//! `GET /nodes/{node}/qemu/{vmid}/agent/{get-vcpus,get-memory-blocks,get-memory-block-info}`.
+//!
+//! ## Guests
+//! A guest has vCPUs and memory *online*: what it booted with, plus hot-added ones only if it
+//! brings them online ([`VmSpec::onlines`], default yes); an unplug takes offline ones first,
+//! a reboot brings everything online. Its figures are limited to what is online (a 2 → 4 vCPU
+//! grow of a guest that does not online reads 50 % at most); [`Sim::demand`] stays the truth
+//! and [`Sim::online_vcpus`] / [`Sim::online_memory_mib`] tell what is online. The guest agent
+//! endpoints answer from the same model ([`VmSpec::agent`], [`VmSpec::agent_running`]). A
+//! Windows [`VmSpec::ostype`] refuses every vCPU and DIMM unplug.
 //!
 //! ## Simplifications
 //! No gzip; the 3 s delay of failed logins is off unless [`SimBuilder::auth_failure_delay`];
@@ -238,8 +248,9 @@ pub struct VmEdit {
     pub refuse_mem_unplug: Option<u32>,
     /// Whether the guest agent runs in the guest ([`VmSpec::agent_running`]).
     pub agent_running: bool,
-    /// Whether the guest onlines hot-added vCPUs / memory ([`VmSpec::onlines`]); from the
-    /// next change on (what is offline now stays offline).
+    /// Whether the guest onlines hot-added vCPUs / memory ([`VmSpec::onlines`]). Setting one
+    /// to true brings what is offline online at once (as an admin's `chcpu -e` would);
+    /// setting it to false leaves what is online as it is, later hot-adds stay offline.
     pub onlines_cpu: bool,
     pub onlines_mem: bool,
     /// Set to delete the guest.

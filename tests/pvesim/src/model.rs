@@ -1258,3 +1258,61 @@ pub(crate) fn fmt_num(v: f64) -> String {
         format!("{v}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_ostypes_as_qemu_server_names_them() {
+        for o in [
+            "win7", "win8", "win10", "win11", "w2k", "w2k3", "w2k8", "wxp", "wvista",
+        ] {
+            assert!(is_windows_ostype(o), "{o}");
+        }
+        for o in [
+            "l26", "l24", "other", "solaris", "win", "winxp", "w2k12", "",
+        ] {
+            assert!(!is_windows_ostype(o), "{o}");
+        }
+    }
+
+    #[test]
+    fn agent_property_string_enabled_flag() {
+        for (v, on) in [
+            ("1", true),
+            ("0", false),
+            ("enabled=1,fstrim_cloned_disks=1", true),
+            ("1,type=isa", true),
+            ("type=virtio", false),
+            ("enabled=0,type=virtio", false),
+            ("fstrim_cloned_disks=1", false),
+        ] {
+            assert_eq!(agent_enabled(v), on, "{v}");
+        }
+    }
+
+    #[test]
+    fn online_counts_follow_boot_grow_and_unplug() {
+        let spec = VmSpec::new(101, "pve1")
+            .cores(4)
+            .vcpus(2)
+            .memory_mib(4096)
+            .onlines(false, false);
+        let mut vm = Vm::from_spec(&spec, 1_000_000);
+        assert_eq!((vm.online_vcpus, vm.online_mem_mib), (2, 4096));
+        vm.conf.insert("vcpus".into(), "4".into());
+        vm.conf.insert("memory".into(), "6144".into());
+        vm.touch(1_000_010);
+        assert_eq!((vm.online_vcpus, vm.online_mem_mib), (2, 4096));
+        let e = vm.epoch_at(1_000_010).unwrap();
+        assert_eq!((e.vcpus, e.online_vcpus, e.online_mem_mib), (4, 2, 4096));
+        // A reboot brings everything online.
+        vm.status = VmStatus::Stopped;
+        vm.touch(1_000_020);
+        vm.status = VmStatus::Running;
+        vm.touch(1_000_030);
+        assert_eq!((vm.online_vcpus, vm.online_mem_mib), (4, 6144));
+        assert_eq!((vm.boot_vcpus, vm.boot_mem_mib), (4, 6144));
+    }
+}

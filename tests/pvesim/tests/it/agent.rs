@@ -132,6 +132,12 @@ fn agent_shows_what_an_onlining_and_a_non_onlining_guest_did_with_a_live_grow() 
     let flags = online_flags(&agent(&mut api, 102, "get-memory-blocks"));
     assert_eq!((flags.len(), count(&flags, true)), (24, 24));
 
+    // The admin onlines them by hand.
+    sim.update_vm(102, |v| v.onlines_mem = true);
+    api.post_config_wait("pve1", 102, "memory=4096");
+    assert_eq!(sim.online_memory_mib(102), Some(4096));
+    assert_eq!(sim.online_vcpus(102), Some(1));
+
     // A guest that onlines CPUs only.
     sim.add_vm(live(103).onlines(true, false));
     api.post_config_wait("pve1", 103, "vcpus=3&memory=5120");
@@ -299,6 +305,13 @@ fn agent_not_configured_not_running_and_other_errors() {
         (500, "QEMU guest agent is not running\n".into())
     );
     assert_eq!(err(&mut api, 105).0, 200);
+    // status/current says `agent: 1` only when enabled.
+    for (vmid, agent) in [(101, None), (103, Some(1)), (104, None), (105, Some(1))] {
+        let st = api
+            .get(&format!("/nodes/pve1/qemu/{vmid}/status/current"))
+            .data();
+        assert_eq!(st["agent"].as_i64(), agent, "{vmid}: {st}");
+    }
     assert_eq!(
         err(&mut api, 106),
         (500, "QEMU guest agent is not running\n".into())
