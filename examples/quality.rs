@@ -44,6 +44,8 @@ struct Trace {
     gap: Option<(i64, i64)>,
     /// Relative noise on the demand (the simulator's).
     noise: f64,
+    /// The guest brings hot-added vCPUs and memory online (most do; minimal images may not).
+    onlines: bool,
 }
 
 /// What one trace gave.
@@ -91,6 +93,7 @@ fn traces() -> Vec<Trace> {
             step_at: Some(20 * MIN),
             gap: None,
             noise: 0.0,
+            onlines: true,
         },
         Trace {
             name: "slow ramp up and down",
@@ -108,6 +111,7 @@ fn traces() -> Vec<Trace> {
             step_at: None,
             gap: None,
             noise: 0.0,
+            onlines: true,
         },
         Trace {
             name: "short spikes (1m every 15m)",
@@ -123,6 +127,7 @@ fn traces() -> Vec<Trace> {
             step_at: None,
             gap: None,
             noise: 0.0,
+            onlines: true,
         },
         Trace {
             name: "daily cycle, noisy (day = 4h)",
@@ -137,6 +142,7 @@ fn traces() -> Vec<Trace> {
             step_at: None,
             gap: None,
             noise: 0.15,
+            onlines: true,
         },
         Trace {
             name: "hovering at high (75-85 %)",
@@ -147,6 +153,7 @@ fn traces() -> Vec<Trace> {
             step_at: None,
             gap: None,
             noise: 0.0,
+            onlines: true,
         },
         Trace {
             name: "metrics gap while idle",
@@ -157,6 +164,7 @@ fn traces() -> Vec<Trace> {
             step_at: None,
             gap: Some((35 * MIN, 55 * MIN)),
             noise: 0.0,
+            onlines: true,
         },
         Trace {
             name: "metrics gap while busy",
@@ -168,6 +176,7 @@ fn traces() -> Vec<Trace> {
             step_at: None,
             gap: Some((10 * MIN, 30 * MIN)),
             noise: 0.0,
+            onlines: true,
         },
         Trace {
             name: "memory growing",
@@ -183,6 +192,7 @@ fn traces() -> Vec<Trace> {
             step_at: None,
             gap: None,
             noise: 0.0,
+            onlines: true,
         },
         Trace {
             name: "memory hovering high",
@@ -197,6 +207,20 @@ fn traces() -> Vec<Trace> {
             step_at: None,
             gap: None,
             noise: 0.0,
+            onlines: true,
+        },
+        Trace {
+            // 4 cores of demand on 2 vCPUs, and a guest that onlines nothing it is given (no
+            // agent to ask): it reads pinned at 2 of whatever it gets.
+            name: "guest onlines nothing",
+            minutes: 120,
+            cpu: Pattern::Constant(4.0),
+            memory: quiet,
+            vcpus: 2,
+            step_at: None,
+            gap: None,
+            noise: 0.0,
+            onlines: false,
         },
     ]
 }
@@ -323,6 +347,12 @@ fn targets(trace: &Trace, r: &TraceResult) -> Vec<(&'static str, bool)> {
         ));
         out.push(("unmet demand ≤ 6 core-minutes", r.unmet_core_minutes <= 6.0));
     }
+    if !trace.onlines {
+        out.push((
+            "grow taken back once, no flapping (≤ 2 changes)",
+            r.changes <= 2 && r.average_vcpus < 2.5,
+        ));
+    }
     if trace.name.starts_with("short spikes") {
         out.push(("0 changes on short spikes", r.changes == 0));
     }
@@ -353,6 +383,9 @@ fn run_trace(trace: &Trace) -> Result<TraceResult, Box<dyn std::error::Error>> {
         .mem_load(trace.memory.clone());
     if let Some((from, to)) = trace.gap {
         vm = vm.metrics_gap(from, to);
+    }
+    if !trace.onlines {
+        vm = vm.onlines(false, false);
     }
     let mut builder = Sim::builder()
         .version("8.4")
@@ -520,6 +553,7 @@ fn self_check() {
         step_at: None,
         gap: None,
         noise: 0.0,
+        onlines: true,
     };
     let demand = |rel: i64| (trace.cpu.at(rel), trace.memory.at(rel));
     let r = measure(

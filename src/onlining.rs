@@ -159,20 +159,19 @@ fn take_back(
     let mut revert = ConfigWrite::default();
     let mut said = Vec::new();
     for &((resource, from, to), online, expected) in offline {
-        let unit = match resource {
+        let (what, unit) = match resource {
             Resource::Cpu => {
                 revert.vcpus = Some(from);
-                "vCPUs"
+                ("vCPUs", "vCPUs")
             }
             Resource::Memory => {
                 revert.memory_mib = Some(from);
-                "MiB"
+                ("memory", "MiB")
             }
         };
         said.push(format!(
-            "the guest left the added {} offline ({online} of {expected} {unit} online after \
-             {from} → {to}): {}",
-            resource.name(),
+            "the guest left the added {what} offline ({online} of {expected} {unit} online \
+             after {from} → {to}): {}",
             fix_inside_the_guest(resource)
         ));
     }
