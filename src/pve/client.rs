@@ -322,6 +322,15 @@ impl Client {
                 }
             }
         }
+        // `Client::new` refuses a cluster without URLs, so there is a first failure; should
+        // that ever change, this says so instead of panicking.
+        if failures.is_empty() {
+            return Err(ApiError::new(
+                ApiErrorKind::Connect,
+                endpoint,
+                "no URL to send the request to".to_string(),
+            ));
+        }
         let mut error = failures.remove(0);
         if !failures.is_empty() {
             let others: Vec<String> = failures.iter().map(|f| f.message.clone()).collect();
