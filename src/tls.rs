@@ -134,6 +134,19 @@ impl Refusal {
     }
 }
 
+/// Why a request's TLS handshake failed, if that is what failed.
+pub fn refusal_of(error: &ureq::Error) -> Option<Refusal> {
+    match error {
+        ureq::Error::Rustls(e) => Some(Refusal::from_rustls(e)),
+        ureq::Error::Tls(e) => Some(Refusal::Other((*e).to_string())),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(Refusal::from_rustls),
+        _ => None,
+    }
+}
+
 /// `pve1.example.com` from the verifier's `DnsName("pve1.example.com")` (and likewise
 /// `IpAddress(...)`), so that the admin reads names, not Rust.
 fn plain_name(shown: &str) -> String {

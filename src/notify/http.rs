@@ -79,6 +79,13 @@ fn agent(
 }
 
 fn transport_error(e: ureq::Error) -> SendError {
+    if let Some(refusal) = tls::refusal_of(&e) {
+        // Told by its cause, as for the API; retrying a refused certificate cannot help.
+        return SendError {
+            message: format!("TLS: handshake refused ({})", refusal.what()),
+            retry: false,
+        };
+    }
     let retry = matches!(
         e,
         ureq::Error::Io(_)
@@ -93,4 +100,28 @@ fn transport_error(e: ureq::Error) -> SendError {
         _ => e.to_string(),
     };
     SendError { message, retry }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_told_by_its_cause_and_not_retried() {
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let error = transport_error(ureq::Error::Rustls(expired));
+        assert_eq!(
+            error.message,
+            "TLS: handshake refused (certificate expired)"
+        );
+        assert!(!error.retry);
+        let old = rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion);
+        let error = transport_error(ureq::Error::Rustls(old));
+        assert!(
+            error.message.contains("only TLS older than 1.2"),
+            "{}",
+            error.message
+        );
+        assert!(transport_error(ureq::Error::ConnectionFailed).retry);
+    }
 }

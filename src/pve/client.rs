@@ -483,7 +483,7 @@ impl Client {
             ureq::Error::Io(io) if never_connected(io.kind()) => {
                 (ApiErrorKind::Connect, format!("{host}: {io}"), false)
             }
-            _ => match tls_failure(&error) {
+            _ => match tls::refusal_of(&error) {
                 Some(reason) => (
                     ApiErrorKind::Tls,
                     self.explain_tls_failure(&host, &reason),
@@ -649,19 +649,6 @@ fn never_connected(kind: std::io::ErrorKind) -> bool {
         kind,
         ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
     )
-}
-
-/// Why the handshake failed, if that is what failed.
-fn tls_failure(error: &ureq::Error) -> Option<Refusal> {
-    match error {
-        ureq::Error::Rustls(e) => Some(Refusal::from_rustls(e)),
-        ureq::Error::Tls(e) => Some(Refusal::Other((*e).to_string())),
-        ureq::Error::Io(io) => io
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .map(Refusal::from_rustls),
-        _ => None,
-    }
 }
 
 fn describe_io(error: &ureq::Error) -> String {
