@@ -29,6 +29,7 @@ pub use paths::{
 pub use schedule::Schedule;
 pub use secrets::SecretSource;
 
+use crate::guest::GuestKind;
 use crate::policy::{Policy, ResourcePolicy};
 use crate::pve::ClusterTarget;
 
@@ -121,9 +122,9 @@ impl Config {
         &self.notify
     }
 
-    /// Whether the VM is managed at all (see [`Selection::matches`]).
-    pub fn manages(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
-        self.select.matches(vmid, tags, pool)
+    /// Whether the guest is managed at all (see [`Selection::takes`]).
+    pub fn manages(&self, kind: GuestKind, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
+        self.select.takes(kind, vmid, tags, pool)
     }
 
     /// The effective policy of a VM: [`Config::policy`], then every matching override in file
@@ -207,6 +208,8 @@ pub struct Selection {
     pools: Vec<String>,
     exclude_tags: Vec<String>,
     exclude_vmids: BTreeSet<u32>,
+    /// Guest types managed (`types`): VMs only unless containers are asked for.
+    types: BTreeSet<GuestKind>,
     /// The same tags and pools as sets, so that matching a VM costs its own tags' lookups,
     /// whatever the length of the lists.
     tag_set: BTreeSet<String>,
@@ -232,7 +235,25 @@ impl Selection {
             pools,
             exclude_tags,
             exclude_vmids,
+            types: BTreeSet::from([GuestKind::Vm]),
         }
+    }
+
+    /// The same selection for these guest types (`types`; validation keeps it non-empty).
+    pub(crate) fn with_types(mut self, types: BTreeSet<GuestKind>) -> Selection {
+        self.types = types;
+        self
+    }
+
+    /// Guest types managed.
+    pub fn types(&self) -> &BTreeSet<GuestKind> {
+        &self.types
+    }
+
+    /// Whether a guest of this kind, id, tags and pool is managed: its type is one of `types`
+    /// and it [`matches`](Selection::matches).
+    pub fn takes(&self, kind: GuestKind, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
+        self.types.contains(&kind) && self.matches(vmid, tags, pool)
     }
 
     pub fn matches(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {

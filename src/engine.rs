@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::apply::{self, ApplyTiming, ConfigWrite, Outcome};
 use crate::config::{Activity, ClusterConfig, Config};
+use crate::guest::GuestKind;
 use crate::leader::{self, Role};
 use crate::metrics::{VmUsage, WindowAggregator, usage_from_rrd};
 use crate::policy::{
@@ -120,7 +121,7 @@ pub fn process_cluster(
     let managed: Vec<&VmResource> = resources
         .vms
         .iter()
-        .filter(|vm| config.manages(vm.vmid, &vm.tags, vm.pool.as_deref()))
+        .filter(|vm| config.manages(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref()))
         .collect();
     report
         .warnings
@@ -155,6 +156,11 @@ pub fn process_cluster(
             .map(|n| (n.node.clone(), headroom(n)))
             .collect(),
         down: nodes_down(&resources.nodes),
+        node_cpus: resources
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.node.clone(), n.maxcpu?.round() as u32)))
+            .collect(),
     };
     report
         .warnings
@@ -393,6 +399,8 @@ struct Pass<'a> {
     /// Node headroom; memory taken by this run's scale-ups is added as they are decided.
     nodes: HashMap<String, NodeHeadroom>,
     down: HashMap<String, String>,
+    /// Each node's CPU count: the most cores a container on it can have.
+    node_cpus: HashMap<String, u32>,
 }
 
 impl Pass<'_> {
@@ -413,6 +421,7 @@ impl Pass<'_> {
             .and_then(|s| s.known_config.as_ref())
             .filter(|k| is_fresh(k, vm, self.now));
         let mut facts = facts_from_resource(vm, known);
+        container_envelope(&mut facts, self.node_cpus.get(&vm.node).copied());
         facts.host_max_memory_mib = prev.and_then(|s| s.host_max_memory_mib);
         let learned = prev.and_then(|s| s.memory_source.as_ref());
         let source = memory_source(vm, known, learned, self.now);
@@ -604,6 +613,7 @@ impl Pass<'_> {
         if facts.balloon_mib.is_none() {
             facts.balloon_mib = read.config.balloon;
         }
+        container_envelope(&mut facts, self.node_cpus.get(&plan.resource.node).copied());
         let known = KnownConfig {
             max_vcpus: facts.max_vcpus.unwrap_or(facts.vcpus),
             cpu_hotplug: facts.cpu_hotplug.unwrap_or(false),
@@ -685,14 +695,15 @@ impl Pass<'_> {
             let Some(config) = plan.config.as_ref() else {
                 return Outcome::Skipped("the VM's config was not read: next run".into());
             };
-            apply::apply(
-                self.client,
+            let (node, vmid, change) = (
                 &plan.resource.node,
                 plan.resource.vmid,
-                config,
                 &change_of(&plan.decision),
-                timing,
-            )
+            );
+            match plan.resource.kind {
+                GuestKind::Vm => apply::apply(self.client, node, vmid, config, change, timing),
+                GuestKind::Ct => apply::apply_container(self.client, node, vmid, config, change),
+            }
         });
         for (&i, outcome) in to_apply.iter().zip(outcomes) {
             record_outcome(&mut plans[i], outcome, self.now);

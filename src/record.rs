@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 use crate::error::Exit;
+use crate::guest::GuestKind;
 
 use crate::policy::readiness::LiveScaling;
 use crate::policy::{Action, BlockedBy, ByWindow, Resource, WindowInForce};
@@ -196,6 +197,9 @@ pub struct VmReport {
     pub cluster: String,
     pub node: String,
     pub vmid: u32,
+    /// `vm` or `ct`.
+    #[serde(rename = "type")]
+    pub kind: GuestKind,
     pub name: String,
     pub status: String,
     pub vcpus: u64,

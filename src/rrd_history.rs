@@ -419,7 +419,7 @@ pub fn read_cluster(
     };
     let mut selected: Vec<&VmResource> = Vec::new();
     for vm in &resources.vms {
-        let managed = config.manages(vm.vmid, &vm.tags, vm.pool.as_deref());
+        let managed = config.manages(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref());
         let wanted = match only {
             Some(id) => vm.vmid == id,
             None => managed,

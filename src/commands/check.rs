@@ -215,7 +215,7 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
     let managed: Vec<&VmResource> = resources
         .vms
         .iter()
-        .filter(|vm| config.manages(vm.vmid, &vm.tags, vm.pool.as_deref()))
+        .filter(|vm| config.manages(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref()))
         .collect();
     result.problems += selection(config, &managed, &resources.vms, &mut out);
     let (ready, problems) = vms_readiness(config, &client, &managed, &mut out);

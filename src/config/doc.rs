@@ -399,7 +399,8 @@ pub const SECTIONS: &[Section] = &[
         name: "[select]",
         about: "Which VMs are managed: those with any of tags, any of vmids or in any of pools, \
                 minus those with any of exclude_tags or in exclude_vmids. At least one of tags, \
-                vmids and pools. Tags are compared ignoring case. Containers are never managed.",
+                vmids and pools. Tags are compared ignoring case. The same selection applies to \
+                containers (LXC) when types includes \"ct\".",
         keys: &[
             key(
                 "tags",
@@ -440,6 +441,16 @@ pub const SECTIONS: &[Section] = &[
                 Some("[]"),
                 "[103]",
                 "Never manage these VMs.",
+            ),
+            key(
+                "types",
+                "list of strings",
+                "[\"vm\"]",
+                Some("[\"vm\"]"),
+                "[\"vm\", \"ct\"]",
+                "Guest types managed: \"vm\" (QEMU) and/or \"ct\" (LXC containers). VMs only \
+                 unless set, so that an upgrade never starts resizing containers a selection \
+                 already matched; containers' cores and memory change live.",
             ),
         ],
     },

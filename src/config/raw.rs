@@ -77,6 +77,8 @@ pub(super) struct RawSelect {
     pub exclude_tags: Vec<String>,
     #[serde(default)]
     pub exclude_vmids: Vec<u32>,
+    /// `["vm"]`, `["ct"]` or both; absent = VMs only.
+    pub types: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -856,7 +856,8 @@ fn selection_union_minus_exclusions() {
         !s.matches(102, &tags(&["web"]), Some("prod")),
         "exclude_vmids win"
     );
-    assert!(c.manages(101, &[], None));
+    assert!(c.manages(crate::guest::GuestKind::Vm, 101, &[], None));
+    assert!(!c.manages(crate::guest::GuestKind::Ct, 101, &[], None));
 
     let msg = err(&MINIMAL.replace("tags = [\"autoscale\"]", "exclude_tags = [\"x\"]"));
     assert!(
@@ -1144,5 +1145,30 @@ fn a_floor_above_the_policy_max_is_a_warning() {
             .any(|w| w.message().contains("schedule[0].floor.cpu")
                 && w.message().contains("max (8)")),
         "{warnings:?}"
+    );
+}
+
+#[test]
+fn guest_types_default_to_vms_and_are_checked() {
+    use crate::guest::GuestKind::{Ct, Vm};
+    let c = ok(MINIMAL);
+    assert_eq!(c.selection().types(), &BTreeSet::from([Vm]));
+    let tags = ["autoscale".to_string()];
+    assert!(c.manages(Vm, 101, &tags, None) && !c.manages(Ct, 200, &tags, None));
+    let both = MINIMAL.replace("[select]\n", "[select]\ntypes = [\"ct\", \"vm\", \"ct\"]\n");
+    let c = ok(&both);
+    assert_eq!(c.selection().types(), &BTreeSet::from([Vm, Ct]));
+    assert!(c.manages(Ct, 200, &tags, None));
+    let cts = MINIMAL.replace("[select]\n", "[select]\ntypes = [\"ct\"]\n");
+    assert!(!ok(&cts).manages(Vm, 101, &tags, None));
+    let msg = err(&MINIMAL.replace("[select]\n", "[select]\ntypes = [\"lxc\"]\n"));
+    assert!(
+        msg.contains("select.types[0]") && msg.contains("\"vm\""),
+        "{msg}"
+    );
+    let msg = err(&MINIMAL.replace("[select]\n", "[select]\ntypes = []\n"));
+    assert!(
+        msg.contains("select.types") && msg.contains("empty"),
+        "{msg}"
     );
 }

@@ -33,6 +33,7 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
         cluster: cluster.to_string(),
         node: plan.resource.node.clone(),
         vmid: plan.resource.vmid,
+        kind: plan.resource.kind,
         name: plan.resource.name.clone().unwrap_or_default(),
         status: plan.resource.status.as_str().to_string(),
         vcpus: u64::from(plan.facts.vcpus),

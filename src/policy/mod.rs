@@ -3,6 +3,7 @@
 //! The parameter types below are shared with `config.rs` (which fills them from TOML);
 //! their field names and meanings are a contract.
 
+mod container;
 mod format;
 pub mod readiness;
 mod sizing;
@@ -406,6 +407,7 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64, at: u64) -> Resour
     let from = ctx.current();
     let sized = match ctx.res {
         Resource::Cpu => size_cpu_up(ctx, frac),
+        Resource::Memory if ctx.facts.kind == GuestKind::Ct => container::size_memory_up(ctx, frac),
         Resource::Memory => size_memory_up(ctx, frac),
     };
     let to = match sized {
@@ -460,6 +462,9 @@ fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecis
     let from = ctx.current();
     let sized = match ctx.res {
         Resource::Cpu => size_cpu_down(ctx, frac),
+        Resource::Memory if ctx.facts.kind == GuestKind::Ct => {
+            container::size_memory_down(ctx, frac)
+        }
         Resource::Memory => size_memory_down(ctx, frac),
     };
     let to = match sized {

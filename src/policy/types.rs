@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::format::fmt_size;
+pub use crate::guest::GuestKind;
 use crate::units::MIB_PER_GIB;
 
 /// Which resource a rule or decision is about.
@@ -297,6 +298,8 @@ pub enum MemorySource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmFacts {
     pub vmid: u32,
+    /// VM or container: a container has no DIMM grid and no hotplug prerequisites.
+    pub kind: GuestKind,
     pub node: String,
     pub status: VmStatus,
     /// `lock` of the VM (backup, migrate, snapshot, ...).
@@ -332,6 +335,7 @@ impl VmFacts {
     pub fn new(vmid: u32, node: impl Into<String>, vcpus: u32, memory_mib: u64) -> VmFacts {
         VmFacts {
             vmid,
+            kind: GuestKind::Vm,
             node: node.into(),
             status: VmStatus::Running,
             lock: None,

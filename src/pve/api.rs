@@ -12,6 +12,12 @@ use super::types::{
 };
 
 pub use super::export::parse_metrics_export;
+use crate::guest::GuestKind;
+
+/// `/nodes/{node}/qemu/{vmid}/{what}` or `/nodes/{node}/lxc/{vmid}/{what}`.
+fn guest_path(kind: GuestKind, node: &str, vmid: u32, what: &str) -> String {
+    format!("/nodes/{node}/{}/{vmid}/{what}", kind.api_segment())
+}
 
 /// Largest `metrics/export` answer we accept. At 5000 VMs a 5-minute window is about
 /// 100 MB; it is parsed as a stream, so this bounds time, not memory.
@@ -104,8 +110,21 @@ impl Client {
         timeframe: Timeframe,
         cf: Consolidation,
     ) -> ApiResult<Vec<RrdPoint>> {
+        self.guest_rrddata(GuestKind::Vm, node, vmid, timeframe, cf)
+    }
+
+    /// `rrddata` of a VM or container (the same fields; a PVE 9 container's pressure figures
+    /// are its own cgroup's).
+    pub fn guest_rrddata(
+        &self,
+        kind: GuestKind,
+        node: &str,
+        vmid: u32,
+        timeframe: Timeframe,
+        cf: Consolidation,
+    ) -> ApiResult<Vec<RrdPoint>> {
         self.get(
-            &format!("/nodes/{node}/qemu/{vmid}/rrddata"),
+            &guest_path(kind, node, vmid, "rrddata"),
             &[
                 ("timeframe", timeframe.as_str().to_string()),
                 ("cf", cf.as_str().to_string()),
@@ -119,8 +138,19 @@ impl Client {
 
     /// The config the running VM has (`current=1`: pending values not merged in).
     pub fn vm_config_current(&self, node: &str, vmid: u32) -> ApiResult<VmConfig> {
+        self.guest_config_current(GuestKind::Vm, node, vmid)
+    }
+
+    /// The config a running VM or container has (`current=1`: pending values not merged in;
+    /// both qemu-server and pve-container take it).
+    pub fn guest_config_current(
+        &self,
+        kind: GuestKind,
+        node: &str,
+        vmid: u32,
+    ) -> ApiResult<VmConfig> {
         self.get(
-            &format!("/nodes/{node}/qemu/{vmid}/config"),
+            &guest_path(kind, node, vmid, "config"),
             &[("current", "1".to_string())],
         )
     }
@@ -132,7 +162,16 @@ impl Client {
     }
 
     pub fn vm_pending(&self, node: &str, vmid: u32) -> ApiResult<Vec<PendingItem>> {
-        self.get(&format!("/nodes/{node}/qemu/{vmid}/pending"), &[])
+        self.guest_pending(GuestKind::Vm, node, vmid)
+    }
+
+    pub fn guest_pending(
+        &self,
+        kind: GuestKind,
+        node: &str,
+        vmid: u32,
+    ) -> ApiResult<Vec<PendingItem>> {
+        self.get(&guest_path(kind, node, vmid, "pending"), &[])
     }
 
     /// Asynchronous config write; returns the task's UPID. Never retried. It carries the
@@ -165,9 +204,22 @@ impl Client {
         params: &[(&str, String)],
         digest: &ConfigDigest,
     ) -> ApiResult<()> {
+        self.guest_config_put(GuestKind::Vm, node, vmid, params, digest)
+    }
+
+    /// Synchronous config write of a VM or container (a container's only write: pve-container's
+    /// `PUT .../lxc/{vmid}/config` returns null and applies under the config lock before it
+    /// answers). Never retried.
+    pub fn guest_config_put(
+        &self,
+        kind: GuestKind,
+        node: &str,
+        vmid: u32,
+        params: &[(&str, String)],
+        digest: &ConfigDigest,
+    ) -> ApiResult<()> {
         let params = with_digest(params, digest);
-        let _: serde_json::Value =
-            self.put(&format!("/nodes/{node}/qemu/{vmid}/config"), &params)?;
+        let _: serde_json::Value = self.put(&guest_path(kind, node, vmid, "config"), &params)?;
         Ok(())
     }
 

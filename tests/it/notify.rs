@@ -456,6 +456,7 @@ fn vm(vmid: u32) -> VmReport {
         cluster: "lab".to_string(),
         node: "pve1".to_string(),
         vmid,
+        kind: pvescale::guest::GuestKind::Vm,
         name: format!("vm{vmid}"),
         status: "running".to_string(),
         vcpus: 2,
