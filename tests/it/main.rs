@@ -7,6 +7,7 @@ mod common;
 mod charts;
 mod client;
 mod config_examples;
+mod containers;
 mod crash;
 mod faults_matrix;
 mod hardening;

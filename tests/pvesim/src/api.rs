@@ -15,6 +15,9 @@ use crate::metrics::{self, Noise};
 use crate::model::{Kind, Node, Privs, Version, Vm, VmStatus};
 use crate::{AuthKind, Recorded};
 
+#[path = "lxc.rs"]
+mod lxc;
+
 pub(crate) struct User {
     pub password: String,
     pub privs: Privs,
@@ -1124,6 +1127,12 @@ fn route(
                     list.push(("vmid".to_string(), vmid.to_string()));
                     let vparams = Params { list };
                     vm_route(&ctx, &mut world, &p, &node, vmid, sub, vparams)
+                }
+                (_, ["lxc", vmid, sub @ ..]) => {
+                    let mut list = nodeparams.list.clone();
+                    list.push(("vmid".to_string(), vmid.to_string()));
+                    let vparams = Params { list };
+                    lxc::route(&ctx, &mut world, &p, &node, vmid, sub, vparams)
                 }
                 (_, ["tasks", upid, sub @ ..]) => {
                     let mut list = nodeparams.list.clone();

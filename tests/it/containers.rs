@@ -1,0 +1,160 @@
+//! Containers (issue 16) end to end: the real binary against simulated LXC containers whose
+//! config PUT is synchronous and whose cgroup limits change at once, as pve-container does.
+
+use crate::common::*;
+use pvesim::VmSpec;
+
+const BOTH: &str = "[select]\ntags = [\"autoscale\"]\ntypes = [\"vm\", \"ct\"]\n\n";
+
+/// A running container, tagged `autoscale`: 2 cores, 4096 MiB.
+fn container(vmid: u32) -> VmSpec {
+    VmSpec::new(vmid, "pve1")
+        .lxc()
+        .name(&format!("ct{vmid}"))
+        .cores(2)
+        .memory_mib(4096)
+        .tags(&["autoscale"])
+}
+
+fn busy_container(vmid: u32) -> VmSpec {
+    container(vmid).cpu_load(busy_from_start(1.9))
+}
+
+fn cores(env: &TestEnv, vmid: u32) -> Option<String> {
+    env.sim
+        .vm(vmid)
+        .and_then(|ct| ct.current("cores").map(str::to_string))
+}
+
+/// Config writes to containers and to VMs, and config tasks started.
+fn ct_puts(env: &TestEnv) -> usize {
+    env.sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/lxc/") && r.path.ends_with("/config"))
+        .count()
+}
+
+#[test]
+fn a_busy_container_gets_more_cores_live_through_the_synchronous_put() {
+    let env = TestEnv::start(
+        cluster().vm(busy_container(200)),
+        &format!("{BOTH}[policy.cpu]\nup_after = \"1m\"\n"),
+    );
+    let first = env.run(&["run"]);
+    assert_eq!(first.code, 0, "{}", first.all_output());
+    assert_eq!(cores(&env, 200).as_deref(), Some("2"));
+    let second = run_in_a_minute(&env);
+    assert_eq!(second.code, 0, "{}", second.all_output());
+    let now: u32 = cores(&env, 200)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("cores set:\n{}", second.all_output()));
+    assert!(now > 2, "grew:\n{}", second.all_output());
+    assert_eq!(ct_puts(&env), 1, "one PUT to the container's config");
+    assert!(
+        env.sim.tasks().is_empty(),
+        "no task: the PUT is synchronous"
+    );
+    let ct = env.sim.vm(200).expect("container exists");
+    assert!(!ct.has_pending(), "nothing left pending: {:?}", ct.pending);
+    assert!(second.stdout.contains("applied"), "{}", second.stdout);
+}
+
+#[test]
+fn an_idle_container_shrinks_in_small_steps_never_below_its_use_plus_the_margin() {
+    // 1024 MiB in use of 4096, target 90 %: 1138 MiB would do, but each step takes at most an
+    // eighth, and never below 1024 MiB + 15 % (1178 MiB).
+    let env = TestEnv::start(
+        cluster().vm(container(200).mem_load(pvesim::Pattern::Constant(1024.0))),
+        &format!(
+            "{BOTH}[policy.memory]\nlow = 85\nhigh = 95\ndown_after = \"2m\"\n\
+             cooldown_down = \"1m\"\nmax_step_down = 4096\n"
+        ),
+    );
+    let mut sizes = vec![env.memory(200)];
+    for _ in 0..40 {
+        let run = run_in_a_minute(&env);
+        assert_eq!(run.code, 0, "{}", run.all_output());
+        sizes.push(env.memory(200));
+    }
+    assert!(sizes.last() < Some(&4096), "shrank: {sizes:?}");
+    for pair in sizes.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        assert!(after >= before - before / 8, "small steps: {sizes:?}");
+    }
+    let floor = (1024.0_f64 * 1.15).ceil() as u64;
+    assert!(
+        sizes.iter().all(|&s| s >= floor),
+        "never below use + margin: {sizes:?}"
+    );
+    assert!(
+        sizes.last() < Some(&(floor + floor / 8)),
+        "went down to it: {sizes:?}"
+    );
+    let ct = env.sim.vm(200).expect("container exists");
+    assert_eq!(ct.oom_kills, 0, "no OOM kill inside: {sizes:?}");
+    assert!(
+        sizes.iter().any(|s| s % 256 != 0),
+        "plain MiB, no DIMM grid: {sizes:?}"
+    );
+}
+
+#[test]
+fn a_dry_run_plans_a_containers_change_and_writes_nothing() {
+    let env = TestEnv::start(
+        cluster().vm(busy_container(200)),
+        &format!("{BOTH}[policy.cpu]\nup_after = \"1m\"\n"),
+    );
+    env.run(&["run"]);
+    minute(&env);
+    let dry = env.run(&["run", "--dry-run", "--output", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.all_output());
+    let ct = vm_json(&dry.json(), 200);
+    assert_eq!(ct["type"], "ct", "{ct:#}");
+    assert_eq!(ct["cpu"]["action"], "up", "{ct:#}");
+    assert_eq!(env.writes(), 0, "a dry run writes nothing");
+    assert_eq!(cores(&env, 200).as_deref(), Some("2"));
+}
+
+#[test]
+fn containers_are_left_alone_unless_types_asks_for_them() {
+    let env = TestEnv::start(
+        cluster().vm(busy_vm(101, "pve1")).vm(busy_container(200)),
+        "[policy.cpu]\nup_after = \"1m\"\n",
+    );
+    env.run(&["run"]);
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    assert!(env.vcpus(101) > 2, "the VM grew:\n{}", run.all_output());
+    assert_eq!(
+        cores(&env, 200).as_deref(),
+        Some("2"),
+        "the container did not"
+    );
+    assert_eq!(ct_puts(&env), 0);
+    let status = env.run(&["status", "--output", "json"]).json();
+    let vms = status["clusters"][0]["vms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(vms.iter().all(|vm| vm["vmid"] != 200), "{status:#}");
+}
+
+#[test]
+fn status_shows_the_guest_type() {
+    let env = TestEnv::start(cluster().vm(ready_vm(101, "pve1")).vm(container(200)), BOTH);
+    let json = env.run(&["status", "--output", "json"]).json();
+    assert_eq!(vm_json(&json, 101)["type"], "vm");
+    let ct = vm_json(&json, 200);
+    assert_eq!(ct["type"], "ct", "{ct:#}");
+    assert_eq!(
+        ct["live_scaling"], "yes",
+        "a container needs nothing enabled: {ct:#}"
+    );
+    let table = env.run(&["status"]);
+    assert_eq!(table.code, 0, "{}", table.all_output());
+    let text = squash(&table.stdout);
+    assert!(text.contains("VMID Type"), "{text}");
+    assert!(text.contains("200 ct ct200"), "{text}");
+    assert!(text.contains("101 vm vm101"), "{text}");
+}
