@@ -9,6 +9,7 @@ use super::{Finished, load_config};
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::config::{ClusterConfig, Config, SystemEnv};
 use crate::error::{Exit, Failure};
+use crate::guest::GuestKind;
 use crate::leader::Role;
 use crate::metrics::{Source, Window};
 use crate::pve::parallel::{DEFAULT_PARALLELISM, map_bounded};
@@ -310,8 +311,8 @@ fn vms_readiness(
 ) -> (usize, usize) {
     let (mut ready, mut problems) = (0, 0);
     let reads = map_bounded(managed, DEFAULT_PARALLELISM, |vm| {
-        let config = client.vm_config_current(&vm.node, vm.vmid)?;
-        let pending = client.vm_pending(&vm.node, vm.vmid)?;
+        let config = client.guest_config_current(vm.kind, &vm.node, vm.vmid)?;
+        let pending = client.guest_pending(vm.kind, &vm.node, vm.vmid)?;
         Ok::<_, crate::pve::ApiError>((config, pending))
     });
     for (vm, read) in managed.iter().zip(reads) {
@@ -457,6 +458,9 @@ fn vm_readiness(
     cpu_enabled: bool,
     memory_enabled: bool,
 ) -> Verdict {
+    if vm.kind == GuestKind::Ct {
+        return ct_readiness(vm, config, cpu_enabled, memory_enabled);
+    }
     let mut text = String::new();
     let name = config.name.clone().or(vm.name.clone()).unwrap_or_default();
     let _ = writeln!(
@@ -490,6 +494,52 @@ fn vm_readiness(
     let memory_ok = !memory_enabled || (config.memory_hotplug() && config.numa);
     Verdict {
         ready: cpu_ok && memory_ok && (cpu_enabled || memory_enabled),
+        text,
+    }
+}
+
+/// A container: nothing to enable (pve-container applies `cores` and `memory` to a running
+/// one), but say what is limited.
+fn ct_readiness(
+    vm: &VmResource,
+    config: &VmConfig,
+    cpu_enabled: bool,
+    memory_enabled: bool,
+) -> Verdict {
+    let mut text = String::new();
+    let name = config.name.clone().or(vm.name.clone()).unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "    CT {} {name} (node {}, {}):",
+        vm.vmid,
+        vm.node,
+        vm.status.as_str()
+    );
+    let cpu = match (cpu_enabled, config.cores) {
+        (false, _) => "not managed (cpu.enabled = false)".to_string(),
+        (true, Some(cores)) => format!(
+            "live: cores {cores} (its cpuset, enacted by pvestatd within ~10 s), at most the node's CPUs"
+        ),
+        (true, None) => "live: no cores set, it sees all of the node's CPUs; the first change \
+                         sets cores"
+            .to_string(),
+    };
+    let memory = if memory_enabled {
+        "live: memory.max at once, no DIMM grid; shrinks only on fresh data, above use + \
+         memory_margin, an eighth at a time (below use the kernel would OOM-kill inside)"
+    } else {
+        "not managed (memory.enabled = false)"
+    };
+    let _ = writeln!(text, "      cpu: {cpu}");
+    let _ = writeln!(text, "      memory: {memory}");
+    if vm.status != VmStatus::Running {
+        let _ = writeln!(
+            text,
+            "      note: not running; pvescale only scales running containers"
+        );
+    }
+    Verdict {
+        ready: cpu_enabled || memory_enabled,
         text,
     }
 }

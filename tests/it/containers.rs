@@ -158,3 +158,21 @@ fn status_shows_the_guest_type() {
     assert!(text.contains("200 ct ct200"), "{text}");
     assert!(text.contains("101 vm vm101"), "{text}");
 }
+
+#[test]
+fn check_says_a_container_needs_nothing_enabled_and_what_is_limited() {
+    let env = TestEnv::start(cluster().vm(ready_vm(101, "pve1")).vm(container(200)), BOTH);
+    let check = env.run(&["check"]);
+    let out = check.all_output();
+    assert!(out.contains("CT 200 ct200"), "{out}");
+    assert!(out.contains("live: cores 2"), "{out}");
+    assert!(out.contains("OOM-kill"), "{out}");
+    assert!(
+        !out.contains("VM 200"),
+        "a container is not called a VM: {out}"
+    );
+    assert!(
+        !out.contains("pct set") && !out.contains("qm set 200"),
+        "nothing to fix: {out}"
+    );
+}
