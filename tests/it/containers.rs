@@ -176,3 +176,53 @@ fn check_says_a_container_needs_nothing_enabled_and_what_is_limited() {
         "nothing to fix: {out}"
     );
 }
+
+#[test]
+fn history_metrics_and_notifications_carry_the_guest_type() {
+    let env = TestEnv::start(
+        cluster().vm(busy_vm(101, "pve1")).vm(busy_container(200)),
+        "",
+    );
+    let rx = crate::notify::Receiver::start();
+    let metrics = env.path("pvescale.prom");
+    env.write_config(&format!(
+        "{BOTH}[policy.cpu]\nup_after = \"1m\"\n\n\
+         [notify]\nmin_interval = \"0s\"\n\n[[notify.webhook]]\nurl = \"{}\"\n",
+        rx.url("/hook")
+    ));
+    // metrics_file is a top-level key: it goes before the tables.
+    let config = std::fs::read_to_string(env.config_path()).expect("config");
+    write_private(
+        &env.config_path(),
+        &format!("metrics_file = \"{}\"\n{config}", metrics.display()),
+    );
+    env.run(&["run"]);
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let history = std::fs::read_to_string(env.state_dir().join("history.jsonl")).expect("history");
+    let kinds: Vec<(u64, String)> = history
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| {
+            (
+                e["vmid"].as_u64().unwrap_or(0),
+                e["type"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(kinds.contains(&(101, "vm".into())), "{history}");
+    assert!(kinds.contains(&(200, "ct".into())), "{history}");
+    let text = std::fs::read_to_string(&metrics).expect("metrics file");
+    assert!(
+        text.contains("pvescale_vm_vcpus{cluster=\"lab\",vmid=\"200\",type=\"ct\",name=\"ct200\""),
+        "{text}"
+    );
+    let bodies: Vec<serde_json::Value> = rx
+        .to("/hook")
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.body).ok())
+        .collect();
+    let all = serde_json::Value::Array(bodies).to_string();
+    assert!(all.contains("\"type\":\"ct\""), "{all}");
+    assert!(all.contains("lab/200 CT (ct200)"), "{all}");
+}
