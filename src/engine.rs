@@ -527,7 +527,12 @@ impl Pass<'_> {
             } else {
                 Some(plan.util.memory_source)
             };
-            read_vm(self.client, &plan.resource, need_source, cached)
+            let mut read = read_vm(self.client, &plan.resource, need_source, cached)?;
+            // One more call, only for containers that want more (or `status` near the top).
+            if plan.resource.kind == GuestKind::Ct && self.wants_more(plan) {
+                read.pressure = read_pressure(self.client, &plan.resource);
+            }
+            Ok::<_, ApiError>(read)
         });
         for (&i, read) in to_read.iter().zip(reads) {
             let plan = &mut plans[i];
@@ -540,6 +545,20 @@ impl Pass<'_> {
                 }
             }
         }
+    }
+
+    /// A scale-up is planned, or (status) a resource is above `high` now or its window within
+    /// a tenth of it: where a container's pressure can tell how much more it wants.
+    fn wants_more(&self, plan: &VmPlan) -> bool {
+        let up = |rd: &policy::ResourceDecision| matches!(rd.action, Action::Up { .. });
+        let near = |util: Option<f64>, high: f64| util.is_some_and(|u| u * 100.0 >= high * 0.9);
+        let above = plan.state.cpu.above_since.is_some() || plan.state.memory.above_since.is_some();
+        up(&plan.decision.cpu)
+            || up(&plan.decision.memory)
+            || (self.mode.is_status()
+                && (above
+                    || near(plan.util.cpu, plan.policy.cpu.high)
+                    || near(plan.util.memory, plan.policy.memory.high)))
     }
 
     /// How old each running VM's newest sample is: older than `stale_after`, pvescale is
@@ -614,6 +633,7 @@ impl Pass<'_> {
             facts.balloon_mib = read.config.balloon;
         }
         container_envelope(&mut facts, self.node_cpus.get(&plan.resource.node).copied());
+        facts.pressure = read.pressure;
         let known = KnownConfig {
             max_vcpus: facts.max_vcpus.unwrap_or(facts.vcpus),
             cpu_hotplug: facts.cpu_hotplug.unwrap_or(false),

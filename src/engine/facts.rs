@@ -4,6 +4,7 @@
 use super::*;
 use crate::memory_source;
 use crate::metrics::{self, SizedSample};
+use crate::policy::Pressure;
 use crate::policy::SampleView;
 use crate::units::MIB;
 
@@ -14,6 +15,20 @@ pub(super) struct VmRead {
     pub(super) config: VmConfig,
     pub(super) pending: Vec<PendingItem>,
     pub(super) memory_source: MemorySource,
+    /// A container's pressure, where it was asked for and known.
+    pub(super) pressure: Option<Pressure>,
+}
+
+/// A container's own pressure from its `status/current` (percent → fraction). Nothing where
+/// the server has no figures (before PVE 9) or the read fails: the usual rules apply.
+pub(super) fn read_pressure(client: &Client, vm: &VmResource) -> Option<Pressure> {
+    let status = client.ct_status_current(&vm.node, vm.vmid).ok()?;
+    let fraction = |p: Option<f64>| p.filter(|v| v.is_finite() && *v >= 0.0).map(|v| v / 100.0);
+    let pressure = Pressure {
+        cpu_some: fraction(status.pressurecpusome),
+        memory_some: fraction(status.pressurememorysome),
+    };
+    (pressure != Pressure::default()).then_some(pressure)
 }
 
 pub(super) fn read_vm(
@@ -34,6 +49,7 @@ pub(super) fn read_vm(
         config,
         pending,
         memory_source,
+        pressure: None,
     })
 }
 

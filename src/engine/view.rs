@@ -49,6 +49,16 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
             MemorySource::Host => MemorySourceShown::Host,
             MemorySource::Unknown => MemorySourceShown::Unknown,
         },
+        cpu_pressure_percent: plan
+            .facts
+            .pressure
+            .and_then(|p| p.cpu_some)
+            .map(|p| round1(p * 100.0)),
+        memory_pressure_percent: plan
+            .facts
+            .pressure
+            .and_then(|p| p.memory_some)
+            .map(|p| round1(p * 100.0)),
         readiness: policy::readiness::summary(&plan.facts),
         live_scaling: policy::readiness::verdict(&plan.facts),
         cpu: resource_report(Resource::Cpu),

@@ -58,6 +58,39 @@ pub(super) fn size_memory_down(ctx: &Ctx<'_>, frac: f64) -> Sized<String> {
         .min(c - 1))
 }
 
+/// Pressure below this (a fraction of time stalled) says nothing about unmet demand.
+pub const PRESSURE_SIGNAL: f64 = 0.05;
+/// Pressure is read as at most this, so one reading cannot ask for an unbounded size.
+const PRESSURE_CAP: f64 = 0.9;
+
+/// A container's stall fraction for the resource, where it is a signal.
+fn pressure_of(ctx: &Ctx<'_>) -> Option<f64> {
+    if ctx.facts.kind != GuestKind::Ct {
+        return None;
+    }
+    let p = ctx.facts.pressure?;
+    let value = match ctx.res {
+        Resource::Cpu => p.cpu_some?,
+        Resource::Memory => p.memory_some?,
+    };
+    (value.is_finite() && value >= PRESSURE_SIGNAL).then_some(value.min(PRESSURE_CAP))
+}
+
+/// The demand of a container wanting more, as a fraction of its size, from its own cgroup's
+/// pressure: busy `frac` of the time while tasks stalled `p` of it reads as `frac / (1 − p)`
+/// (what it would use unstalled). `None` without a signal: the usual rules size the step.
+pub(super) fn demand_from_pressure(ctx: &Ctx<'_>, frac: f64) -> Option<f64> {
+    let p = pressure_of(ctx)?;
+    Some(frac / (1.0 - p))
+}
+
+/// `, pressure 35%` where a container's pressure sized its step.
+pub(super) fn pressure_note(ctx: &Ctx<'_>) -> String {
+    pressure_of(ctx)
+        .map(|p| format!(", pressure {}%", num((p * 100.0).round())))
+        .unwrap_or_default()
+}
+
 /// The newest memory sample's fraction, if it is fresh; else why not.
 fn fresh_sample(points: &[ViewPoint], now: u64) -> Result<f64, String> {
     match points.iter().max_by_key(|p| p.t) {
@@ -176,5 +209,40 @@ mod tests {
         assert_eq!(from, 1000);
         assert!(to > from && to <= from + policy.memory.max_step_up, "{to}");
         assert_ne!(to % 1024, 0, "not rounded to a DIMM size: {to}");
+    }
+
+    /// The CPU step after 30 busy minutes at 97 %, for a guest of `kind` with `pressure`.
+    fn cpu_up(kind: GuestKind, pressure: Option<f64>) -> Decision {
+        let mut policy = Policy::default();
+        policy.cpu.max_step_up = 16;
+        policy.cpu.max = 16;
+        let f = VmFacts {
+            kind,
+            max_vcpus: Some(16),
+            pressure: pressure.map(|p| Pressure {
+                cpu_some: Some(p),
+                memory_some: None,
+            }),
+            ..facts()
+        };
+        let u = util(0.97, 0.5);
+        super::super::tests::hold(&policy, &f, &u, &node(), None, T0, T0 + 30 * MIN).0
+    }
+
+    #[test]
+    fn a_containers_pressure_sizes_its_step_up() {
+        let to = |d: &Decision| d.cpu.change().map(|(_, to)| to);
+        let plain = cpu_up(GuestKind::Ct, None);
+        let stalled = cpu_up(GuestKind::Ct, Some(0.5));
+        // 0.97 of 2 cores busy while stalled half the time: about 3.9 cores wanted.
+        assert!(to(&stalled) > to(&plain), "{stalled:?} vs {plain:?}");
+        assert!(
+            stalled.cpu.reason.contains("pressure 50%"),
+            "{}",
+            stalled.cpu.reason
+        );
+        // Too little to say anything, or a VM's (the host's) figure: the usual step.
+        assert_eq!(to(&cpu_up(GuestKind::Ct, Some(0.01))), to(&plain));
+        assert_eq!(to(&cpu_up(GuestKind::Vm, Some(0.5))), to(&plain));
     }
 }

@@ -424,7 +424,11 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64, at: u64) -> Resour
     }
     ctx.make(
         Action::Up { from, to },
-        format!("{head}: {}", fmt_change(ctx.res, from, to)),
+        format!(
+            "{head}{}: {}",
+            container::pressure_note(ctx),
+            fmt_change(ctx.res, from, to)
+        ),
     )
 }
 

@@ -328,6 +328,19 @@ pub struct VmFacts {
     pub host_max_memory_mib: Option<u64>,
     /// The `hotplug` list, when the config was read (for the exact fix).
     pub hotplug_features: Option<Vec<String>>,
+    /// A container's own pressure (PVE 9 `status/current`), read where a scale-up is wanted.
+    pub pressure: Option<Pressure>,
+}
+
+/// Stall figures of a container's own cgroup (pve-container `vmstatus` via pve-common
+/// `read_cgroup_pressure`: the kernel's 10 s averages), as fractions of time (0..1). Unlike a
+/// VM's, they show demand beyond the container's allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Pressure {
+    /// Some task waited for CPU.
+    pub cpu_some: Option<f64>,
+    /// Some task waited for memory (reclaim, refaults).
+    pub memory_some: Option<f64>,
 }
 
 impl VmFacts {
@@ -350,6 +363,7 @@ impl VmFacts {
             pending: None,
             digest: None,
             host_max_memory_mib: None,
+            pressure: None,
             hotplug_features: None,
         }
     }

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use super::client::Client;
 use super::error::{ApiError, ApiErrorKind, ApiResult};
 use super::types::{
-    ClusterStatusRow, ConfigDigest, Consolidation, HaManagerStatus, MetricSample, NodeStatus,
-    PendingItem, ResourceRow, Resources, RrdPoint, TaskEntry, TaskStatus, Timeframe, Version,
-    VmConfig, VmCurrentStatus,
+    ClusterStatusRow, ConfigDigest, Consolidation, CtCurrentStatus, HaManagerStatus, MetricSample,
+    NodeStatus, PendingItem, ResourceRow, Resources, RrdPoint, TaskEntry, TaskStatus, Timeframe,
+    Version, VmConfig, VmCurrentStatus,
 };
 
 pub use super::export::parse_metrics_export;
@@ -159,6 +159,14 @@ impl Client {
     /// (its `cpu` figure is meaningless on a first call and is not used).
     pub fn vm_status_current(&self, node: &str, vmid: u32) -> ApiResult<VmCurrentStatus> {
         self.get(&format!("/nodes/{node}/qemu/{vmid}/status/current"), &[])
+    }
+
+    /// A container's runtime status; used for its own cgroup's pressure.
+    pub fn ct_status_current(&self, node: &str, vmid: u32) -> ApiResult<CtCurrentStatus> {
+        self.get(
+            &guest_path(GuestKind::Ct, node, vmid, "status/current"),
+            &[],
+        )
     }
 
     pub fn vm_pending(&self, node: &str, vmid: u32) -> ApiResult<Vec<PendingItem>> {

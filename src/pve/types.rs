@@ -637,6 +637,16 @@ impl VmCurrentStatus {
     }
 }
 
+/// The part of a container's `status/current` pvescale reads: its own cgroup's pressure
+/// (PVE 9; the kernel's avg10, in percent).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CtCurrentStatus {
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub pressurecpusome: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub pressurememorysome: Option<f64>,
+}
+
 /// A row of `GET .../pending`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PendingItem {

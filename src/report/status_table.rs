@@ -183,6 +183,8 @@ mod tests {
             cpu_percent: Some(100.0),
             memory_percent: Some(100.0),
             memory_source: MemorySourceShown::Guest,
+            cpu_pressure_percent: None,
+            memory_pressure_percent: None,
             readiness: "cpu: no hotplug; memory: no numa".to_string(),
             live_scaling: LiveScaling::No,
             cpu: keep(&"a very long reason ".repeat(20)),

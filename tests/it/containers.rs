@@ -226,3 +226,54 @@ fn history_metrics_and_notifications_carry_the_guest_type() {
     assert!(all.contains("\"type\":\"ct\""), "{all}");
     assert!(all.contains("lab/200 CT (ct200)"), "{all}");
 }
+
+/// A container that wants 3.8 cores on 2 (PVE `version`), after it grew once; the run's
+/// stdout and the new cores.
+fn stalled_container_grows(version: &str) -> (String, u32) {
+    let env = TestEnv::start(
+        cluster()
+            .version(version)
+            .vm(container(200).cpu_load(busy_from_start(3.8))),
+        &format!("{BOTH}[policy.cpu]\nup_after = \"1m\"\nmax_step_up = 16\n"),
+    );
+    env.run(&["run"]);
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let cores = cores(&env, 200).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (run.stdout, cores)
+}
+
+#[test]
+fn a_containers_own_pressure_tells_how_much_more_it_wants() {
+    // PVE 9: the container's cgroup stalls 47 % of the time; 2 busy cores / (1 − 0.47) = 3.8.
+    let (out, with_pressure) = stalled_container_grows("9.0");
+    assert!(out.contains("pressure 4"), "{out}");
+    // PVE 8 has no pressure figures: pinned at its size, it takes saturated_factor (3) steps.
+    let (out8, without) = stalled_container_grows("8.3");
+    assert!(!out8.contains("pressure"), "{out8}");
+    assert_eq!(without, 6, "{out8}");
+    assert!(
+        with_pressure > without,
+        "{with_pressure} vs {without}:\n{out}"
+    );
+}
+
+#[test]
+fn status_shows_a_busy_containers_pressure() {
+    let env = TestEnv::start(
+        cluster()
+            .version("9.0")
+            .vm(container(200).cpu_load(busy_from_start(3.8)))
+            .vm(container(201)),
+        BOTH,
+    );
+    let json = env.run(&["status", "--output", "json"]).json();
+    let busy = vm_json(&json, 200);
+    let pressure = busy["cpu_pressure_percent"].as_f64().unwrap_or(0.0);
+    assert!((40.0..55.0).contains(&pressure), "{busy:#}");
+    let idle = vm_json(&json, 201);
+    assert!(
+        idle.get("cpu_pressure_percent").is_none(),
+        "not read for an idle one: {idle:#}"
+    );
+}

@@ -465,6 +465,8 @@ fn vm(vmid: u32) -> VmReport {
         cpu_percent: Some(50.0),
         memory_percent: Some(50.0),
         memory_source: MemorySourceShown::Guest,
+        cpu_pressure_percent: None,
+        memory_pressure_percent: None,
         readiness: "yes".to_string(),
         live_scaling: LiveScaling::Yes,
         cpu: resource(ActionKind::Keep),

@@ -1503,12 +1503,13 @@ fn vm_status_fields(world: &World, vm: &Vm, r: &mut Value, first_read: bool) {
             r["pid"] = json!(10_000 + vm.vmid % 50_000);
             if v.is_pve9() {
                 r["memhost"] = json!(s.mem_host);
-                r["pressurecpusome"] = json!(s.cpu_pressure);
-                r["pressurecpufull"] = json!(s.cpu_pressure * 0.5);
+                // The kernel's avg10, in percent (pve-common ProcFSTools `parse_pressure`).
+                r["pressurecpusome"] = json!(s.cpu_pressure * 100.0);
+                r["pressurecpufull"] = json!(s.cpu_pressure * 50.0);
                 r["pressureiosome"] = json!(0);
                 r["pressureiofull"] = json!(0);
-                r["pressurememorysome"] = json!(s.mem_pressure);
-                r["pressurememoryfull"] = json!(s.mem_pressure * 0.5);
+                r["pressurememorysome"] = json!(s.mem_pressure * 100.0);
+                r["pressurememoryfull"] = json!(s.mem_pressure * 50.0);
             }
             if vm.balloon_device() && vm.kind == Kind::Qemu {
                 let max = vm.mem_mib() << 20;
