@@ -277,3 +277,52 @@ fn status_shows_a_busy_containers_pressure() {
         "not read for an idle one: {idle:#}"
     );
 }
+
+#[test]
+fn recommend_and_simulate_size_a_container_in_plain_mib_and_shrink_it_carefully() {
+    // 0.6 busy cores of 4 and 3000 MiB of 8192 for the whole week of history.
+    let env = TestEnv::start(
+        cluster().version("9.1").vm(container(200)
+            .cores(4)
+            .memory_mib(8192)
+            .cpu_load(pvesim::Pattern::Constant(0.6))
+            .mem_load(pvesim::Pattern::Constant(3000.0))
+            .booted_ago(std::time::Duration::from_secs(10 * 86_400))),
+        &format!("{BOTH}[policy]\nwindow = \"1m\"\n"),
+    );
+    let run = env.run(&["recommend", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let ct = vm_json(&run.json(), 200);
+    // CPU as for a VM: ceil(0.6 × 1.1 / 0.525) = 2.
+    assert_eq!(ct["cpu"]["recommended"], 2, "{ct:#}");
+    // Memory: 3000 × 1.15 = 3450 MiB, not rounded up onto a DIMM grid (3584).
+    assert_eq!(ct["memory"]["recommended_mib"], 3450, "{ct:#}");
+    assert_eq!(ct["memory"]["source"], "guest", "{ct:#}");
+    assert!(!ct["notes"].to_string().contains("hotplug"), "{ct:#}");
+
+    let run = env.run(&["simulate", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let ct = vm_json(&run.json(), 200);
+    let shrinks: Vec<(u64, u64)> = ct["changes"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| c["resource"] == "memory")
+                .map(|c| {
+                    (
+                        c["from"].as_u64().unwrap_or(0),
+                        c["to"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!shrinks.is_empty(), "an idle container shrinks: {ct:#}");
+    for &(from, to) in &shrinks {
+        assert!(
+            to < from && from - to <= from / 8,
+            "an eighth at most: {shrinks:?}"
+        );
+        assert!(to >= 3450, "never below use + 15 %: {shrinks:?}");
+    }
+}
