@@ -4,6 +4,7 @@
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
+use crate::guest::GuestKind;
 use crate::policy::{ByWindow, Resource, WindowInForce};
 
 mod status_table;
@@ -40,7 +41,7 @@ pub fn render_run(report: &RunReport) -> String {
                     vm_label(vm.vmid, &vm.name),
                     vm.node.clone(),
                     name.to_string(),
-                    action_label(r, name),
+                    action_label(r, name, vm.kind),
                     r.reason.clone(),
                     match &r.outcome {
                         Some(written) => written.to_string(),
@@ -315,10 +316,11 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, crate::error::F
     Ok(text)
 }
 
-fn action_label(r: &ResourceReport, resource: Resource) -> String {
-    let unit = match resource {
-        Resource::Cpu => " vCPUs",
-        Resource::Memory => " MiB",
+fn action_label(r: &ResourceReport, resource: Resource, kind: GuestKind) -> String {
+    let unit = match (resource, kind) {
+        (Resource::Cpu, GuestKind::Vm) => " vCPUs",
+        (Resource::Cpu, GuestKind::Ct) => " cores",
+        (Resource::Memory, _) => " MiB",
     };
     match (r.from, r.to) {
         (Some(from), Some(to)) => format!("{} {from} → {to}{unit}", r.action),

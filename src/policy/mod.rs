@@ -427,7 +427,7 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64, at: u64) -> Resour
         format!(
             "{head}{}: {}",
             container::pressure_note(ctx),
-            fmt_change(ctx.res, from, to)
+            fmt_change_of(ctx.facts.kind, ctx.res, from, to)
         ),
     )
 }
@@ -476,7 +476,10 @@ fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecis
         // Nothing to shrink is not a problem: keep.
         Err(why) => return ctx.make(Action::Keep, format!("{head}, but {why}: keep")),
     };
-    let mut reason = format!("{head}: {}", fmt_change(ctx.res, from, to));
+    let mut reason = format!(
+        "{head}: {}",
+        fmt_change_of(ctx.facts.kind, ctx.res, from, to)
+    );
     let mut balloon_mib = None;
     if ctx.res == Resource::Memory
         && let Some(balloon) = ctx.facts.balloon_mib

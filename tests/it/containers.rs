@@ -2,7 +2,7 @@
 //! config PUT is synchronous and whose cgroup limits change at once, as pve-container does.
 
 use crate::common::*;
-use pvesim::VmSpec;
+use pvesim::{Fault, VmSpec};
 
 const BOTH: &str = "[select]\ntags = [\"autoscale\"]\ntypes = [\"vm\", \"ct\"]\n\n";
 
@@ -58,6 +58,11 @@ fn a_busy_container_gets_more_cores_live_through_the_synchronous_put() {
     let ct = env.sim.vm(200).expect("container exists");
     assert!(!ct.has_pending(), "nothing left pending: {:?}", ct.pending);
     assert!(second.stdout.contains("applied"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("2 → 6 cores"),
+        "a container's words: {}",
+        second.stdout
+    );
 }
 
 #[test]
@@ -325,4 +330,59 @@ fn recommend_and_simulate_size_a_container_in_plain_mib_and_shrink_it_carefully(
         );
         assert!(to >= 3450, "never below use + 15 %: {shrinks:?}");
     }
+}
+
+/// A busy container and a policy that grows it on the second run.
+fn busy_ct_env() -> TestEnv {
+    TestEnv::start(
+        cluster().vm(busy_container(200)),
+        &format!("{BOTH}[policy.cpu]\nup_after = \"1m\"\n"),
+    )
+}
+
+#[test]
+fn a_refused_container_write_is_a_failure_with_nothing_half_done() {
+    let env = busy_ct_env();
+    // pve-container raises its per-key hotplug errors before it writes the config.
+    env.sim.add_fault(
+        Fault::on("PUT", "/nodes/pve1/lxc/200/config")
+            .status(400)
+            .message("unable to hotplug cores: simulated")
+            .times(1),
+    );
+    env.run(&["run"]);
+    let run = run_in_a_minute(&env);
+    assert_eq!(
+        run.code,
+        3,
+        "a failed write fails the run:\n{}",
+        run.all_output()
+    );
+    assert_eq!(cores(&env, 200).as_deref(), Some("2"), "nothing changed");
+    let ct = env.sim.vm(200).expect("container exists");
+    assert!(!ct.has_pending(), "nothing left pending: {:?}", ct.pending);
+    assert!(run.stdout.contains("not applied"), "{}", run.stdout);
+}
+
+#[test]
+fn a_container_write_whose_answer_is_lost_is_learned_from_its_config() {
+    let env = busy_ct_env();
+    // The PUT goes through, its answer does not (a proxy's 596).
+    env.sim.add_fault(
+        Fault::on("PUT", "/nodes/pve1/lxc/200/config")
+            .status(596)
+            .after_apply(true)
+            .times(1),
+    );
+    env.run(&["run"]);
+    let run = run_in_a_minute(&env);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    assert_eq!(
+        cores(&env, 200).as_deref(),
+        Some("6"),
+        "{}",
+        run.all_output()
+    );
+    assert!(run.stdout.contains("applied"), "{}", run.stdout);
+    assert_eq!(ct_puts(&env), 1, "never written twice");
 }
