@@ -158,6 +158,7 @@ pub fn render_status_detailed(report: &RunReport) -> String {
         "Cluster",
         "Node",
         "VMID",
+        "Type",
         "Name",
         "vCPUs",
         "CPU %",
@@ -190,11 +191,12 @@ pub fn render_status_detailed(report: &RunReport) -> String {
                 cluster.name.clone(),
                 vm.node.clone(),
                 vm.vmid.to_string(),
+                vm.kind.to_string(),
                 vm.name.clone(),
                 vcpus,
-                percent(vm.cpu_percent),
+                with_stall(percent(vm.cpu_percent), vm.cpu_pressure_percent),
                 format!("{} MiB", vm.memory_mib),
-                percent(vm.memory_percent),
+                with_stall(percent(vm.memory_percent), vm.memory_pressure_percent),
                 vm.memory_source.to_string(),
                 vm.readiness.clone(),
                 vm.error.clone().unwrap_or(next),
@@ -325,6 +327,14 @@ fn action_label(r: &ResourceReport, resource: Resource, kind: GuestKind) -> Stri
     match (r.from, r.to) {
         (Some(from), Some(to)) => format!("{} {from} → {to}{unit}", r.action),
         _ => r.action.to_string(),
+    }
+}
+
+/// `97 (stall 47)`: a container's own pressure beside its utilisation, where read.
+fn with_stall(cell: String, pressure: Option<f64>) -> String {
+    match pressure {
+        Some(p) => format!("{cell} (stall {p:.0})"),
+        None => cell,
     }
 }
 

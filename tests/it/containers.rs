@@ -281,6 +281,12 @@ fn status_shows_a_busy_containers_pressure() {
         idle.get("cpu_pressure_percent").is_none(),
         "not read for an idle one: {idle:#}"
     );
+    let table = env.run(&["status", "-v"]);
+    assert!(
+        squash(&table.stdout).contains("(stall 4"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]
