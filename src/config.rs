@@ -131,10 +131,16 @@ impl Config {
     /// order (a later one wins where both set a key). Validation has checked every combination
     /// of overrides that can apply to one VM, so the result always satisfies the policy rules
     /// (`low < high`, `min ≤ max`, target between low and high).
-    pub fn policy_for(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> Policy {
+    pub fn policy_for(
+        &self,
+        kind: GuestKind,
+        vmid: u32,
+        tags: &[String],
+        pool: Option<&str>,
+    ) -> Policy {
         let mut policy = self.policy.clone();
         for o in &self.overrides {
-            if o.matches(vmid, tags, pool) {
+            if o.matches(kind, vmid, tags, pool) {
                 o.apply_to(&mut policy);
             }
         }
@@ -313,15 +319,36 @@ pub struct Override {
     vmids: BTreeSet<u32>,
     tags: Vec<String>,
     pools: Vec<String>,
+    /// Guest types it is limited to (`None`: both).
+    types: Option<BTreeSet<GuestKind>>,
     cpu: ResourceOverride,
     memory: ResourceOverride,
 }
 
 impl Override {
-    pub fn matches(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
-        self.vmids.contains(&vmid)
+    /// Of the guest's types (when limited), and matching any of its vmids, tags or pools;
+    /// with types but none of those, every guest of those types.
+    pub fn matches(&self, kind: GuestKind, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
+        if self.types.as_ref().is_some_and(|t| !t.contains(&kind)) {
+            return false;
+        }
+        self.whole_types()
+            || self.vmids.contains(&vmid)
             || any_tag(&self.tags, tags)
             || pool.is_some_and(|p| self.pools.iter().any(|q| q == p))
+    }
+
+    /// Limited to types and nothing else: every guest of those types.
+    pub(crate) fn whole_types(&self) -> bool {
+        self.types.is_some()
+            && self.vmids.is_empty()
+            && self.tags.is_empty()
+            && self.pools.is_empty()
+    }
+
+    /// Guest types it is limited to (`None`: both).
+    pub fn types(&self) -> Option<&BTreeSet<GuestKind>> {
+        self.types.as_ref()
     }
 
     pub fn vmids(&self) -> &BTreeSet<u32> {

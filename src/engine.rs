@@ -330,7 +330,7 @@ fn learn_changes_after_failover(
 ) {
     let longest = managed
         .iter()
-        .map(|vm| config.policy_for(vm.vmid, &vm.tags, vm.pool.as_deref()))
+        .map(|vm| config.policy_for(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref()))
         .flat_map(|p| {
             [Resource::Cpu, Resource::Memory].map(|r| {
                 let rp = p.resource(r);
@@ -408,7 +408,7 @@ impl Pass<'_> {
     fn plan(&self, vm: &VmResource) -> VmPlan {
         let mut policy = self
             .config
-            .policy_for(vm.vmid, &vm.tags, vm.pool.as_deref());
+            .policy_for(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref());
         policy.windows = self.config.windows_in_force(
             vm.vmid,
             &vm.tags,

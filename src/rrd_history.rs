@@ -449,7 +449,7 @@ pub fn read_cluster(
     out.vms = histories
         .into_iter()
         .map(|h| {
-            let policy = config.policy_for(h.vm.vmid, &h.vm.tags, h.vm.pool.as_deref());
+            let policy = config.policy_for(h.vm.kind, h.vm.vmid, &h.vm.tags, h.vm.pool.as_deref());
             (h, policy)
         })
         .collect();

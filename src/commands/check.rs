@@ -316,7 +316,7 @@ fn vms_readiness(
         Ok::<_, crate::pve::ApiError>((config, pending))
     });
     for (vm, read) in managed.iter().zip(reads) {
-        let policy = config.policy_for(vm.vmid, &vm.tags, vm.pool.as_deref());
+        let policy = config.policy_for(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref());
         match read {
             Ok((vm_config, pending)) => {
                 let verdict = vm_readiness(

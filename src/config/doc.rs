@@ -595,8 +595,8 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "[[override]]",
-        about: "Per-VM policy, applied in file order to the VMs it matches (any of vmids, tags, \
-                pools; at least one); where two set the same key the later wins. Overrides that \
+        about: "Per-VM policy, applied in file order to the guests it matches (any of vmids, \
+                tags, pools, within types; at least one); where two set the same key the later wins. Overrides that \
                 can apply to the same VM must together still satisfy low < high and min ≤ max. \
                 They only change how a managed VM is scaled; [select] decides which are managed.",
         keys: &[
@@ -623,6 +623,15 @@ pub const SECTIONS: &[Section] = &[
                 Some("[]"),
                 "[\"batch\"]",
                 "Pools of the VMs this override applies to.",
+            ),
+            key(
+                "types",
+                "list of strings",
+                "both",
+                None,
+                "[\"ct\"]",
+                "Only guests of these types (\"vm\", \"ct\"); alone, every managed guest of those \
+                 types (e.g. container defaults).",
             ),
             key(
                 "cpu",

@@ -175,6 +175,8 @@ pub(super) struct RawOverride {
     pub tags: Vec<String>,
     #[serde(default)]
     pub pools: Vec<String>,
+    /// Only guests of these types (`vm`, `ct`); alone, every guest of those types.
+    pub types: Option<Vec<String>>,
     #[serde(default)]
     pub cpu: RawResource<Vcpus>,
     #[serde(default)]

@@ -44,7 +44,7 @@ impl Validator<'_> {
 
     /// `types`: `"vm"` and/or `"ct"`. Absent: VMs only, so that an upgrade never starts
     /// resizing containers a selection happened to match before.
-    fn guest_types(
+    pub(super) fn guest_types(
         &mut self,
         key: &KeyPath,
         raw: Option<&[String]>,
