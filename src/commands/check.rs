@@ -531,6 +531,18 @@ fn ct_readiness(
         "not managed (memory.enabled = false)"
     };
     let _ = writeln!(text, "      cpu: {cpu}");
+    // pve-container: cpulimit is a quota (cpu.max) on top of the cpuset `cores` gives.
+    let capped = config
+        .cpulimit
+        .filter(|l| *l > 0.0 && config.cores.is_none_or(|c| *l < c as f64));
+    if let (true, Some(limit)) = (cpu_enabled, capped) {
+        let _ = writeln!(
+            text,
+            "      cpu: NOTE: cpulimit {limit} caps its CPU time below its cores: more cores \
+             give it no more CPU (remove cpulimit: pct set {} --delete cpulimit)",
+            vm.vmid
+        );
+    }
     let _ = writeln!(text, "      memory: {memory}");
     if vm.status != VmStatus::Running {
         let _ = writeln!(

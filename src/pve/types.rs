@@ -564,6 +564,9 @@ pub struct VmConfig {
     pub template: bool,
     #[serde(default, deserialize_with = "de_opt_string")]
     pub tags: Option<String>,
+    /// A container's CPU time quota in CPUs (`cpulimit`; 0 or absent: none).
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub cpulimit: Option<f64>,
 }
 
 impl VmConfig {

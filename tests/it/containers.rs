@@ -166,7 +166,13 @@ fn status_shows_the_guest_type() {
 
 #[test]
 fn check_says_a_container_needs_nothing_enabled_and_what_is_limited() {
-    let env = TestEnv::start(cluster().vm(ready_vm(101, "pve1")).vm(container(200)), BOTH);
+    let env = TestEnv::start(
+        cluster()
+            .vm(ready_vm(101, "pve1"))
+            .vm(container(200))
+            .vm(container(201).cpulimit(1.0)),
+        BOTH,
+    );
     let check = env.run(&["check"]);
     let out = check.all_output();
     assert!(out.contains("CT 200 ct200"), "{out}");
@@ -176,10 +182,10 @@ fn check_says_a_container_needs_nothing_enabled_and_what_is_limited() {
         !out.contains("VM 200"),
         "a container is not called a VM: {out}"
     );
-    assert!(
-        !out.contains("pct set") && !out.contains("qm set 200"),
-        "nothing to fix: {out}"
-    );
+    assert!(!out.contains("qm set 20"), "nothing to enable: {out}");
+    assert!(out.contains("cpulimit 1 caps its CPU time"), "{out}");
+    assert!(out.contains("pct set 201 --delete cpulimit"), "{out}");
+    assert!(!out.contains("pct set 200"), "{out}");
 }
 
 #[test]
