@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use pvescale::chart::{Chart, Mark, MarkKind, Panel, Series, Shape};
 use pvescale::engine::Mode;
+use pvescale::guest::GuestKind;
 use pvescale::policy::Resource;
 use pvescale::report::{self, RunReport};
 use pvesim::{NodeSpec, Pattern, Privs, Sim, VmSpec};
@@ -65,6 +66,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .memory_mib(8192)
             .cpu_load(Pattern::Constant(0.2))
             .mem_load(Pattern::Constant(900.0)))
+        // A container (LXC) whose job queue grows: more cores, live, with nothing to enable;
+        // its spare memory goes back an eighth at a time, never below use + margin.
+        .vm(VmSpec::new(201, "pve2")
+            .lxc()
+            .name("worker")
+            .cores(1)
+            .memory_mib(4096)
+            .tags(&["autoscale"])
+            .cpu_load(Pattern::Ramp {
+                from: 0.5,
+                to: 2.6,
+                start: 4 * MINUTE,
+                end: 16 * MINUTE,
+            })
+            .mem_load(Pattern::Constant(1500.0)))
         // Busy but started without CPU hotplug: pvescale says what to fix instead.
         .vm(VmSpec::new(104, "pve2")
             .name("legacy")
@@ -92,6 +108,7 @@ ca_file = "{ca}"
 
 [select]
 tags = ["autoscale"]
+types = ["vm", "ct"]
 
 [policy]
 window = "2m"
@@ -141,10 +158,14 @@ cooldown_down = "10m"
     let writes = sim
         .requests()
         .iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/config"))
+        // Config tasks of VMs, and containers' synchronous config PUTs.
+        .filter(|r| {
+            r.path.ends_with("/config")
+                && (r.method == "POST" || (r.method == "PUT" && r.path.contains("/lxc/")))
+        })
         .count();
     println!(
-        "\n{} API requests in all, {writes} config writes; nothing left pending on any VM: {}",
+        "\n{} API requests in all, {writes} config writes; nothing left pending on any guest: {}",
         sim.requests().len(),
         sim.vms().iter().all(|vm| !vm.has_pending())
     );
@@ -287,10 +308,14 @@ fn print_minute(minute: u32, report: &RunReport) {
         for vm in &cluster.vms {
             for (what, r) in [("cpu", &vm.cpu), ("memory", &vm.memory)] {
                 let Some(outcome) = &r.outcome else { continue };
-                let unit = if what == "cpu" { "vCPUs" } else { "MiB" };
+                let unit = match (what, vm.kind) {
+                    ("cpu", GuestKind::Ct) => "cores",
+                    ("cpu", GuestKind::Vm) => "vCPUs",
+                    _ => "MiB",
+                };
                 println!(
                     "min {minute:>2}  {:<7} {what:<6} {} {} → {} {unit:<5}  [{outcome}]  {}",
-                    vm.name,
+                    format!("{} {}", vm.kind, vm.name),
                     r.action,
                     r.from.unwrap_or(0),
                     r.to.unwrap_or(0),

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::guest::GuestKind;
 use crate::pve::error::{host_max_memory_mib, is_digest_conflict};
 use crate::pve::types::{ConfigDigest, PendingItem, VmConfig, parse_memory_property};
 use crate::pve::{ApiError, ApiErrorKind, Client, TaskOutcome};
@@ -98,6 +99,7 @@ pub fn apply(
     let undo = Undo {
         change,
         balloon_before: config.balloon,
+        kind: GuestKind::Vm,
     };
     let write = client.vm_config_post(node, vmid, &params, &config.digest);
     let task = match write {
@@ -140,6 +142,53 @@ pub fn apply(
     }
 }
 
+/// Writes `change` to a container whose current config (with its digest) was just read.
+/// pve-container's config PUT is synchronous (API2/LXC/Config.pm `update_vm` returns null):
+/// it applies `memory` to the running container's cgroup and takes `cores` into the config
+/// (pvestatd enacts it within ~10 s) before it answers. A hotplug error is a 400 with per-key
+/// errors and nothing written; either way `pending` tells what is live.
+pub fn apply_container(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    config: &VmConfig,
+    change: &ConfigWrite,
+) -> Outcome {
+    if change.is_empty() {
+        return Outcome::Applied;
+    }
+    let kind = GuestKind::Ct;
+    let params = change.params_for(kind);
+    let keys = change.keys_for(kind);
+    let undo = Undo {
+        change,
+        balloon_before: None,
+        kind,
+    };
+    match client.guest_config_put(kind, node, vmid, &params, &config.digest) {
+        Ok(()) => settle(client, node, vmid, &undo, &keys, "", false),
+        Err(e) if e.is_digest_mismatch() => Outcome::Skipped(CHANGED_MEANWHILE.into()),
+        Err(e) if e.is_locked() => Outcome::Skipped(e.message.clone()),
+        Err(e) if e.is_missing_vm() => Outcome::Skipped(
+            "the container was migrated or deleted since it was read: next run".to_string(),
+        ),
+        Err(e) if e.outcome_unknown || e.kind == ApiErrorKind::BadRequest => {
+            log::warn!("CT {vmid}: {e}; re-reading to learn the outcome");
+            let message = e.to_string();
+            settle(
+                client,
+                node,
+                vmid,
+                &undo,
+                &keys,
+                &message,
+                e.outcome_unknown,
+            )
+        }
+        Err(e) => Outcome::Failed(describe_write_error(&e)),
+    }
+}
+
 /// After a write: whatever of ours is still pending did not go live. Undo it.
 /// `outcome_unknown`: the write may still be in progress on the server (59x, timeout), so
 /// "not there yet" is not "not applied". The I/O shell around [`judge_pending`] and
@@ -153,7 +202,7 @@ fn settle(
     task_message: &str,
     outcome_unknown: bool,
 ) -> Outcome {
-    let pending = match client.vm_pending(node, vmid) {
+    let pending = match client.guest_pending(undo.kind, node, vmid) {
         Ok(p) => p,
         Err(e) => {
             return Outcome::Unsettled(format!(
@@ -163,7 +212,7 @@ fn settle(
     };
     match judge_pending(keys, &pending, task_message) {
         Settle::Done(outcome) => outcome,
-        Settle::AskConfig => match client.vm_config_current(node, vmid) {
+        Settle::AskConfig => match client.guest_config_current(undo.kind, node, vmid) {
             Ok(now) => judge_config(&now, undo.change, task_message, outcome_unknown),
             Err(e) => Outcome::Unsettled(format!(
                 "{task_message}; could not re-read the config ({e}); the next run checks"
@@ -254,6 +303,8 @@ fn judge_config(
 pub struct Undo<'a> {
     pub change: &'a ConfigWrite,
     pub balloon_before: Option<u64>,
+    /// The guest's kind: where to write, and its CPU key.
+    pub kind: GuestKind,
 }
 
 /// What [`Undo::run`] did.
@@ -312,7 +363,7 @@ impl Undo<'_> {
             .find_map(|p| p.value.as_deref().and_then(ConfigDigest::from_server));
         let digest = match from_pending {
             Some(digest) => digest,
-            None => client.vm_config_current(node, vmid)?.digest,
+            None => client.guest_config_current(self.kind, node, vmid)?.digest,
         };
         let mut params = Vec::new();
         if !done.reverted.is_empty() {
@@ -321,7 +372,7 @@ impl Undo<'_> {
         if let Some(balloon) = done.balloon_restored {
             params.push(("balloon", balloon.to_string()));
         }
-        client.vm_config_put(node, vmid, &params, &digest)?;
+        client.guest_config_put(self.kind, node, vmid, &params, &digest)?;
         Ok(done)
     }
 
@@ -334,7 +385,7 @@ impl Undo<'_> {
                 .find(|p| p.key == key && p.is_pending())
                 .map(|p| p.pending.as_deref().and_then(parse_memory_property))
         };
-        for key in self.change.keys() {
+        for key in self.change.keys_for(self.kind) {
             match pending_value(key) {
                 Some(value) if value == self.change.value_of(key) => done.reverted.push(key),
                 Some(_) => done.foreign.push(key),
@@ -455,6 +506,7 @@ mod tests {
     fn undo_reverts_only_our_value_and_puts_the_balloon_back_within_what_runs() {
         let write = shrink();
         let undo = Undo {
+            kind: GuestKind::Vm,
             change: &write,
             balloon_before: Some(8192),
         };
@@ -477,6 +529,7 @@ mod tests {
         assert_eq!(done.foreign, vec!["memory"]);
         // Without a balloon floor before (0 = no device), nothing to put back.
         let undo = Undo {
+            kind: GuestKind::Vm,
             change: &write,
             balloon_before: None,
         };

@@ -29,6 +29,7 @@ pub use paths::{
 pub use schedule::Schedule;
 pub use secrets::SecretSource;
 
+use crate::guest::GuestKind;
 use crate::policy::{Policy, ResourcePolicy};
 use crate::pve::ClusterTarget;
 
@@ -121,19 +122,25 @@ impl Config {
         &self.notify
     }
 
-    /// Whether the VM is managed at all (see [`Selection::matches`]).
-    pub fn manages(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
-        self.select.matches(vmid, tags, pool)
+    /// Whether the guest is managed at all (see [`Selection::takes`]).
+    pub fn manages(&self, kind: GuestKind, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
+        self.select.takes(kind, vmid, tags, pool)
     }
 
     /// The effective policy of a VM: [`Config::policy`], then every matching override in file
     /// order (a later one wins where both set a key). Validation has checked every combination
     /// of overrides that can apply to one VM, so the result always satisfies the policy rules
     /// (`low < high`, `min ≤ max`, target between low and high).
-    pub fn policy_for(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> Policy {
+    pub fn policy_for(
+        &self,
+        kind: GuestKind,
+        vmid: u32,
+        tags: &[String],
+        pool: Option<&str>,
+    ) -> Policy {
         let mut policy = self.policy.clone();
         for o in &self.overrides {
-            if o.matches(vmid, tags, pool) {
+            if o.matches(kind, vmid, tags, pool) {
                 o.apply_to(&mut policy);
             }
         }
@@ -207,6 +214,8 @@ pub struct Selection {
     pools: Vec<String>,
     exclude_tags: Vec<String>,
     exclude_vmids: BTreeSet<u32>,
+    /// Guest types managed (`types`): VMs only unless containers are asked for.
+    types: BTreeSet<GuestKind>,
     /// The same tags and pools as sets, so that matching a VM costs its own tags' lookups,
     /// whatever the length of the lists.
     tag_set: BTreeSet<String>,
@@ -232,7 +241,25 @@ impl Selection {
             pools,
             exclude_tags,
             exclude_vmids,
+            types: BTreeSet::from([GuestKind::Vm]),
         }
+    }
+
+    /// The same selection for these guest types (`types`; validation keeps it non-empty).
+    pub(crate) fn with_types(mut self, types: BTreeSet<GuestKind>) -> Selection {
+        self.types = types;
+        self
+    }
+
+    /// Guest types managed.
+    pub fn types(&self) -> &BTreeSet<GuestKind> {
+        &self.types
+    }
+
+    /// Whether a guest of this kind, id, tags and pool is managed: its type is one of `types`
+    /// and it [`matches`](Selection::matches).
+    pub fn takes(&self, kind: GuestKind, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
+        self.types.contains(&kind) && self.matches(vmid, tags, pool)
     }
 
     pub fn matches(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
@@ -292,15 +319,36 @@ pub struct Override {
     vmids: BTreeSet<u32>,
     tags: Vec<String>,
     pools: Vec<String>,
+    /// Guest types it is limited to (`None`: both).
+    types: Option<BTreeSet<GuestKind>>,
     cpu: ResourceOverride,
     memory: ResourceOverride,
 }
 
 impl Override {
-    pub fn matches(&self, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
-        self.vmids.contains(&vmid)
+    /// Of the guest's types (when limited), and matching any of its vmids, tags or pools;
+    /// with types but none of those, every guest of those types.
+    pub fn matches(&self, kind: GuestKind, vmid: u32, tags: &[String], pool: Option<&str>) -> bool {
+        if self.types.as_ref().is_some_and(|t| !t.contains(&kind)) {
+            return false;
+        }
+        self.whole_types()
+            || self.vmids.contains(&vmid)
             || any_tag(&self.tags, tags)
             || pool.is_some_and(|p| self.pools.iter().any(|q| q == p))
+    }
+
+    /// Limited to types and nothing else: every guest of those types.
+    pub(crate) fn whole_types(&self) -> bool {
+        self.types.is_some()
+            && self.vmids.is_empty()
+            && self.tags.is_empty()
+            && self.pools.is_empty()
+    }
+
+    /// Guest types it is limited to (`None`: both).
+    pub fn types(&self) -> Option<&BTreeSet<GuestKind>> {
+        self.types.as_ref()
     }
 
     pub fn vmids(&self) -> &BTreeSet<u32> {

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::apply::{self, ApplyTiming, ConfigWrite, Outcome};
 use crate::config::{Activity, ClusterConfig, Config};
+use crate::guest::GuestKind;
 use crate::leader::{self, Role};
 use crate::metrics::{VmUsage, WindowAggregator, usage_from_rrd};
 use crate::onlining;
@@ -121,7 +122,7 @@ pub fn process_cluster(
     let managed: Vec<&VmResource> = resources
         .vms
         .iter()
-        .filter(|vm| config.manages(vm.vmid, &vm.tags, vm.pool.as_deref()))
+        .filter(|vm| config.manages(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref()))
         .collect();
     report
         .warnings
@@ -156,6 +157,11 @@ pub fn process_cluster(
             .map(|n| (n.node.clone(), headroom(n)))
             .collect(),
         down: nodes_down(&resources.nodes),
+        node_cpus: resources
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.node.clone(), n.maxcpu?.round() as u32)))
+            .collect(),
     };
     report
         .warnings
@@ -327,7 +333,7 @@ fn learn_changes_after_failover(
 ) {
     let longest = managed
         .iter()
-        .map(|vm| config.policy_for(vm.vmid, &vm.tags, vm.pool.as_deref()))
+        .map(|vm| config.policy_for(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref()))
         .flat_map(|p| {
             [Resource::Cpu, Resource::Memory].map(|r| {
                 let rp = p.resource(r);
@@ -396,6 +402,8 @@ struct Pass<'a> {
     /// Node headroom; memory taken by this run's scale-ups is added as they are decided.
     nodes: HashMap<String, NodeHeadroom>,
     down: HashMap<String, String>,
+    /// Each node's CPU count: the most cores a container on it can have.
+    node_cpus: HashMap<String, u32>,
 }
 
 impl Pass<'_> {
@@ -403,7 +411,7 @@ impl Pass<'_> {
     fn plan(&self, vm: &VmResource) -> VmPlan {
         let mut policy = self
             .config
-            .policy_for(vm.vmid, &vm.tags, vm.pool.as_deref());
+            .policy_for(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref());
         policy.windows = self.config.windows_in_force(
             vm.vmid,
             &vm.tags,
@@ -416,6 +424,7 @@ impl Pass<'_> {
             .and_then(|s| s.known_config.as_ref())
             .filter(|k| is_fresh(k, vm, self.now));
         let mut facts = facts_from_resource(vm, known);
+        container_envelope(&mut facts, self.node_cpus.get(&vm.node).copied());
         facts.host_max_memory_mib = prev.and_then(|s| s.host_max_memory_mib);
         let learned = prev.and_then(|s| s.memory_source.as_ref());
         let source = memory_source(vm, known, learned, self.now);
@@ -521,7 +530,12 @@ impl Pass<'_> {
             } else {
                 Some(plan.util.memory_source)
             };
-            read_vm(self.client, &plan.resource, need_source, cached)
+            let mut read = read_vm(self.client, &plan.resource, need_source, cached)?;
+            // One more call, only for containers that want more (or `status` near the top).
+            if plan.resource.kind == GuestKind::Ct && self.wants_more(plan) {
+                read.pressure = read_pressure(self.client, &plan.resource);
+            }
+            Ok::<_, ApiError>(read)
         });
         for (&i, read) in to_read.iter().zip(reads) {
             let plan = &mut plans[i];
@@ -534,6 +548,20 @@ impl Pass<'_> {
                 }
             }
         }
+    }
+
+    /// A scale-up is planned, or (status) a resource is above `high` now or its window within
+    /// a tenth of it: where a container's pressure can tell how much more it wants.
+    fn wants_more(&self, plan: &VmPlan) -> bool {
+        let up = |rd: &policy::ResourceDecision| matches!(rd.action, Action::Up { .. });
+        let near = |util: Option<f64>, high: f64| util.is_some_and(|u| u * 100.0 >= high * 0.9);
+        let above = plan.state.cpu.above_since.is_some() || plan.state.memory.above_since.is_some();
+        up(&plan.decision.cpu)
+            || up(&plan.decision.memory)
+            || (self.mode.is_status()
+                && (above
+                    || near(plan.util.cpu, plan.policy.cpu.high)
+                    || near(plan.util.memory, plan.policy.memory.high)))
     }
 
     /// How old each running VM's newest sample is: older than `stale_after`, pvescale is
@@ -607,6 +635,8 @@ impl Pass<'_> {
         if facts.balloon_mib.is_none() {
             facts.balloon_mib = read.config.balloon;
         }
+        container_envelope(&mut facts, self.node_cpus.get(&plan.resource.node).copied());
+        facts.pressure = read.pressure;
         let known = KnownConfig {
             max_vcpus: facts.max_vcpus.unwrap_or(facts.vcpus),
             cpu_hotplug: facts.cpu_hotplug.unwrap_or(false),
@@ -696,6 +726,11 @@ impl Pass<'_> {
                 plan.resource.vmid,
                 change_of(&plan.decision),
             );
+            if plan.resource.kind == GuestKind::Ct {
+                // A container's cores and memory are its cgroup's: nothing to bring online.
+                let outcome = apply::apply_container(self.client, node, vmid, config, &change);
+                return (outcome, Vec::new());
+            }
             let outcome = apply::apply(self.client, node, vmid, config, &change, timing);
             if outcome != Outcome::Applied || plan.facts.guest_agent != Some(true) {
                 let unasked = [Resource::Cpu, Resource::Memory].map(|r| (r, String::new()));

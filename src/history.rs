@@ -12,6 +12,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::guest::GuestKind;
+
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,9 @@ pub struct Entry {
     pub time: u64,
     pub cluster: String,
     pub vmid: u32,
+    /// `vm` or `ct`; lines written before containers were managed are VMs.
+    #[serde(rename = "type", default)]
+    pub kind: GuestKind,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -67,6 +72,7 @@ pub fn entries(report: &RunReport) -> Vec<Entry> {
                 time: report.time,
                 cluster: cluster.name.clone(),
                 vmid: vm.vmid,
+                kind: vm.kind,
                 name: vm.name.clone(),
                 node: vm.node.clone(),
                 resource: resource.to_string(),
@@ -389,6 +395,7 @@ mod tests {
             time,
             cluster: "lab".into(),
             vmid,
+            kind: GuestKind::Vm,
             name: String::new(),
             node: String::new(),
             resource: "cpu".into(),

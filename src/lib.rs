@@ -12,6 +12,7 @@ pub mod dimm;
 pub mod engine;
 pub mod error;
 pub mod fs_guard;
+pub mod guest;
 pub mod history;
 pub mod leader;
 pub mod logging;

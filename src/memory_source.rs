@@ -9,6 +9,11 @@ use crate::pve::types::{VmConfig, VmResource};
 /// What `cluster/resources` tells: on PVE 9 `memhost` differs from `mem` exactly when `mem`
 /// is the guest's own figure. `None` where the row has no `memhost` (PVE 8).
 pub fn from_resource(vm: &VmResource) -> Option<MemorySource> {
+    // A container's `mem` is its own cgroup's use without page cache (pve-container LXC.pm
+    // `vmstatus`, from `get_memory_stat`): the guest's figure, always.
+    if vm.kind == crate::guest::GuestKind::Ct {
+        return Some(MemorySource::Guest);
+    }
     let (mem, memhost) = (vm.mem?, vm.memhost?);
     Some(if mem != memhost {
         MemorySource::Guest
@@ -59,6 +64,7 @@ mod tests {
     #[test]
     fn the_cheap_facts_tell_where_they_can() {
         let row = |mem: Option<u64>, memhost: Option<u64>| VmResource {
+            kind: crate::guest::GuestKind::Vm,
             vmid: 101,
             node: "pve1".into(),
             name: None,

@@ -168,9 +168,12 @@ impl WindowAggregator {
             }
             return;
         }
+        // VMs and containers share one id space (a vmid is unique cluster-wide), and
+        // PullMetric.pm sends the same metric names for both.
         let Some(vmid) = sample
             .id
             .strip_prefix("qemu/")
+            .or_else(|| sample.id.strip_prefix("lxc/"))
             .and_then(|id| id.parse::<u32>().ok())
         else {
             return;
@@ -507,6 +510,16 @@ mod tests {
     }
 
     #[test]
+    fn a_containers_samples_count_under_its_vmid() {
+        let mut agg = WindowAggregator::new(100, 200, [200]);
+        agg.add(&sample(150, "lxc/200", "mem_used", 512.0 * 1048576.0));
+        agg.add(&sample(150, "qemu/201", "mem_used", 1.0));
+        let usage = &agg.finish()[&200];
+        assert!(usage.has_samples(), "{usage:?}");
+        assert_eq!(usage.mem_series.len(), 1);
+    }
+
+    #[test]
     fn samples_outside_the_window_or_impossible_are_ignored() {
         let mut agg = WindowAggregator::new(100, 200, [101]);
         agg.add(&sample(50, "qemu/101", "mem_used", 1.0));
@@ -514,7 +527,7 @@ mod tests {
         agg.add(&sample(150, "qemu/101", "cpu_current", 70.0));
         agg.add(&sample(150, "qemu/101", "cpu_max", 2.0));
         agg.add(&sample(150, "qemu/102", "mem_used", 1.0));
-        agg.add(&sample(150, "lxc/101", "mem_used", 1.0));
+        agg.add(&sample(150, "lxc/102", "mem_used", 1.0));
         let usage = &agg.finish()[&101];
         assert!(!usage.has_samples(), "{usage:?}");
         assert!(usage.cpu_series.is_empty() && usage.mem_series.is_empty());

@@ -266,6 +266,7 @@ fn vm_families(report: &RunReport) -> Vec<Family> {
             vec![
                 ("cluster", vm.cluster.clone()),
                 ("vmid", vm.vmid.to_string()),
+                ("type", vm.kind.to_string()),
                 ("name", vm.name.clone()),
                 ("node", vm.node.clone()),
             ]

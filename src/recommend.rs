@@ -14,7 +14,8 @@
 use serde::Serialize;
 
 use crate::dimm;
-use crate::policy::{MemorySource, Policy};
+use crate::guest::GuestKind;
+use crate::policy::{MemorySource, Policy, ResourcePolicy};
 use crate::pve::types::VmStatus;
 use crate::report::{new_table, vm_label};
 use crate::rrd_history::{
@@ -186,6 +187,8 @@ pub struct Inputs<'a> {
     /// sockets × cores, when known.
     pub envelope: Option<u64>,
     pub memory_source: MemorySource,
+    /// VM (memory on the DIMM grid) or container (plain MiB).
+    pub kind: GuestKind,
     pub average: &'a Series,
     pub max: &'a Series,
     pub since_secs: u64,
@@ -262,29 +265,9 @@ pub fn size_memory(inp: &Inputs<'_>) -> MemoryRecommendation {
         inp.max
     };
     let peak = series.peak(|i| i.used_mib);
-    let grid_max = dimm::max_on_grid();
-    let upper = dimm::round_down(rp.max.min(grid_max)).unwrap_or(dimm::STATIC_MIB);
-    let lower = dimm::round_up(rp.min.max(dimm::STATIC_MIB))
-        .unwrap_or(grid_max)
-        .min(upper);
-    let (mut recommended, mut bound) = match peak {
-        Some(p) => {
-            let wanted = ceil_units(p * (1.0 + margin / 100.0)).max(1);
-            match dimm::round_up(wanted) {
-                Some(w) if w > upper => {
-                    let why = if upper == grid_max {
-                        "largest hotpluggable size"
-                    } else {
-                        "policy max"
-                    };
-                    (Some(upper), Some(why.to_string()))
-                }
-                Some(w) if w < lower => (Some(lower), Some("policy min".to_string())),
-                Some(w) => (Some(w), None),
-                None => (Some(upper), Some("largest hotpluggable size".to_string())),
-            }
-        }
-        None => (None, None),
+    let (mut recommended, mut bound, lower, upper) = match inp.kind {
+        GuestKind::Vm => memory_on_grid(rp, peak, margin),
+        GuestKind::Ct => memory_in_mib(rp, peak, margin),
     };
     let trusted = inp.memory_source == MemorySource::Guest;
     if !trusted
@@ -314,6 +297,58 @@ pub fn size_memory(inp: &Inputs<'_>) -> MemoryRecommendation {
     }
 }
 
+type MemorySizing = (Option<u64>, Option<String>, u64, u64);
+
+/// A VM's memory: the peak plus the margin, on the DIMM grid within the policy's bounds.
+fn memory_on_grid(rp: &ResourcePolicy, peak: Option<f64>, margin: f64) -> MemorySizing {
+    let grid_max = dimm::max_on_grid();
+    let upper = dimm::round_down(rp.max.min(grid_max)).unwrap_or(dimm::STATIC_MIB);
+    let lower = dimm::round_up(rp.min.max(dimm::STATIC_MIB))
+        .unwrap_or(grid_max)
+        .min(upper);
+    let (recommended, bound) = match peak {
+        Some(p) => {
+            let wanted = ceil_units(p * (1.0 + margin / 100.0)).max(1);
+            match dimm::round_up(wanted) {
+                Some(w) if w > upper => {
+                    let why = if upper == grid_max {
+                        "largest hotpluggable size"
+                    } else {
+                        "policy max"
+                    };
+                    (Some(upper), Some(why.to_string()))
+                }
+                Some(w) if w < lower => (Some(lower), Some("policy min".to_string())),
+                Some(w) => (Some(w), None),
+                None => (Some(upper), Some("largest hotpluggable size".to_string())),
+            }
+        }
+        None => (None, None),
+    };
+    (recommended, bound, lower, upper)
+}
+
+/// A container's memory: the peak plus the margin in plain MiB (no grid), within the policy's
+/// bounds.
+fn memory_in_mib(rp: &ResourcePolicy, peak: Option<f64>, margin: f64) -> MemorySizing {
+    let upper = rp.max;
+    let lower = rp.min.max(64).min(upper);
+    let (recommended, bound) = match peak {
+        Some(p) => {
+            let wanted = ceil_units(p * (1.0 + margin / 100.0)).max(1);
+            if wanted > upper {
+                (Some(upper), Some("policy max".to_string()))
+            } else if wanted < lower {
+                (Some(lower), Some("policy min".to_string()))
+            } else {
+                (Some(wanted), None)
+            }
+        }
+        None => (None, None),
+    };
+    (recommended, bound, lower, upper)
+}
+
 pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -331,6 +366,7 @@ pub fn recommend_vm(
         current_memory_mib: history.current_memory_mib(),
         envelope: history.envelope(),
         memory_source: history.memory_source,
+        kind: history.vm.kind,
         average: &history.average,
         max: &history.max,
         since_secs,
@@ -359,6 +395,8 @@ pub fn recommend_vm(
         ));
     }
     match &history.config {
+        // A container has nothing to enable (`check` says what is limited).
+        Ok(_) if history.vm.kind == GuestKind::Ct => {}
         Ok(config) => {
             if !config.cpu_hotplug() {
                 notes.push("cpu hotplug is off: a new size needs a cold restart".to_string());
@@ -599,6 +637,7 @@ mod tests {
             current_memory_mib: Some(8192),
             envelope: Some(8),
             memory_source: MemorySource::Guest,
+            kind: GuestKind::Vm,
             average: avg,
             max,
             since_secs: 7 * DAY,

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 use crate::error::Exit;
+use crate::guest::GuestKind;
 
 use crate::policy::readiness::LiveScaling;
 use crate::policy::{Action, BlockedBy, ByWindow, Resource, WindowInForce};
@@ -196,6 +197,9 @@ pub struct VmReport {
     pub cluster: String,
     pub node: String,
     pub vmid: u32,
+    /// `vm` or `ct`.
+    #[serde(rename = "type")]
+    pub kind: GuestKind,
     pub name: String,
     pub status: String,
     pub vcpus: u64,
@@ -205,6 +209,12 @@ pub struct VmReport {
     pub cpu_percent: Option<f64>,
     pub memory_percent: Option<f64>,
     pub memory_source: MemorySourceShown,
+    /// A container's own CPU and memory pressure (percent of time stalled), where read (a
+    /// scale-up wanted, or `status` near the top).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_pressure_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_pressure_percent: Option<f64>,
     pub readiness: String,
     /// `readiness` in one word.
     pub live_scaling: LiveScaling,

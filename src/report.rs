@@ -4,6 +4,7 @@
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
+use crate::guest::GuestKind;
 use crate::policy::{ByWindow, Resource, WindowInForce};
 
 mod status_table;
@@ -41,7 +42,7 @@ pub fn render_run(report: &RunReport) -> String {
                     vm_label(vm.vmid, &vm.name),
                     vm.node.clone(),
                     name.to_string(),
-                    action_label(r, name),
+                    action_label(r, name, vm.kind),
                     r.reason.clone(),
                     match &r.outcome {
                         Some(written) => written.to_string(),
@@ -158,6 +159,7 @@ pub fn render_status_detailed(report: &RunReport) -> String {
         "Cluster",
         "Node",
         "VMID",
+        "Type",
         "Name",
         "vCPUs",
         "CPU %",
@@ -190,11 +192,12 @@ pub fn render_status_detailed(report: &RunReport) -> String {
                 cluster.name.clone(),
                 vm.node.clone(),
                 vm.vmid.to_string(),
+                vm.kind.to_string(),
                 vm.name.clone(),
                 vcpus,
-                percent(vm.cpu_percent),
+                with_stall(percent(vm.cpu_percent), vm.cpu_pressure_percent),
                 format!("{} MiB", vm.memory_mib),
-                percent(vm.memory_percent),
+                with_stall(percent(vm.memory_percent), vm.memory_pressure_percent),
                 vm.memory_source.to_string(),
                 vm.readiness.clone(),
                 vm.error.clone().unwrap_or(next),
@@ -316,14 +319,23 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, crate::error::F
     Ok(text)
 }
 
-fn action_label(r: &ResourceReport, resource: Resource) -> String {
-    let unit = match resource {
-        Resource::Cpu => " vCPUs",
-        Resource::Memory => " MiB",
+fn action_label(r: &ResourceReport, resource: Resource, kind: GuestKind) -> String {
+    let unit = match (resource, kind) {
+        (Resource::Cpu, GuestKind::Vm) => " vCPUs",
+        (Resource::Cpu, GuestKind::Ct) => " cores",
+        (Resource::Memory, _) => " MiB",
     };
     match (r.from, r.to) {
         (Some(from), Some(to)) => format!("{} {from} → {to}{unit}", r.action),
         _ => r.action.to_string(),
+    }
+}
+
+/// `97 (stall 47)`: a container's own pressure beside its utilisation, where read.
+fn with_stall(cell: String, pressure: Option<f64>) -> String {
+    match pressure {
+        Some(p) => format!("{cell} (stall {p:.0})"),
+        None => cell,
     }
 }
 

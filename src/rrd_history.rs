@@ -252,7 +252,11 @@ impl VmHistory {
     }
 
     /// sockets × cores, when the config was read.
+    /// sockets × cores of a VM; none for a container (its node's CPUs bound it).
     pub fn envelope(&self) -> Option<u64> {
+        if self.vm.kind == crate::guest::GuestKind::Ct {
+            return None;
+        }
         self.config.as_ref().ok().map(VmConfig::max_vcpus)
     }
 }
@@ -272,16 +276,17 @@ pub struct Request {
 pub fn read(client: &Client, vm: &VmResource, req: Request) -> VmHistory {
     let mut errors = Vec::new();
     let config = client
-        .vm_config_current(&vm.node, vm.vmid)
+        .guest_config_current(vm.kind, &vm.node, vm.vmid)
         .map_err(|e| e.to_string());
-    let mut fetch =
-        |tf: Timeframe, cf: Consolidation| match client.rrddata(&vm.node, vm.vmid, tf, cf) {
-            Ok(points) => points,
-            Err(e) => {
-                errors.push(format!("rrddata {} {}: {e}", tf.as_str(), cf.as_str()));
-                Vec::new()
-            }
-        };
+    let mut fetch = |tf: Timeframe, cf: Consolidation| match client
+        .guest_rrddata(vm.kind, &vm.node, vm.vmid, tf, cf)
+    {
+        Ok(points) => points,
+        Err(e) => {
+            errors.push(format!("rrddata {} {}: {e}", tf.as_str(), cf.as_str()));
+            Vec::new()
+        }
+    };
     let day = fetch(Timeframe::Day, Consolidation::Average);
     let need_week = intervals(&day).first().is_none_or(|i| i.start > req.from);
     let week = if need_week {
@@ -419,7 +424,7 @@ pub fn read_cluster(
     };
     let mut selected: Vec<&VmResource> = Vec::new();
     for vm in &resources.vms {
-        let managed = config.manages(vm.vmid, &vm.tags, vm.pool.as_deref());
+        let managed = config.manages(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref());
         let wanted = match only {
             Some(id) => vm.vmid == id,
             None => managed,
@@ -444,7 +449,7 @@ pub fn read_cluster(
     out.vms = histories
         .into_iter()
         .map(|h| {
-            let policy = config.policy_for(h.vm.vmid, &h.vm.tags, h.vm.pool.as_deref());
+            let policy = config.policy_for(h.vm.kind, h.vm.vmid, &h.vm.tags, h.vm.pool.as_deref());
             (h, policy)
         })
         .collect();
@@ -460,6 +465,10 @@ fn memory_source(
     config: Option<&VmConfig>,
     series: &Series,
 ) -> MemorySource {
+    // A container's figure is its cgroup's own, always (see `memory_source::from_resource`).
+    if vm.kind == crate::guest::GuestKind::Ct {
+        return MemorySource::Guest;
+    }
     if let Some(source) = config.and_then(memory_source::from_config) {
         return source;
     }

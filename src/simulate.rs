@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::guest::GuestKind;
 use crate::policy::{
     self, Direction, MemorySource, NodeHeadroom, Policy, Resource, SampleView, Utilisation,
     ViewPoint, VmFacts, WindowInForce,
@@ -118,6 +119,8 @@ pub struct ReplayInput<'a> {
     /// The schedule windows at each simulated minute, as `run` would see them then.
     pub windows: WindowsAt<'a>,
     pub vmid: u32,
+    /// VM or container (replayed with a container's own sizing rules).
+    pub kind: GuestKind,
     pub node: &'a str,
     /// sockets × cores, when known.
     pub envelope: Option<u64>,
@@ -260,6 +263,7 @@ fn simulated_facts(
         u32::try_from(vcpus).unwrap_or(u32::MAX),
         memory_mib,
     );
+    facts.kind = inp.kind;
     facts.max_vcpus = inp.envelope.map(|e| u32::try_from(e).unwrap_or(u32::MAX));
     facts.cpu_hotplug = Some(true);
     facts.memory_hotplug = Some(true);
@@ -429,6 +433,7 @@ pub fn backtest_vm(
         policy,
         windows,
         vmid: history.vm.vmid,
+        kind: history.vm.kind,
         node: &history.vm.node,
         envelope: history.envelope(),
         balloon_mib: history.config.as_ref().ok().and_then(|c| c.balloon),
@@ -758,6 +763,7 @@ mod tests {
             policy,
             windows: &no_windows,
             vmid: 101,
+            kind: GuestKind::Vm,
             node: "pve1",
             envelope: Some(8),
             balloon_mib: None,

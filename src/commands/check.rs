@@ -9,6 +9,7 @@ use super::{Finished, load_config};
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::config::{ClusterConfig, Config, SystemEnv};
 use crate::error::{Exit, Failure};
+use crate::guest::GuestKind;
 use crate::leader::Role;
 use crate::metrics::{Source, Window};
 use crate::onlining;
@@ -222,7 +223,7 @@ fn check_cluster(config: &Config, cluster: &ClusterConfig) -> (String, ClusterCh
     let managed: Vec<&VmResource> = resources
         .vms
         .iter()
-        .filter(|vm| config.manages(vm.vmid, &vm.tags, vm.pool.as_deref()))
+        .filter(|vm| config.manages(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref()))
         .collect();
     result.problems += selection(config, &managed, &resources.vms, &mut out);
     let (ready, problems) = vms_readiness(config, &client, &managed, &mut out);
@@ -317,14 +318,15 @@ fn vms_readiness(
 ) -> (usize, usize) {
     let (mut ready, mut problems) = (0, 0);
     let reads = map_bounded(managed, DEFAULT_PARALLELISM, |vm| {
-        let config = client.vm_config_current(&vm.node, vm.vmid)?;
-        let pending = client.vm_pending(&vm.node, vm.vmid)?;
-        let agent = (config.agent_enabled() && vm.status == VmStatus::Running)
-            .then(|| guest_agent_line(client, vm));
+        let config = client.guest_config_current(vm.kind, &vm.node, vm.vmid)?;
+        let pending = client.guest_pending(vm.kind, &vm.node, vm.vmid)?;
+        let agent =
+            (vm.kind == GuestKind::Vm && config.agent_enabled() && vm.status == VmStatus::Running)
+                .then(|| guest_agent_line(client, vm));
         Ok::<_, crate::pve::ApiError>((config, pending, agent))
     });
     for (vm, read) in managed.iter().zip(reads) {
-        let policy = config.policy_for(vm.vmid, &vm.tags, vm.pool.as_deref());
+        let policy = config.policy_for(vm.kind, vm.vmid, &vm.tags, vm.pool.as_deref());
         match read {
             Ok((vm_config, pending, agent)) => {
                 let verdict = vm_readiness(
@@ -478,6 +480,9 @@ fn vm_readiness(
     cpu_enabled: bool,
     memory_enabled: bool,
 ) -> Verdict {
+    if vm.kind == GuestKind::Ct {
+        return ct_readiness(vm, config, cpu_enabled, memory_enabled);
+    }
     let mut text = String::new();
     let name = config.name.clone().or(vm.name.clone()).unwrap_or_default();
     let _ = writeln!(
@@ -571,6 +576,64 @@ fn guest_line(config: &VmConfig) -> Option<String> {
             config.ostype.as_deref().unwrap_or("?")
         )
     })
+}
+
+/// A container: nothing to enable (pve-container applies `cores` and `memory` to a running
+/// one), but say what is limited.
+fn ct_readiness(
+    vm: &VmResource,
+    config: &VmConfig,
+    cpu_enabled: bool,
+    memory_enabled: bool,
+) -> Verdict {
+    let mut text = String::new();
+    let name = config.name.clone().or(vm.name.clone()).unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "    CT {} {name} (node {}, {}):",
+        vm.vmid,
+        vm.node,
+        vm.status.as_str()
+    );
+    let cpu = match (cpu_enabled, config.cores) {
+        (false, _) => "not managed (cpu.enabled = false)".to_string(),
+        (true, Some(cores)) => format!(
+            "live: cores {cores} (its cpuset, enacted by pvestatd within ~10 s), at most the node's CPUs"
+        ),
+        (true, None) => "live: no cores set, it sees all of the node's CPUs; the first change \
+                         sets cores"
+            .to_string(),
+    };
+    let memory = if memory_enabled {
+        "live: memory.max at once, no DIMM grid; shrinks only on fresh data, above use + \
+         memory_margin, an eighth at a time (below use the kernel would OOM-kill inside)"
+    } else {
+        "not managed (memory.enabled = false)"
+    };
+    let _ = writeln!(text, "      cpu: {cpu}");
+    // pve-container: cpulimit is a quota (cpu.max) on top of the cpuset `cores` gives.
+    let capped = config
+        .cpulimit
+        .filter(|l| *l > 0.0 && config.cores.is_none_or(|c| *l < c as f64));
+    if let (true, Some(limit)) = (cpu_enabled, capped) {
+        let _ = writeln!(
+            text,
+            "      cpu: NOTE: cpulimit {limit} caps its CPU time below its cores: more cores \
+             give it no more CPU (remove cpulimit: pct set {} --delete cpulimit)",
+            vm.vmid
+        );
+    }
+    let _ = writeln!(text, "      memory: {memory}");
+    if vm.status != VmStatus::Running {
+        let _ = writeln!(
+            text,
+            "      note: not running; pvescale only scales running containers"
+        );
+    }
+    Verdict {
+        ready: cpu_enabled || memory_enabled,
+        text,
+    }
 }
 
 /// What a VM's config lacks for live scaling.

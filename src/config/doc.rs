@@ -402,7 +402,8 @@ pub const SECTIONS: &[Section] = &[
         name: "[select]",
         about: "Which VMs are managed: those with any of tags, any of vmids or in any of pools, \
                 minus those with any of exclude_tags or in exclude_vmids. At least one of tags, \
-                vmids and pools. Tags are compared ignoring case. Containers are never managed.",
+                vmids and pools. Tags are compared ignoring case. The same selection applies to \
+                containers (LXC) when types includes \"ct\".",
         keys: &[
             key(
                 "tags",
@@ -443,6 +444,16 @@ pub const SECTIONS: &[Section] = &[
                 Some("[]"),
                 "[103]",
                 "Never manage these VMs.",
+            ),
+            key(
+                "types",
+                "list of strings",
+                "[\"vm\"]",
+                Some("[\"vm\"]"),
+                "[\"vm\", \"ct\"]",
+                "Guest types managed: \"vm\" (QEMU) and/or \"ct\" (LXC containers). VMs only \
+                 unless set, so that an upgrade never starts resizing containers a selection \
+                 already matched; containers' cores and memory change live.",
             ),
         ],
     },
@@ -587,8 +598,8 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "[[override]]",
-        about: "Per-VM policy, applied in file order to the VMs it matches (any of vmids, tags, \
-                pools; at least one); where two set the same key the later wins. Overrides that \
+        about: "Per-VM policy, applied in file order to the guests it matches (any of vmids, \
+                tags, pools, within types; at least one); where two set the same key the later wins. Overrides that \
                 can apply to the same VM must together still satisfy low < high and min ≤ max. \
                 They only change how a managed VM is scaled; [select] decides which are managed.",
         keys: &[
@@ -615,6 +626,15 @@ pub const SECTIONS: &[Section] = &[
                 Some("[]"),
                 "[\"batch\"]",
                 "Pools of the VMs this override applies to.",
+            ),
+            key(
+                "types",
+                "list of strings",
+                "both",
+                None,
+                "[\"ct\"]",
+                "Only guests of these types (\"vm\", \"ct\"); alone, every managed guest of those \
+                 types (e.g. container defaults).",
             ),
             key(
                 "cpu",

@@ -77,6 +77,8 @@ pub(super) struct RawSelect {
     pub exclude_tags: Vec<String>,
     #[serde(default)]
     pub exclude_vmids: Vec<u32>,
+    /// `["vm"]`, `["ct"]` or both; absent = VMs only.
+    pub types: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -173,6 +175,8 @@ pub(super) struct RawOverride {
     pub tags: Vec<String>,
     #[serde(default)]
     pub pools: Vec<String>,
+    /// Only guests of these types (`vm`, `ct`); alone, every guest of those types.
+    pub types: Option<Vec<String>>,
     #[serde(default)]
     pub cpu: RawResource<Vcpus>,
     #[serde(default)]

@@ -856,7 +856,8 @@ fn selection_union_minus_exclusions() {
         !s.matches(102, &tags(&["web"]), Some("prod")),
         "exclude_vmids win"
     );
-    assert!(c.manages(101, &[], None));
+    assert!(c.manages(crate::guest::GuestKind::Vm, 101, &[], None));
+    assert!(!c.manages(crate::guest::GuestKind::Ct, 101, &[], None));
 
     let msg = err(&MINIMAL.replace("tags = [\"autoscale\"]", "exclude_tags = [\"x\"]"));
     assert!(
@@ -902,23 +903,26 @@ cpu = { high = 95, low = 10, up_after = "5m" }
     ));
     let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let base = c.policy().clone();
-    assert_eq!(c.policy_for(200, &[], None), base);
+    assert_eq!(
+        c.policy_for(crate::guest::GuestKind::Vm, 200, &[], None),
+        base
+    );
 
-    let db = c.policy_for(200, &tags(&["DB"]), None);
+    let db = c.policy_for(crate::guest::GuestKind::Vm, 200, &tags(&["DB"]), None);
     assert_eq!((db.cpu.min, db.cpu.max), (2, 16));
     assert!(!db.memory.scale_down && db.memory.scale_up);
     assert_eq!(db.memory.max, base.memory.max);
 
-    let both = c.policy_for(105, &tags(&["db"]), None);
+    let both = c.policy_for(crate::guest::GuestKind::Vm, 105, &tags(&["db"]), None);
     assert_eq!((both.cpu.min, both.cpu.max), (2, 12), "later override wins");
-    let only_vmid = c.policy_for(105, &[], None);
+    let only_vmid = c.policy_for(crate::guest::GuestKind::Vm, 105, &[], None);
     assert_eq!((only_vmid.cpu.min, only_vmid.cpu.max), (1, 12));
 
-    let batch = c.policy_for(300, &[], Some("batch"));
+    let batch = c.policy_for(crate::guest::GuestKind::Vm, 300, &[], Some("batch"));
     assert_eq!((batch.cpu.high, batch.cpu.low), (95.0, 10.0));
     assert_eq!(batch.cpu.up_after, Duration::from_secs(300));
     assert_eq!(c.overrides().len(), 3);
-    assert!(c.overrides()[0].matches(1, &tags(&["db"]), None));
+    assert!(c.overrides()[0].matches(crate::guest::GuestKind::Vm, 1, &tags(&["db"]), None));
 }
 
 #[test]
@@ -935,7 +939,7 @@ fn overrides_are_checked_alone_and_in_combination() {
     );
     let msg = err(&with("[[override]]\ncpu = { max = 4 }\n"));
     assert!(
-        msg.contains("override[0]: an override needs vmids, tags or pools"),
+        msg.contains("override[0]: an override needs vmids, tags, pools or types"),
         "{msg}"
     );
     let msg = err(&with("[[override]]\nvmids = [105]\n"));
@@ -1223,5 +1227,66 @@ fn a_config_or_ca_file_others_could_change_is_warned_about() {
             && w[0].contains("ca.pem is writable by every user (mode 666)")
             && w[0].contains("which servers pvescale trusts"),
         "{w:?}"
+    );
+}
+
+#[test]
+fn guest_types_default_to_vms_and_are_checked() {
+    use crate::guest::GuestKind::{Ct, Vm};
+    let c = ok(MINIMAL);
+    assert_eq!(c.selection().types(), &BTreeSet::from([Vm]));
+    let tags = ["autoscale".to_string()];
+    assert!(c.manages(Vm, 101, &tags, None) && !c.manages(Ct, 200, &tags, None));
+    let both = MINIMAL.replace("[select]\n", "[select]\ntypes = [\"ct\", \"vm\", \"ct\"]\n");
+    let c = ok(&both);
+    assert_eq!(c.selection().types(), &BTreeSet::from([Vm, Ct]));
+    assert!(c.manages(Ct, 200, &tags, None));
+    let cts = MINIMAL.replace("[select]\n", "[select]\ntypes = [\"ct\"]\n");
+    assert!(!ok(&cts).manages(Vm, 101, &tags, None));
+    let msg = err(&MINIMAL.replace("[select]\n", "[select]\ntypes = [\"lxc\"]\n"));
+    assert!(
+        msg.contains("select.types[0]") && msg.contains("\"vm\""),
+        "{msg}"
+    );
+    let msg = err(&MINIMAL.replace("[select]\n", "[select]\ntypes = []\n"));
+    assert!(
+        msg.contains("select.types") && msg.contains("empty"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_override_can_be_limited_to_a_guest_type() {
+    use crate::guest::GuestKind::{Ct, Vm};
+    let text = with(
+        "[[override]]\ntypes = [\"ct\"]\nmemory = { max_step_down = 128 }\n\n\
+         [[override]]\ntags = [\"db\"]\ntypes = [\"vm\"]\ncpu = { max = 16 }\n",
+    );
+    let c = ok(&text);
+    let db = vec!["db".to_string()];
+    assert_eq!(c.policy_for(Ct, 200, &[], None).memory.max_step_down, 128);
+    assert_ne!(c.policy_for(Vm, 101, &[], None).memory.max_step_down, 128);
+    assert_eq!(c.policy_for(Vm, 101, &db, None).cpu.max, 16);
+    assert_ne!(
+        c.policy_for(Ct, 200, &db, None).cpu.max,
+        16,
+        "a db container is not a VM"
+    );
+    let msg = err(&with(
+        "[[override]]\ntypes = [\"lxc\"]\ncpu = { max = 4 }\n",
+    ));
+    assert!(msg.contains("override[0].types[0]"), "{msg}");
+    // Two that share no type never apply together, so together they need not be valid.
+    ok(&with(
+        "[[override]]\ntypes = [\"ct\"]\ncpu = { min = 8 }\n\n\
+         [[override]]\ntypes = [\"vm\"]\ncpu = { max = 4 }\n",
+    ));
+    let msg = err(&with(
+        "[[override]]\ntypes = [\"ct\"]\ncpu = { min = 8 }\n\n\
+         [[override]]\ntags = [\"x\"]\ncpu = { max = 4 }\n",
+    ));
+    assert!(
+        msg.contains("override"),
+        "a container tagged x gets both: {msg}"
     );
 }

@@ -107,6 +107,7 @@ mod tests {
 
     fn vm(vmid: u32) -> VmResource {
         VmResource {
+            kind: crate::guest::GuestKind::Vm,
             vmid,
             node: "pve1".into(),
             name: None,

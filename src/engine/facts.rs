@@ -4,6 +4,7 @@
 use super::*;
 use crate::memory_source;
 use crate::metrics::{self, SizedSample};
+use crate::policy::Pressure;
 use crate::policy::SampleView;
 use crate::units::MIB;
 
@@ -14,6 +15,20 @@ pub(super) struct VmRead {
     pub(super) config: VmConfig,
     pub(super) pending: Vec<PendingItem>,
     pub(super) memory_source: MemorySource,
+    /// A container's pressure, where it was asked for and known.
+    pub(super) pressure: Option<Pressure>,
+}
+
+/// A container's own pressure from its `status/current` (percent → fraction). Nothing where
+/// the server has no figures (before PVE 9) or the read fails: the usual rules apply.
+pub(super) fn read_pressure(client: &Client, vm: &VmResource) -> Option<Pressure> {
+    let status = client.ct_status_current(&vm.node, vm.vmid).ok()?;
+    let fraction = |p: Option<f64>| p.filter(|v| v.is_finite() && *v >= 0.0).map(|v| v / 100.0);
+    let pressure = Pressure {
+        cpu_some: fraction(status.pressurecpusome),
+        memory_some: fraction(status.pressurememorysome),
+    };
+    (pressure != Pressure::default()).then_some(pressure)
 }
 
 pub(super) fn read_vm(
@@ -22,8 +37,8 @@ pub(super) fn read_vm(
     need_memory_source: bool,
     cached_source: Option<MemorySource>,
 ) -> Result<VmRead, ApiError> {
-    let config = client.vm_config_current(&vm.node, vm.vmid)?;
-    let pending = client.vm_pending(&vm.node, vm.vmid)?;
+    let config = client.guest_config_current(vm.kind, &vm.node, vm.vmid)?;
+    let pending = client.guest_pending(vm.kind, &vm.node, vm.vmid)?;
     let learned = match cached_source {
         // A source learned earlier stays valid while the balloon device does.
         Some(source) if source != MemorySource::Unknown && config.balloon != Some(0) => source,
@@ -34,6 +49,7 @@ pub(super) fn read_vm(
         config,
         pending,
         memory_source,
+        pressure: None,
     })
 }
 
@@ -97,6 +113,7 @@ pub(super) fn facts_from_resource(vm: &VmResource, known: Option<&KnownConfig>) 
     let vcpus = vm.maxcpu.map(|c| c.round() as u32).unwrap_or(0);
     let memory_mib = vm.maxmem.map(|b| b / MIB).unwrap_or(0);
     let mut facts = VmFacts::new(vm.vmid, vm.node.clone(), vcpus, memory_mib);
+    facts.kind = vm.kind;
     facts.status = VmStatus::from_pve(vm.status.as_str());
     facts.lock = vm.lock.clone();
     facts.template = vm.template;
@@ -106,16 +123,38 @@ pub(super) fn facts_from_resource(vm: &VmResource, known: Option<&KnownConfig>) 
     facts
 }
 
+/// A container has nothing to enable for live changes (pve-container applies `cores`,
+/// `memory` and `swap` to a running one: LXC/Config.pm `vmconfig_hotplug_pending`), no DIMM
+/// grid and no balloon; its CPUs are bounded by its node's (`node_cpus`, when known).
+pub(super) fn container_envelope(facts: &mut VmFacts, node_cpus: Option<u32>) {
+    if facts.kind != GuestKind::Ct {
+        return;
+    }
+    facts.cpu_hotplug = Some(true);
+    facts.memory_hotplug = Some(true);
+    facts.numa = Some(true);
+    facts.balloon_mib = None;
+    facts.hotplug_features = None;
+    facts.max_vcpus = node_cpus;
+}
+
 pub(super) fn facts_from_config(
     vm: &VmResource,
     config: &VmConfig,
     pending: &[PendingItem],
 ) -> VmFacts {
-    let vcpus = u32::try_from(config.vcpus()).unwrap_or(u32::MAX);
+    // A container without `cores` sees all of its node's CPUs (`maxcpu` says how many).
+    let vcpus = match (vm.kind, config.cores) {
+        (GuestKind::Ct, None) => vm.maxcpu.map(|c| c.round() as u64).unwrap_or(1),
+        (GuestKind::Ct, Some(cores)) => cores,
+        (GuestKind::Vm, _) => config.vcpus(),
+    };
+    let vcpus = u32::try_from(vcpus).unwrap_or(u32::MAX);
     let memory_mib = config
         .memory
         .unwrap_or_else(|| vm.maxmem.map(|b| b / MIB).unwrap_or(0));
     let mut facts = VmFacts::new(vm.vmid, vm.node.clone(), vcpus, memory_mib);
+    facts.kind = vm.kind;
     facts.status = VmStatus::from_pve(vm.status.as_str());
     facts.lock = config.lock.clone().or_else(|| vm.lock.clone());
     facts.template = config.template || vm.template;

@@ -26,6 +26,7 @@ pub(super) fn settle_interrupted_write(
             let undo = apply::Undo {
                 change: &in_flight.write,
                 balloon_before: in_flight.balloon_mib_before,
+                kind: plan.resource.kind,
             };
             match undo.run(client, &plan.resource.node, vmid, &read.pending) {
                 Ok(done) => {
@@ -33,7 +34,8 @@ pub(super) fn settle_interrupted_write(
                     read.pending
                         .retain(|p| !done.reverted.contains(&p.key.as_str()));
                     // The undo changed the digest: a write in this run needs the new one.
-                    match client.vm_config_current(&plan.resource.node, vmid) {
+                    match client.guest_config_current(plan.resource.kind, &plan.resource.node, vmid)
+                    {
                         Ok(config) => read.config = config,
                         Err(e) => {
                             plan.error = Some(format!("re-reading the config failed: {e}"));

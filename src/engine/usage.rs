@@ -241,7 +241,13 @@ fn read_rrddata(
     let start = read_from(window_start, since, now);
     let results = map_bounded(vms, DEFAULT_PARALLELISM, |vm| {
         client
-            .rrddata(&vm.node, vm.vmid, Timeframe::Hour, Consolidation::Average)
+            .guest_rrddata(
+                vm.kind,
+                &vm.node,
+                vm.vmid,
+                Timeframe::Hour,
+                Consolidation::Average,
+            )
             .map(|points| usage_from_rrd(&points, start, window_start, now))
     });
     let mut usage = HashMap::new();

@@ -33,6 +33,7 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
         cluster: cluster.to_string(),
         node: plan.resource.node.clone(),
         vmid: plan.resource.vmid,
+        kind: plan.resource.kind,
         name: plan.resource.name.clone().unwrap_or_default(),
         status: plan.resource.status.as_str().to_string(),
         vcpus: u64::from(plan.facts.vcpus),
@@ -48,6 +49,16 @@ pub(super) fn vm_report(cluster: &str, plan: &VmPlan, now: u64, mode: Mode) -> V
             MemorySource::Host => MemorySourceShown::Host,
             MemorySource::Unknown => MemorySourceShown::Unknown,
         },
+        cpu_pressure_percent: plan
+            .facts
+            .pressure
+            .and_then(|p| p.cpu_some)
+            .map(|p| round1(p * 100.0)),
+        memory_pressure_percent: plan
+            .facts
+            .pressure
+            .and_then(|p| p.memory_some)
+            .map(|p| round1(p * 100.0)),
         readiness: policy::readiness::summary(&plan.facts),
         live_scaling: policy::readiness::verdict(&plan.facts),
         cpu: resource_report(Resource::Cpu),

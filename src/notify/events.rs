@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::guest::GuestKind;
 use crate::policy::BlockedBy;
 use crate::report::{ActionKind, ResourceReport, RunReport, VmReport, WriteOutcome};
 use crate::state::{Notifications, NotifyCondition};
@@ -65,6 +66,9 @@ pub struct Event {
     /// `None` for an event about the whole cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vmid: Option<u32>,
+    /// `vm` or `ct`, where known (a recovery told from the state alone does not know).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestKind>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -90,6 +94,7 @@ impl Event {
             kind,
             cluster: cluster.to_string(),
             vmid: vm.map(|v| v.vmid),
+            guest: vm.map(|v| v.kind),
             name: vm.map(|v| v.name.clone()).unwrap_or_default(),
             node: vm.map(|v| v.node.clone()).unwrap_or_default(),
             resource: None,
@@ -341,6 +346,7 @@ fn recoveries(observed: &Observed, next: &mut Notifications) -> Vec<Candidate> {
                     kind: EventKind::Recovered,
                     cluster: c.cluster.clone(),
                     vmid: c.vmid,
+                    guest: None,
                     name: c.name.clone(),
                     node: String::new(),
                     resource: None,
@@ -427,6 +433,7 @@ mod tests {
             kind: EventKind::Scaled,
             cluster: "lab".into(),
             vmid: Some(vmid),
+            guest: Some(GuestKind::Vm),
             name: format!("vm{vmid}"),
             node: "pve1".into(),
             resource: Some("cpu".into()),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::events::{Event, EventKind};
+use crate::guest::GuestKind;
 use crate::units::fmt_duration;
 
 /// At most this many event lines in a message; the rest is counted.
@@ -159,6 +160,9 @@ fn who(e: &Event) -> String {
         None => format!("cluster {}", e.cluster),
         Some(vmid) => {
             let mut s = format!("{}/{vmid}", e.cluster);
+            if e.guest == Some(GuestKind::Ct) {
+                s.push_str(" CT");
+            }
             if !e.name.is_empty() {
                 s.push_str(&format!(" ({})", e.name));
             }
@@ -239,6 +243,7 @@ mod tests {
             kind,
             cluster: "lab".into(),
             vmid: Some(101),
+            guest: Some(GuestKind::Vm),
             name: "web1".into(),
             node: "pve1".into(),
             resource: Some("memory".into()),

@@ -1,6 +1,6 @@
 //! How the policy words its reasons: sizes, changes, percentages and durations.
 
-use super::Resource;
+use super::{GuestKind, Resource};
 
 /// A threshold as written in the config: `80`, or `80.5`.
 pub(super) fn num(v: f64) -> String {
@@ -41,6 +41,15 @@ pub(super) fn fmt_change(res: Resource, from: u64, to: u64) -> String {
         Resource::Cpu if to == 1 => format!("{from} → 1 vCPU"),
         Resource::Cpu => format!("{from} → {to} vCPUs"),
         Resource::Memory => format!("{from} → {to} MiB"),
+    }
+}
+
+/// [`fmt_change`] in the guest's words: a container's CPUs are `cores`.
+pub(super) fn fmt_change_of(kind: GuestKind, res: Resource, from: u64, to: u64) -> String {
+    let text = fmt_change(res, from, to);
+    match (kind, res) {
+        (GuestKind::Ct, Resource::Cpu) => text.replace("vCPUs", "cores").replace("vCPU", "core"),
+        _ => text,
     }
 }
 

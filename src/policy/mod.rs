@@ -3,6 +3,7 @@
 //! The parameter types below are shared with `config.rs` (which fills them from TOML);
 //! their field names and meanings are a contract.
 
+mod container;
 mod format;
 pub mod onlining;
 pub mod readiness;
@@ -425,6 +426,7 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64, at: u64) -> Resour
     let from = ctx.current();
     let sized = match ctx.res {
         Resource::Cpu => size_cpu_up(ctx, frac),
+        Resource::Memory if ctx.facts.kind == GuestKind::Ct => container::size_memory_up(ctx, frac),
         Resource::Memory => size_memory_up(ctx, frac),
     };
     let to = match sized {
@@ -441,7 +443,11 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64, at: u64) -> Resour
     }
     ctx.make(
         Action::Up { from, to },
-        format!("{head}: {}", fmt_change(ctx.res, from, to)),
+        format!(
+            "{head}{}: {}",
+            container::pressure_note(ctx),
+            fmt_change_of(ctx.facts.kind, ctx.res, from, to)
+        ),
     )
 }
 
@@ -479,6 +485,9 @@ fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecis
     let from = ctx.current();
     let sized = match ctx.res {
         Resource::Cpu => size_cpu_down(ctx, frac),
+        Resource::Memory if ctx.facts.kind == GuestKind::Ct => {
+            container::size_memory_down(ctx, frac)
+        }
         Resource::Memory => size_memory_down(ctx, frac),
     };
     let to = match sized {
@@ -486,7 +495,10 @@ fn scale_down(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64) -> ResourceDecis
         // Nothing to shrink is not a problem: keep.
         Err(why) => return ctx.make(Action::Keep, format!("{head}, but {why}: keep")),
     };
-    let mut reason = format!("{head}: {}", fmt_change(ctx.res, from, to));
+    let mut reason = format!(
+        "{head}: {}",
+        fmt_change_of(ctx.facts.kind, ctx.res, from, to)
+    );
     let mut balloon_mib = None;
     if ctx.res == Resource::Memory
         && let Some(balloon) = ctx.facts.balloon_mib

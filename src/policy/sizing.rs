@@ -29,6 +29,10 @@ pub(super) fn size_cpu_up(ctx: &Ctx<'_>, frac: f64) -> Sized<(BlockedBy, String)
     }
     if c >= upper {
         let why = match by {
+            BlockedBy::Envelope if ctx.facts.kind == GuestKind::Ct => format!(
+                "already at the node's {} (a container's cores are host CPUs)",
+                fmt_size(Resource::Cpu, upper)
+            ),
             BlockedBy::Envelope => format!(
                 "already at sockets × cores = {} (more needs more cores or sockets, then a cold restart)",
                 fmt_size(Resource::Cpu, upper)
@@ -217,7 +221,11 @@ pub(super) fn host_guard(ctx: &Ctx<'_>, from: u64, to: u64) -> Option<String> {
 
 /// The size a scale-up aims at: toward the target; or, for a resource pinned at its size,
 /// which shows no demand beyond it, the size times `saturated_factor`.
-fn wanted_up(ctx: &Ctx<'_>, frac: f64, current: u64) -> u64 {
+pub(super) fn wanted_up(ctx: &Ctx<'_>, frac: f64, current: u64) -> u64 {
+    // A container's own pressure tells how much more it wants.
+    if let Some(demand) = super::container::demand_from_pressure(ctx, frac) {
+        return ceil_units(demand * current as f64 / ctx.target());
+    }
     if frac >= SATURATED {
         ceil_units(current as f64 * ctx.rp.saturated_factor.max(1.0))
     } else {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::format::fmt_size;
+pub use crate::guest::GuestKind;
 use crate::units::MIB_PER_GIB;
 
 /// Which resource a rule or decision is about.
@@ -297,6 +298,8 @@ pub enum MemorySource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmFacts {
     pub vmid: u32,
+    /// VM or container: a container has no DIMM grid and no hotplug prerequisites.
+    pub kind: GuestKind,
     pub node: String,
     pub status: VmStatus,
     /// `lock` of the VM (backup, migrate, snapshot, ...).
@@ -329,6 +332,19 @@ pub struct VmFacts {
     pub windows: Option<bool>,
     /// The QEMU guest agent is enabled in the config.
     pub guest_agent: Option<bool>,
+    /// A container's own pressure (PVE 9 `status/current`), read where a scale-up is wanted.
+    pub pressure: Option<Pressure>,
+}
+
+/// Stall figures of a container's own cgroup (pve-container `vmstatus` via pve-common
+/// `read_cgroup_pressure`: the kernel's 10 s averages), as fractions of time (0..1). Unlike a
+/// VM's, they show demand beyond the container's allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Pressure {
+    /// Some task waited for CPU.
+    pub cpu_some: Option<f64>,
+    /// Some task waited for memory (reclaim, refaults).
+    pub memory_some: Option<f64>,
 }
 
 impl VmFacts {
@@ -336,6 +352,7 @@ impl VmFacts {
     pub fn new(vmid: u32, node: impl Into<String>, vcpus: u32, memory_mib: u64) -> VmFacts {
         VmFacts {
             vmid,
+            kind: GuestKind::Vm,
             node: node.into(),
             status: VmStatus::Running,
             lock: None,
@@ -350,6 +367,7 @@ impl VmFacts {
             pending: None,
             digest: None,
             host_max_memory_mib: None,
+            pressure: None,
             hotplug_features: None,
             windows: None,
             guest_agent: None,

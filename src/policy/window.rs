@@ -62,7 +62,7 @@ fn apply_floor(ctx: &Ctx<'_>, rs: &ResourceState, decision: ResourceDecision) ->
                     format!(
                         "{}; {head}: {} instead",
                         decision.reason,
-                        fmt_change(ctx.res, from, size)
+                        fmt_change_of(ctx.facts.kind, ctx.res, from, size)
                     ),
                     balloon,
                 )
@@ -119,7 +119,7 @@ fn raise_to_floor(
             format!(
                 "{}: {head}: {}",
                 ctx.name(),
-                fmt_change(ctx.res, from, size)
+                fmt_change_of(ctx.facts.kind, ctx.res, from, size)
             ),
         )
     };

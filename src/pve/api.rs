@@ -6,13 +6,19 @@ use std::time::{Duration, Instant};
 use super::client::Client;
 use super::error::{ApiError, ApiErrorKind, ApiResult};
 use super::types::{
-    AgentAnswer, ClusterStatusRow, ConfigDigest, Consolidation, GuestMemoryBlock,
+    AgentAnswer, ClusterStatusRow, ConfigDigest, Consolidation, CtCurrentStatus, GuestMemoryBlock,
     GuestMemoryBlockInfo, GuestVcpu, HaManagerStatus, MetricSample, NodeStatus, PendingItem,
     ResourceRow, Resources, RrdPoint, TaskEntry, TaskStatus, Timeframe, Version, VmConfig,
     VmCurrentStatus,
 };
 
 pub use super::export::parse_metrics_export;
+use crate::guest::GuestKind;
+
+/// `/nodes/{node}/qemu/{vmid}/{what}` or `/nodes/{node}/lxc/{vmid}/{what}`.
+fn guest_path(kind: GuestKind, node: &str, vmid: u32, what: &str) -> String {
+    format!("/nodes/{node}/{}/{vmid}/{what}", kind.api_segment())
+}
 
 /// Largest `metrics/export` answer we accept. At 5000 VMs a 5-minute window is about
 /// 100 MB; it is parsed as a stream, so this bounds time, not memory.
@@ -105,8 +111,21 @@ impl Client {
         timeframe: Timeframe,
         cf: Consolidation,
     ) -> ApiResult<Vec<RrdPoint>> {
+        self.guest_rrddata(GuestKind::Vm, node, vmid, timeframe, cf)
+    }
+
+    /// `rrddata` of a VM or container (the same fields; a PVE 9 container's pressure figures
+    /// are its own cgroup's).
+    pub fn guest_rrddata(
+        &self,
+        kind: GuestKind,
+        node: &str,
+        vmid: u32,
+        timeframe: Timeframe,
+        cf: Consolidation,
+    ) -> ApiResult<Vec<RrdPoint>> {
         self.get(
-            &format!("/nodes/{node}/qemu/{vmid}/rrddata"),
+            &guest_path(kind, node, vmid, "rrddata"),
             &[
                 ("timeframe", timeframe.as_str().to_string()),
                 ("cf", cf.as_str().to_string()),
@@ -120,8 +139,19 @@ impl Client {
 
     /// The config the running VM has (`current=1`: pending values not merged in).
     pub fn vm_config_current(&self, node: &str, vmid: u32) -> ApiResult<VmConfig> {
+        self.guest_config_current(GuestKind::Vm, node, vmid)
+    }
+
+    /// The config a running VM or container has (`current=1`: pending values not merged in;
+    /// both qemu-server and pve-container take it).
+    pub fn guest_config_current(
+        &self,
+        kind: GuestKind,
+        node: &str,
+        vmid: u32,
+    ) -> ApiResult<VmConfig> {
         self.get(
-            &format!("/nodes/{node}/qemu/{vmid}/config"),
+            &guest_path(kind, node, vmid, "config"),
             &[("current", "1".to_string())],
         )
     }
@@ -158,8 +188,25 @@ impl Client {
         Ok(answer.result.size)
     }
 
+    /// A container's runtime status; used for its own cgroup's pressure.
+    pub fn ct_status_current(&self, node: &str, vmid: u32) -> ApiResult<CtCurrentStatus> {
+        self.get(
+            &guest_path(GuestKind::Ct, node, vmid, "status/current"),
+            &[],
+        )
+    }
+
     pub fn vm_pending(&self, node: &str, vmid: u32) -> ApiResult<Vec<PendingItem>> {
-        self.get(&format!("/nodes/{node}/qemu/{vmid}/pending"), &[])
+        self.guest_pending(GuestKind::Vm, node, vmid)
+    }
+
+    pub fn guest_pending(
+        &self,
+        kind: GuestKind,
+        node: &str,
+        vmid: u32,
+    ) -> ApiResult<Vec<PendingItem>> {
+        self.get(&guest_path(kind, node, vmid, "pending"), &[])
     }
 
     /// Asynchronous config write; returns the task's UPID. Never retried. It carries the
@@ -192,9 +239,22 @@ impl Client {
         params: &[(&str, String)],
         digest: &ConfigDigest,
     ) -> ApiResult<()> {
+        self.guest_config_put(GuestKind::Vm, node, vmid, params, digest)
+    }
+
+    /// Synchronous config write of a VM or container (a container's only write: pve-container's
+    /// `PUT .../lxc/{vmid}/config` returns null and applies under the config lock before it
+    /// answers). Never retried.
+    pub fn guest_config_put(
+        &self,
+        kind: GuestKind,
+        node: &str,
+        vmid: u32,
+        params: &[(&str, String)],
+        digest: &ConfigDigest,
+    ) -> ApiResult<()> {
         let params = with_digest(params, digest);
-        let _: serde_json::Value =
-            self.put(&format!("/nodes/{node}/qemu/{vmid}/config"), &params)?;
+        let _: serde_json::Value = self.put(&guest_path(kind, node, vmid, "config"), &params)?;
         Ok(())
     }
 

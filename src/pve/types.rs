@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::guest::GuestKind;
+
 /// `GET /version`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Version {
@@ -95,10 +97,12 @@ impl VmStatus {
     }
 }
 
-/// A QEMU VM row of `cluster/resources`.
+/// A guest row of `cluster/resources` (`type` `qemu` or `lxc`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmResource {
     pub vmid: u32,
+    /// VM or container.
+    pub kind: GuestKind,
     pub node: String,
     pub name: Option<String>,
     pub status: VmStatus,
@@ -196,10 +200,9 @@ pub struct HaManager {
 /// The rows of `cluster/resources` that pvescale uses.
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
+    /// VMs and containers, in the order listed.
     pub vms: Vec<VmResource>,
     pub nodes: Vec<NodeResource>,
-    /// Containers are listed but never managed.
-    pub containers: usize,
 }
 
 /// One raw row; every field optional so that no Proxmox version breaks parsing.
@@ -243,8 +246,14 @@ impl Resources {
     pub(crate) fn from_rows(rows: Vec<ResourceRow>) -> Resources {
         let mut out = Resources::default();
         for row in rows {
+            let guest = match row.kind.as_deref() {
+                Some("qemu") => Some(GuestKind::Vm),
+                Some("lxc") => Some(GuestKind::Ct),
+                _ => None,
+            };
             match row.kind.as_deref() {
-                Some("qemu") => {
+                Some("qemu" | "lxc") => {
+                    let Some(kind) = guest else { continue };
                     let (Some(vmid), Some(node)) = (row.vmid, row.node) else {
                         continue;
                     };
@@ -253,6 +262,7 @@ impl Resources {
                     };
                     out.vms.push(VmResource {
                         vmid,
+                        kind,
                         node,
                         name: row.name,
                         status: VmStatus::parse(row.status.as_deref()),
@@ -269,7 +279,6 @@ impl Resources {
                         hastate: row.hastate,
                     });
                 }
-                Some("lxc") => out.containers += 1,
                 Some("node") => {
                     let Some(node) = row.node else { continue };
                     out.nodes.push(NodeResource {
@@ -561,6 +570,9 @@ pub struct VmConfig {
     /// The QEMU guest agent property string (`1`, `enabled=1,fstrim_cloned_disks=1`, ...).
     #[serde(default, deserialize_with = "de_opt_string")]
     pub agent: Option<String>,
+    /// A container's CPU time quota in CPUs (`cpulimit`; 0 or absent: none).
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub cpulimit: Option<f64>,
 }
 
 impl VmConfig {
@@ -653,6 +665,16 @@ impl VmCurrentStatus {
             .as_ref()
             .is_some_and(|b| b.free_mem.is_some() && b.total_mem.is_some_and(|t| t > 0))
     }
+}
+
+/// The part of a container's `status/current` pvescale reads: its own cgroup's pressure
+/// (PVE 9; the kernel's avg10, in percent).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CtCurrentStatus {
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub pressurecpusome: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub pressurememorysome: Option<f64>,
 }
 
 /// A row of `GET .../pending`.
@@ -943,8 +965,9 @@ mod tests {
         )
         .unwrap();
         let res = Resources::from_rows(rows);
-        assert_eq!(res.vms.len(), 1);
-        assert_eq!(res.containers, 1);
+        assert_eq!(res.vms.len(), 2);
+        assert_eq!(res.vms[0].kind, GuestKind::Vm);
+        assert_eq!((res.vms[1].kind, res.vms[1].vmid), (GuestKind::Ct, 200));
         assert_eq!(res.vms[0].cpu, None);
         assert_eq!(res.vms[0].mem, None);
         assert_eq!(res.vms[0].tags, vec!["a", "b"]);

@@ -22,7 +22,7 @@ pub fn render_status(report: &RunReport) -> String {
         header.push("Cluster");
     }
     header.extend([
-        "VMID", "Name", "Node", "vCPUs", "CPU%", "MiB", "Mem%", "Live", "Next",
+        "VMID", "Type", "Name", "Node", "vCPUs", "CPU%", "MiB", "Mem%", "Live", "Next",
     ]);
     let mut rows = Vec::new();
     for cluster in &report.clusters {
@@ -33,6 +33,7 @@ pub fn render_status(report: &RunReport) -> String {
             }
             row.extend([
                 vm.vmid.to_string(),
+                vm.kind.to_string(),
                 clip(&vm.name, NAME_WIDTH),
                 clip(&vm.node, NODE_WIDTH),
                 match vm.max_vcpus {
@@ -150,6 +151,7 @@ fn clip(text: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guest::GuestKind;
     use crate::record::{ClusterReport, MemorySourceShown};
 
     fn keep(reason: &str) -> ResourceReport {
@@ -172,6 +174,7 @@ mod tests {
             cluster: cluster.to_string(),
             node: "node-with-a-very-long-host-name".to_string(),
             vmid,
+            kind: GuestKind::Vm,
             name: "a-guest-whose-name-goes-on-and-on".to_string(),
             status: "running".to_string(),
             vcpus: 512,
@@ -180,6 +183,8 @@ mod tests {
             cpu_percent: Some(100.0),
             memory_percent: Some(100.0),
             memory_source: MemorySourceShown::Guest,
+            cpu_pressure_percent: None,
+            memory_pressure_percent: None,
             readiness: "cpu: no hotplug; memory: no numa".to_string(),
             live_scaling: LiveScaling::No,
             cpu: keep(&"a very long reason ".repeat(20)),

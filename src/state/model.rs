@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guest::GuestKind;
 pub use crate::policy::ConfigSignature;
 use crate::policy::{Direction, MemorySource, Resource};
 
@@ -159,7 +160,8 @@ impl ConfigWrite {
     /// The value this write sets for `key` (one of [`MANAGED_KEYS`]).
     pub fn value_of(&self, key: &str) -> Option<u64> {
         match key {
-            "vcpus" => self.vcpus,
+            // `cores` is the CPU key of a container (see [`GuestKind::cpu_key`]).
+            "vcpus" | "cores" => self.vcpus,
             "memory" => self.memory_mib,
             "balloon" => self.balloon_mib,
             _ => None,
@@ -177,6 +179,24 @@ impl ConfigWrite {
     /// The form parameters of the write (without the digest, which the client adds).
     pub fn params(&self) -> Vec<(&'static str, String)> {
         MANAGED_KEYS
+            .into_iter()
+            .filter_map(|key| Some((key, self.value_of(key)?.to_string())))
+            .collect()
+    }
+
+    /// The keys it writes on a guest of this kind (a container's CPU key is `cores`; it has
+    /// no balloon).
+    pub fn keys_for(&self, kind: GuestKind) -> Vec<&'static str> {
+        self.keys()
+            .into_iter()
+            .filter(|key| kind == GuestKind::Vm || *key != "balloon")
+            .map(|key| if key == "vcpus" { kind.cpu_key() } else { key })
+            .collect()
+    }
+
+    /// The form parameters of the write on a guest of this kind.
+    pub fn params_for(&self, kind: GuestKind) -> Vec<(&'static str, String)> {
+        self.keys_for(kind)
             .into_iter()
             .filter_map(|key| Some((key, self.value_of(key)?.to_string())))
             .collect()

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::{TOKEN_ID, TOKEN_SECRET, closed_port, cluster, ready_vm, wait_task};
+use pvescale::guest::GuestKind;
 use pvescale::pve::parallel::map_bounded;
 use pvescale::pve::types::{
     ConfigDigest, Consolidation, MetricSample, PendingItem, Timeframe, VmStatus,
@@ -110,9 +111,15 @@ fn token_auth_reads_version_and_resources() {
     assert_eq!(version.release, "9.1");
     assert_eq!(version.major_minor(), Some((9, 1)));
     let res = client.resources().expect("resources");
-    let ids: BTreeSet<u32> = res.vms.iter().map(|v| v.vmid).collect();
-    assert_eq!(ids, BTreeSet::from([101, 102]));
-    assert_eq!(res.containers, 1);
+    let ids: BTreeSet<(u32, GuestKind)> = res.vms.iter().map(|v| (v.vmid, v.kind)).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([
+            (101, GuestKind::Vm),
+            (102, GuestKind::Vm),
+            (200, GuestKind::Ct)
+        ])
+    );
     assert!(
         res.nodes
             .iter()
@@ -729,8 +736,12 @@ fn resources_parse_in_8_0_and_9_1_and_missing_metrics_are_none() {
                 .vm(VmSpec::new(200, NODE).lxc()),
         );
         let res = lab.client().resources().expect("resources");
-        assert_eq!(res.containers, 1);
-        assert!(res.vms.iter().all(|v| v.vmid != 200), "lxc is skipped");
+        let ct = res.vms.iter().find(|v| v.vmid == 200);
+        assert_eq!(
+            ct.map(|v| v.kind),
+            Some(GuestKind::Ct),
+            "lxc is listed as a container"
+        );
         let vm = |id: u32| {
             res.vms
                 .iter()

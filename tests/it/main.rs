@@ -8,6 +8,7 @@ mod api_health;
 mod charts;
 mod client;
 mod config_examples;
+mod containers;
 mod crash;
 mod faults_matrix;
 mod guests;

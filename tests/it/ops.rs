@@ -625,7 +625,7 @@ fn every_run_writes_valid_metrics_and_dry_runs_do_not() {
         let vm = |metric: &str, vmid: u32| {
             series
                 .get(&format!(
-                    "{metric}{{cluster=\"lab\",name=\"vm{vmid}\",node=\"pve1\",vmid=\"{vmid}\"}}"
+                    "{metric}{{cluster=\"lab\",name=\"vm{vmid}\",node=\"pve1\",type=\"vm\",vmid=\"{vmid}\"}}"
                 ))
                 .copied()
         };

@@ -546,3 +546,84 @@ proptest! {
         }
     }
 }
+
+/// A container's memory over an hour of minutes with constant use: `window` MiB in the window's
+/// average and `newest` MiB in the newest sample, that sample `age` seconds old at each run.
+/// Every change is applied. Returns the shrinks `(from, to)`.
+fn container_shrinks(
+    policy: &Policy,
+    size: u64,
+    window: f64,
+    newest: f64,
+    age: u64,
+) -> Vec<(u64, u64)> {
+    use pvescale::guest::GuestKind;
+    use pvescale::policy::{SampleView, ViewPoint};
+    let mut size = size;
+    let mut state: Option<VmState> = None;
+    let mut shrinks = Vec::new();
+    for m in 0..60 {
+        let t = T0 + m * 60;
+        let facts = VmFacts {
+            kind: GuestKind::Ct,
+            max_vcpus: Some(32),
+            cpu_hotplug: Some(true),
+            memory_hotplug: Some(true),
+            numa: Some(true),
+            pending: Some(Vec::new()),
+            ..VmFacts::new(200, "pve1", 2, size)
+        };
+        let fraction = |mib: f64| (mib / size as f64).min(1.0);
+        let util = Utilisation {
+            cpu: Some(0.5),
+            memory: Some(fraction(window)),
+            memory_source: MemorySource::Guest,
+            cpu_samples: 30,
+            memory_samples: 30,
+            memory_view: SampleView {
+                points: vec![ViewPoint {
+                    t: t - age,
+                    sample: fraction(newest),
+                    short: fraction(newest),
+                }],
+                step_secs: 60,
+            },
+            ..Utilisation::unknown()
+        };
+        let node = NodeHeadroom::unknown("pve1");
+        let (d, s) = decide(policy, &facts, &util, &node, state.as_ref(), t);
+        if let Action::Down { from, to } = d.memory.action {
+            shrinks.push((from, to));
+            size = to;
+        }
+        state = Some(s);
+    }
+    shrinks
+}
+
+proptest! {
+    #![proptest_config(proptest_config(96))]
+
+    /// A container never shrinks below its use (the larger of the window's and the newest
+    /// sample's) plus the margin, never by more than an eighth at a time, and never on a sample
+    /// older than 3 minutes: below use, the kernel OOM-kills inside it.
+    #[test]
+    fn a_container_shrinks_only_above_its_use_in_small_steps_on_fresh_data(
+        policy in policy(),
+        size in 64u64..65_536,
+        window in 0.0..1.0f64,
+        newest in 0.0..1.2f64,
+        age in prop_oneof![4 => 0u64..180, 1 => 181u64..900],
+    ) {
+        let (window, newest) = (window * size as f64, newest * size as f64);
+        let shrinks = container_shrinks(&policy, size, window, newest, age);
+        if age > 180 {
+            prop_assert!(shrinks.is_empty(), "stale data: {shrinks:?}");
+        }
+        let floor = window.max(newest).min(size as f64) * (1.0 + policy.memory_margin / 100.0);
+        for &(from, to) in &shrinks {
+            prop_assert!(to as f64 + 1.0 >= floor, "{from} → {to} below {floor}: {shrinks:?}");
+            prop_assert!(from - to <= (from / 8).max(1), "{from} → {to}: {shrinks:?}");
+        }
+    }
+}

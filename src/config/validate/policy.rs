@@ -2,6 +2,10 @@
 //! rules between their keys.
 
 use super::*;
+use crate::guest::GuestKind;
+
+/// The smallest container memory pvescale sizes to (pve-container allows 16 MiB).
+const CT_MIN_MEMORY_MIB: u64 = 64;
 
 impl Validator<'_> {
     pub(super) fn policy(&mut self, raw: &RawConfig) -> Policy {
@@ -73,11 +77,11 @@ impl Validator<'_> {
         }
 
         let cpu_key = key.key("cpu");
-        let cpu = self.resource_override(&cpu_key, &p.cpu, Resource::Cpu);
+        let cpu = self.resource_override(&cpu_key, &p.cpu, Resource::Cpu, false);
         cpu.apply_to(&mut policy.cpu);
         self.check_resource(&cpu_key, &policy.cpu, Resource::Cpu, "");
         let mem_key = key.key("memory");
-        let memory = self.resource_override(&mem_key, &p.memory, Resource::Memory);
+        let memory = self.resource_override(&mem_key, &p.memory, Resource::Memory, false);
         memory.apply_to(&mut policy.memory);
         self.check_resource(&mem_key, &policy.memory, Resource::Memory, "");
 
@@ -109,11 +113,14 @@ impl Validator<'_> {
         ok
     }
 
+    /// `containers_only`: an override limited to containers, whose memory has no DIMM grid
+    /// (sizes from 64 MiB, steps from 1 MiB).
     pub(super) fn resource_override<A: Copy + Into<u64>>(
         &mut self,
         key: &KeyPath,
         raw: &RawResource<A>,
         resource: Resource,
+        containers_only: bool,
     ) -> ResourceOverride {
         let mut o = ResourceOverride {
             enabled: raw.enabled,
@@ -146,13 +153,16 @@ impl Validator<'_> {
                 *slot = Some(v);
             }
         }
-        let (least_size, least_step, show): (u64, u64, fn(u64) -> String) = match resource {
-            Resource::Cpu => (1, 1, |n| format!("{n} vCPUs")),
-            Resource::Memory => (MIN_HOTPLUG_MEMORY_MIB, MIN_MEMORY_STEP_MIB, fmt_mib),
-        };
-        let why_size = match resource {
-            Resource::Cpu => "a VM needs at least 1 vCPU",
-            Resource::Memory => "Proxmox VE memory hotplug needs at least 1 GiB",
+        let (least_size, least_step, show): (u64, u64, fn(u64) -> String) =
+            match (resource, containers_only) {
+                (Resource::Cpu, _) => (1, 1, |n| format!("{n} vCPUs")),
+                (Resource::Memory, true) => (CT_MIN_MEMORY_MIB, 1, fmt_mib),
+                (Resource::Memory, false) => (MIN_HOTPLUG_MEMORY_MIB, MIN_MEMORY_STEP_MIB, fmt_mib),
+            };
+        let why_size = match (resource, containers_only) {
+            (Resource::Cpu, _) => "a VM needs at least 1 vCPU",
+            (Resource::Memory, true) => "pvescale sizes containers from 64 MiB",
+            (Resource::Memory, false) => "Proxmox VE memory hotplug needs at least 1 GiB",
         };
         let why_step = match resource {
             Resource::Cpu => "a step is at least 1 vCPU",
@@ -218,11 +228,15 @@ impl Validator<'_> {
         let vmids = self.vmids(&key.key("vmids"), &raw.vmids);
         let tags = self.tags(&key.key("tags"), &raw.tags);
         let pools = self.pools(&key.key("pools"), &raw.pools);
-        if raw.vmids.is_empty() && raw.tags.is_empty() && raw.pools.is_empty() {
+        let types = match raw.types.as_deref() {
+            Some(raw_types) => Some(self.guest_types(&key.key("types"), Some(raw_types))?),
+            None => None,
+        };
+        if raw.vmids.is_empty() && raw.tags.is_empty() && raw.pools.is_empty() && types.is_none() {
             self.problem(
                 &key,
-                "an override needs vmids, tags or pools to say which VMs it applies to \
-                 (for all VMs, set [policy] instead)",
+                "an override needs vmids, tags, pools or types to say which guests it applies \
+                 to (for all of them, set [policy] instead)",
             );
         }
         if raw.cpu.is_empty() && raw.memory.is_empty() {
@@ -231,8 +245,9 @@ impl Validator<'_> {
                 "changes nothing: set cpu = { ... } and/or memory = { ... }",
             );
         }
-        let cpu = self.resource_override(&key.key("cpu"), &raw.cpu, Resource::Cpu);
-        let memory = self.resource_override(&key.key("memory"), &raw.memory, Resource::Memory);
+        let cts = types.as_ref().is_some_and(|t| !t.contains(&GuestKind::Vm));
+        let cpu = self.resource_override(&key.key("cpu"), &raw.cpu, Resource::Cpu, cts);
+        let memory = self.resource_override(&key.key("memory"), &raw.memory, Resource::Memory, cts);
         if self.problems.len() > before {
             return None;
         }
@@ -240,6 +255,7 @@ impl Validator<'_> {
             vmids,
             tags,
             pools,
+            types,
             cpu,
             memory,
         };
@@ -355,7 +371,20 @@ pub(super) fn resource_rule_violations(
 /// Whether some VM can match every override in `members`: any VM can carry any tags, but it
 /// has one VM ID and at most one pool.
 pub(super) fn can_match_one_vm(members: &[&Override]) -> bool {
-    let tagless: Vec<&&Override> = members.iter().filter(|o| o.tags.is_empty()).collect();
+    // They must share a guest type.
+    let shared_type = GuestKind::ALL.iter().any(|k| {
+        members
+            .iter()
+            .all(|o| o.types.as_ref().is_none_or(|t| t.contains(k)))
+    });
+    if !shared_type {
+        return false;
+    }
+    // An override of whole types matches any id and pool, like a tag could.
+    let tagless: Vec<&&Override> = members
+        .iter()
+        .filter(|o| o.tags.is_empty() && !o.whole_types())
+        .collect();
     if tagless.is_empty() {
         return true;
     }

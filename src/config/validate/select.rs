@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use crate::guest::GuestKind;
+
 use super::*;
 
 impl Validator<'_> {
@@ -36,13 +38,39 @@ impl Validator<'_> {
                 format_args!("VM {id} is both selected and excluded; excluded wins"),
             );
         }
-        Some(Selection::new(
-            tags,
-            vmids,
-            pools,
-            exclude_tags,
-            exclude_vmids,
-        ))
+        let types = self.guest_types(&key.key("types"), raw.types.as_deref())?;
+        Some(Selection::new(tags, vmids, pools, exclude_tags, exclude_vmids).with_types(types))
+    }
+
+    /// `types`: `"vm"` and/or `"ct"`. Absent: VMs only, so that an upgrade never starts
+    /// resizing containers a selection happened to match before.
+    pub(super) fn guest_types(
+        &mut self,
+        key: &KeyPath,
+        raw: Option<&[String]>,
+    ) -> Option<BTreeSet<GuestKind>> {
+        let Some(raw) = raw else {
+            return Some(BTreeSet::from([GuestKind::Vm]));
+        };
+        let mut out = BTreeSet::new();
+        for (i, text) in raw.iter().enumerate() {
+            match GuestKind::parse(text) {
+                Some(kind) => {
+                    out.insert(kind);
+                }
+                None => self.problem(
+                    &key.index(i),
+                    format!("{text:?} is not a guest type: \"vm\" (QEMU) or \"ct\" (LXC)"),
+                ),
+            }
+        }
+        if out.is_empty() && raw.is_empty() {
+            self.problem(
+                key,
+                "is empty, so no guest would be managed: \"vm\", \"ct\" or both",
+            );
+        }
+        (!out.is_empty()).then_some(out)
     }
 
     /// Tags as Proxmox VE allows them (`[a-z0-9_][a-z0-9_+.-]*`, any case), lowercased, deduplicated.

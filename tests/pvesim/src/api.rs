@@ -15,6 +15,9 @@ use crate::metrics::{self, Noise};
 use crate::model::{self, Kind, Node, Privs, Version, Vm, VmStatus};
 use crate::{AuthKind, Recorded};
 
+#[path = "lxc.rs"]
+mod lxc;
+
 pub(crate) struct User {
     pub password: String,
     pub privs: Privs,
@@ -1125,6 +1128,12 @@ fn route(
                     let vparams = Params { list };
                     vm_route(&ctx, &mut world, &p, &node, vmid, sub, vparams)
                 }
+                (_, ["lxc", vmid, sub @ ..]) => {
+                    let mut list = nodeparams.list.clone();
+                    list.push(("vmid".to_string(), vmid.to_string()));
+                    let vparams = Params { list };
+                    lxc::route(&ctx, &mut world, &p, &node, vmid, sub, vparams)
+                }
                 (_, ["tasks", upid, sub @ ..]) => {
                     let mut list = nodeparams.list.clone();
                     list.push(("upid".to_string(), upid.to_string()));
@@ -1494,12 +1503,13 @@ fn vm_status_fields(world: &World, vm: &Vm, r: &mut Value, first_read: bool) {
             r["pid"] = json!(10_000 + vm.vmid % 50_000);
             if v.is_pve9() {
                 r["memhost"] = json!(s.mem_host);
-                r["pressurecpusome"] = json!(s.cpu_pressure);
-                r["pressurecpufull"] = json!(s.cpu_pressure * 0.5);
+                // The kernel's avg10, in percent (pve-common ProcFSTools `parse_pressure`).
+                r["pressurecpusome"] = json!(s.cpu_pressure * 100.0);
+                r["pressurecpufull"] = json!(s.cpu_pressure * 50.0);
                 r["pressureiosome"] = json!(0);
                 r["pressureiofull"] = json!(0);
-                r["pressurememorysome"] = json!(s.mem_pressure);
-                r["pressurememoryfull"] = json!(s.mem_pressure * 0.5);
+                r["pressurememorysome"] = json!(s.mem_pressure * 100.0);
+                r["pressurememoryfull"] = json!(s.mem_pressure * 50.0);
             }
             if vm.balloon_device() && vm.kind == Kind::Qemu {
                 let max = vm.mem_mib() << 20;

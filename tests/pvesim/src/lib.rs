@@ -209,6 +209,8 @@ pub struct VmView {
     pub memory_mib: u64,
     pub balloon_mib: Option<u64>,
     pub history: Vec<SizeChange>,
+    /// A container's memory set below its use (each an OOM kill inside it).
+    pub oom_kills: u32,
 }
 
 impl VmView {
@@ -918,6 +920,7 @@ fn view(vm: &Vm) -> VmView {
         maxcpus: vm.maxcpus(),
         memory_mib: vm.mem_mib(),
         balloon_mib: vm.balloon(),
+        oom_kills: vm.oom_kills,
         history: vm
             .history
             .iter()

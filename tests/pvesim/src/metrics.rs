@@ -544,12 +544,21 @@ pub(crate) fn rrddata(
             put(&mut m, "diskwrite", agg(&|s| s.disk_rate * 0.4));
             if version.is_pve9() {
                 put(&mut m, "memhost", agg(&|s| s.mem_host as f64));
-                put(&mut m, "pressurecpusome", agg(&|s| s.cpu_pressure));
-                put(&mut m, "pressurecpufull", agg(&|s| s.cpu_pressure * 0.5));
+                // Percent, as pvestatd stores the kernel's avg10.
+                put(&mut m, "pressurecpusome", agg(&|s| s.cpu_pressure * 100.0));
+                put(&mut m, "pressurecpufull", agg(&|s| s.cpu_pressure * 50.0));
                 put(&mut m, "pressureiosome", 0.0);
                 put(&mut m, "pressureiofull", 0.0);
-                put(&mut m, "pressurememorysome", agg(&|s| s.mem_pressure));
-                put(&mut m, "pressurememoryfull", agg(&|s| s.mem_pressure * 0.5));
+                put(
+                    &mut m,
+                    "pressurememorysome",
+                    agg(&|s| s.mem_pressure * 100.0),
+                );
+                put(
+                    &mut m,
+                    "pressurememoryfull",
+                    agg(&|s| s.mem_pressure * 50.0),
+                );
             }
         }
         out.push(Value::Object(m));

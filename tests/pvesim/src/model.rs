@@ -814,6 +814,8 @@ pub(crate) struct Vm {
     pub status_reads: u64,
     pub digest: String,
     pub maxdisk: u64,
+    /// Times a container's memory was set below its use (the kernel OOM-kills inside).
+    pub oom_kills: u32,
 }
 
 pub(crate) fn parse_memory(v: &str) -> Option<u64> {
@@ -975,6 +977,7 @@ impl Vm {
             history: Vec::new(),
             status_reads: 0,
             digest: String::new(),
+            oom_kills: 0,
             maxdisk: if spec.kind == Kind::Qemu {
                 32 << 30
             } else {
