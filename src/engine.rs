@@ -168,6 +168,7 @@ pub fn process_cluster(
         .extend(skipped_on_down_nodes(&pass.down, &managed));
 
     let mut plans: Vec<VmPlan> = managed.iter().map(|vm| pass.plan(vm)).collect();
+    pass.read_pressures(&mut plans);
     pass.refine(&mut plans);
     pass.watch_data(&mut plans);
     if mode.writes() {
@@ -388,6 +389,9 @@ fn schedule_zone(config: &Config, report: &mut ClusterReport) -> TimeZone {
     })
 }
 
+/// A container's window within this share of `high` is near its size (its pressure is read).
+const NEAR: f64 = 0.75;
+
 /// What one pass over a cluster has read, shared by its phases.
 struct Pass<'a> {
     config: &'a Config,
@@ -530,12 +534,7 @@ impl Pass<'_> {
             } else {
                 Some(plan.util.memory_source)
             };
-            let mut read = read_vm(self.client, &plan.resource, need_source, cached)?;
-            // One more call, only for containers that want more (or `status` near the top).
-            if plan.resource.kind == GuestKind::Ct && self.wants_more(plan) {
-                read.pressure = read_pressure(self.client, &plan.resource);
-            }
-            Ok::<_, ApiError>(read)
+            read_vm(self.client, &plan.resource, need_source, cached)
         });
         for (&i, read) in to_read.iter().zip(reads) {
             let plan = &mut plans[i];
@@ -550,18 +549,43 @@ impl Pass<'_> {
         }
     }
 
-    /// A scale-up is planned, or (status) a resource is above `high` now or its window within
-    /// a tenth of it: where a container's pressure can tell how much more it wants.
-    fn wants_more(&self, plan: &VmPlan) -> bool {
+    /// A running container at or near its size: a scale-up is planned, a resource is above
+    /// `high` now, or its window within a quarter of it. Only there is its pressure read.
+    fn near_its_size(&self, plan: &VmPlan) -> bool {
         let up = |rd: &policy::ResourceDecision| matches!(rd.action, Action::Up { .. });
-        let near = |util: Option<f64>, high: f64| util.is_some_and(|u| u * 100.0 >= high * 0.9);
+        let near = |util: Option<f64>, high: f64| util.is_some_and(|u| u * 100.0 >= high * NEAR);
         let above = plan.state.cpu.above_since.is_some() || plan.state.memory.above_since.is_some();
-        up(&plan.decision.cpu)
-            || up(&plan.decision.memory)
-            || (self.mode.is_status()
-                && (above
-                    || near(plan.util.cpu, plan.policy.cpu.high)
-                    || near(plan.util.memory, plan.policy.memory.high)))
+        plan.resource.kind == GuestKind::Ct
+            && plan.facts.status == VmStatus::Running
+            && !self.down.contains_key(&plan.resource.node)
+            && (up(&plan.decision.cpu)
+                || up(&plan.decision.memory)
+                || above
+                || near(plan.util.cpu, plan.policy.cpu.high)
+                || near(plan.util.memory, plan.policy.memory.high))
+    }
+
+    /// Phase 1b: a container at or near its size has its own cgroup's pressure read (one call
+    /// each, in parallel) and is decided again with it: stalls count as the demand they hide,
+    /// so they can start a scale-up, stop a shrink, and size the step.
+    fn read_pressures(&self, plans: &mut [VmPlan]) {
+        let near: Vec<usize> = (0..plans.len())
+            .filter(|&i| self.near_its_size(&plans[i]))
+            .collect();
+        let read = map_bounded(&near, DEFAULT_PARALLELISM, |&i| {
+            read_pressure(self.client, &plans[i].resource)
+        });
+        for (&i, pressure) in near.iter().zip(read) {
+            let Some(pressure) = pressure else { continue };
+            let plan = &mut plans[i];
+            plan.facts.pressure = Some(pressure);
+            let prev = self.previous.get(&plan.resource.vmid);
+            let node = node_of(&self.nodes, &plan.resource.node);
+            let (decision, state) =
+                policy::decide(&plan.policy, &plan.facts, &plan.util, &node, prev, self.now);
+            plan.decision = decision;
+            plan.state = state;
+        }
     }
 
     /// How old each running VM's newest sample is: older than `stale_after`, pvescale is
@@ -636,7 +660,7 @@ impl Pass<'_> {
             facts.balloon_mib = read.config.balloon;
         }
         container_envelope(&mut facts, self.node_cpus.get(&plan.resource.node).copied());
-        facts.pressure = read.pressure;
+        facts.pressure = plan.facts.pressure;
         let known = KnownConfig {
             max_vcpus: facts.max_vcpus.unwrap_or(facts.vcpus),
             cpu_hotplug: facts.cpu_hotplug.unwrap_or(false),

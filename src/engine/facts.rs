@@ -15,8 +15,6 @@ pub(super) struct VmRead {
     pub(super) config: VmConfig,
     pub(super) pending: Vec<PendingItem>,
     pub(super) memory_source: MemorySource,
-    /// A container's pressure, where it was asked for and known.
-    pub(super) pressure: Option<Pressure>,
 }
 
 /// A container's own pressure from its `status/current` (percent → fraction). Nothing where
@@ -49,7 +47,6 @@ pub(super) fn read_vm(
         config,
         pending,
         memory_source,
-        pressure: None,
     })
 }
 

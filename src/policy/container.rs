@@ -245,4 +245,47 @@ mod tests {
         assert_eq!(to(&cpu_up(GuestKind::Ct, Some(0.01))), to(&plain));
         assert_eq!(to(&cpu_up(GuestKind::Vm, Some(0.5))), to(&plain));
     }
+
+    /// The CPU decision after 30 minutes at `busy` of 2 cores, with `pressure` (CT or VM).
+    fn cpu_after(kind: GuestKind, busy: f64, pressure: Option<f64>) -> Decision {
+        let f = VmFacts {
+            kind,
+            pressure: pressure.map(|p| Pressure {
+                cpu_some: Some(p),
+                memory_some: None,
+            }),
+            ..facts()
+        };
+        let u = util(busy, 0.5);
+        let policy = Policy::default();
+        super::super::tests::hold(&policy, &f, &u, &node(), None, T0, T0 + 30 * MIN).0
+    }
+
+    #[test]
+    fn a_containers_stalls_count_as_demand_below_high_and_stop_a_shrink() {
+        // 70 % busy (below high 80 %) while stalled 30 % of the time: 100 % wanted.
+        let stalled = cpu_after(GuestKind::Ct, 0.7, Some(0.3));
+        assert!(
+            matches!(stalled.cpu.action, Action::Up { .. }),
+            "{stalled:?}"
+        );
+        assert!(
+            stalled.cpu.reason.contains("pressure 30%"),
+            "{}",
+            stalled.cpu.reason
+        );
+        for d in [
+            cpu_after(GuestKind::Ct, 0.7, None),
+            cpu_after(GuestKind::Vm, 0.7, Some(0.3)),
+        ] {
+            assert!(!d.cpu.is_change(), "no stall signal, or a VM's: {d:?}");
+        }
+        // 20 % busy (below low 25 %): idle, unless stalled.
+        assert!(matches!(
+            cpu_after(GuestKind::Ct, 0.2, None).cpu.action,
+            Action::Down { .. }
+        ));
+        let d = cpu_after(GuestKind::Ct, 0.2, Some(0.3));
+        assert!(!d.cpu.is_change(), "a stalled container is not idle: {d:?}");
+    }
 }

@@ -162,6 +162,12 @@ impl Ctx<'_> {
         Ok(v.min(1.0))
     }
 
+    /// How much more than its utilisation a guest wants: `1 / (1 − p)` for a container whose
+    /// own cgroup stalls `p` of the time on this resource (see `container`), else 1.
+    fn demand_factor(&self) -> f64 {
+        container::demand_from_pressure(self, 1.0).unwrap_or(1.0)
+    }
+
     /// The utilisation to size toward, as a fraction.
     fn target(&self) -> f64 {
         let pct = self.rp.target.unwrap_or((self.rp.low + self.rp.high) / 2.0);
@@ -228,7 +234,8 @@ fn decide_on_load(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
     }
     rs.observed_at = Some(ctx.now);
 
-    let pct = frac * 100.0;
+    // A container's stalls count as the demand they hide (a breach, or no shrink).
+    let pct = frac * ctx.demand_factor() * 100.0;
     if pct > ctx.rp.high {
         scale_up(ctx, rs, frac, ctx.now)
     } else if pct < ctx.rp.low {
@@ -245,6 +252,8 @@ fn decide_on_load(ctx: &Ctx<'_>, rs: &mut ResourceState) -> ResourceDecision {
 /// are taken up where the last run left off; more than a few missing in a row end a breach.
 fn decide_on_samples(ctx: &Ctx<'_>, rs: &mut ResourceState, view: &SampleView) -> ResourceDecision {
     let (name, rp) = (ctx.name(), ctx.rp);
+    // A container's stalls count as the demand they hide (see `decide_on_load`).
+    let demand = ctx.demand_factor();
     let step = view.step_secs.max(1);
     let max_gap = (3 * step).max(MIN_SAMPLE_GAP_SECS);
     for point in &view.points {
@@ -258,10 +267,10 @@ fn decide_on_samples(ctx: &Ctx<'_>, rs: &mut ResourceState, view: &SampleView) -
         // A breach starts with the first sample above `high` (each sample covers the
         // `step` seconds before its timestamp) and lasts while the short view stays above
         // it: quick to notice, not ended by one low sample.
-        if point.sample * 100.0 > rp.high {
+        if point.sample * demand * 100.0 > rp.high {
             rs.above_since.get_or_insert(t.saturating_sub(step));
             rs.below_since = None;
-        } else if point.short * 100.0 <= rp.high {
+        } else if point.short * demand * 100.0 <= rp.high {
             rs.above_since = None;
         }
         rs.observed_at = Some(t);
@@ -282,18 +291,18 @@ fn decide_on_samples(ctx: &Ctx<'_>, rs: &mut ResourceState, view: &SampleView) -
     }
     // The figure the decision states and sizes on: the short view, or the newest sample
     // where that alone keeps the breach alive.
-    let (newest, short) = if newest.short * 100.0 > rp.high {
+    let (newest, short) = if newest.short * demand * 100.0 > rp.high {
         (newest.t, newest.short)
     } else {
         (newest.t, newest.short.max(newest.sample))
     };
     // Above `high` without a breach running: one that scale_up ended (an untrusted memory
     // figure), seen again on a sample the last run already saw.
-    if rs.above_since.is_some() || short * 100.0 > rp.high {
+    if rs.above_since.is_some() || short * demand * 100.0 > rp.high {
         return scale_up(ctx, rs, short.min(1.0), newest);
     }
     match ctx.reading() {
-        Ok(long) if long * 100.0 < rp.low => scale_down(ctx, rs, long),
+        Ok(long) if long * demand * 100.0 < rp.low => scale_down(ctx, rs, long),
         Ok(long) => {
             rs.below_since = None;
             within_band(ctx, long.max(short.min(1.0)))
@@ -415,7 +424,7 @@ fn scale_up(ctx: &Ctx<'_>, rs: &mut ResourceState, frac: f64, at: u64) -> Resour
     let held = at.saturating_sub(since);
     let head = format!(
         "{name} {} > {}% for {}",
-        pct_against(frac * 100.0, rp.high),
+        pct_against(frac * ctx.demand_factor() * 100.0, rp.high),
         num(rp.high),
         fmt_duration(held)
     );

@@ -398,3 +398,29 @@ fn a_container_write_whose_answer_is_lost_is_learned_from_its_config() {
     assert!(run.stdout.contains("applied"), "{}", run.stdout);
     assert_eq!(ct_puts(&env), 1, "never written twice");
 }
+
+#[test]
+fn pressure_is_read_only_for_containers_at_or_near_their_size() {
+    let env = TestEnv::start(
+        cluster()
+            .version("9.0")
+            .vm(container(200).cpu_load(busy_from_start(3.8)))
+            .vm(container(201)),
+        BOTH,
+    );
+    let status_reads = |vmid: u32| {
+        env.sim
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "GET" && r.path == format!("/nodes/pve1/lxc/{vmid}/status/current")
+            })
+            .count()
+    };
+    for _ in 0..3 {
+        let run = run_in_a_minute(&env);
+        assert_eq!(run.code, 0, "{}", run.all_output());
+    }
+    assert_eq!(status_reads(200), 3, "one call a run for the busy one");
+    assert_eq!(status_reads(201), 0, "none for the idle one");
+}
