@@ -93,14 +93,22 @@ pub fn render_run(report: &RunReport) -> String {
 /// One line: `dry run: 12 VMs managed, 2 would change, 1 blocked, 0 failed`.
 pub fn summary_line(report: &RunReport) -> String {
     let s = &report.summary;
+    // "guests" once containers are among them; "VMs" as before where they are not.
+    let with_containers = report
+        .clusters
+        .iter()
+        .flat_map(|c| &c.vms)
+        .any(|vm| vm.kind == GuestKind::Ct);
+    let guests = if with_containers { "guests" } else { "VMs" };
     let mut line = if report.dry_run {
         format!(
-            "dry run: {} VMs managed, {} would change, {} blocked, {} failed (nothing was changed)",
+            "dry run: {} {guests} managed, {} would change, {} blocked, {} failed (nothing was \
+             changed)",
             s.managed, s.planned, s.blocked, s.failed
         )
     } else {
         format!(
-            "{} VMs managed, {} changed, {} blocked, {} failed",
+            "{} {guests} managed, {} changed, {} blocked, {} failed",
             s.managed, s.changed, s.blocked, s.failed
         )
     };

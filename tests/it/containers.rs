@@ -59,7 +59,7 @@ fn a_busy_container_gets_more_cores_live_through_the_synchronous_put() {
     assert!(!ct.has_pending(), "nothing left pending: {:?}", ct.pending);
     assert!(second.stdout.contains("applied"), "{}", second.stdout);
     assert!(
-        second.stdout.contains("2 → 6 cores"),
+        second.stdout.contains("2 → 6 cores") && second.stdout.contains("1 guests managed"),
         "a container's words: {}",
         second.stdout
     );
@@ -137,6 +137,7 @@ fn containers_are_left_alone_unless_types_asks_for_them() {
         "the container did not"
     );
     assert_eq!(ct_puts(&env), 0);
+    assert!(run.stdout.contains("1 VMs managed"), "{}", run.stdout);
     let status = env.run(&["status", "--output", "json"]).json();
     let vms = status["clusters"][0]["vms"]
         .as_array()
