@@ -18,7 +18,7 @@ use crate::config::{Activity, ClusterConfig, Config};
 use crate::guest::GuestKind;
 use crate::leader::{self, Role};
 use crate::metrics::{VmUsage, WindowAggregator, usage_from_rrd};
-use crate::onlining;
+use crate::onlining::{self, Confirmation};
 use crate::policy::{
     self, Action, Decision, Direction, MemorySource, NodeHeadroom, Policy, Resource, Utilisation,
     VmFacts, VmStatus,
@@ -743,7 +743,7 @@ impl Pass<'_> {
             // Only plans whose config was read get here (`to_apply`).
             let Some(config) = plan.config.as_ref() else {
                 let why = "the VM's config was not read: next run";
-                return (Outcome::Skipped(why.into()), Vec::new());
+                return (Outcome::Skipped(why.into()), Confirmation::NotAsked);
             };
             let (node, vmid, change) = (
                 &plan.resource.node,
@@ -753,27 +753,29 @@ impl Pass<'_> {
             if plan.resource.kind == GuestKind::Ct {
                 // A container's cores and memory are its cgroup's: nothing to bring online.
                 let outcome = apply::apply_container(self.client, node, vmid, config, &change);
-                return (outcome, Vec::new());
+                return (outcome, Confirmation::NotAsked);
             }
             let outcome = apply::apply(self.client, node, vmid, config, &change, timing);
             if outcome != Outcome::Applied || plan.facts.guest_agent != Some(true) {
-                let unasked = [Resource::Cpu, Resource::Memory].map(|r| (r, String::new()));
-                return (outcome, unasked.to_vec());
+                return (outcome, Confirmation::NotAsked);
             }
             let before = (u64::from(plan.facts.vcpus), plan.facts.memory_mib);
             onlining::check_after_write(self.client, node, vmid, &change, before, timing)
         });
-        for (&i, (outcome, unconfirmed)) in to_apply.iter().zip(outcomes) {
+        for (&i, (outcome, confirmation)) in to_apply.iter().zip(outcomes) {
             let plan = &mut plans[i];
-            let applied = outcome == Outcome::Applied;
+            // A container's cores need no onlining: only a VM's unconfirmed grow is watched.
+            let watch = outcome == Outcome::Applied
+                && plan.resource.kind == GuestKind::Vm
+                && !confirmation.confirmed(Resource::Cpu);
             record_outcome(plan, outcome, self.now);
-            for (resource, why) in &unconfirmed {
-                if !why.is_empty() {
+            if let Confirmation::Asked { unconfirmed } = &confirmation {
+                for (resource, why) in unconfirmed {
                     plan.notes
                         .push(format!("{resource}: not confirmed online: {why}"));
                 }
             }
-            if applied && unconfirmed.iter().any(|(r, _)| *r == Resource::Cpu) {
+            if watch {
                 watch_cpu_grow(plan);
             }
         }

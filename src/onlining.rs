@@ -10,7 +10,7 @@ use crate::apply::{self, ApplyTiming, Outcome};
 use crate::policy::Resource;
 use crate::pve::types::{GuestMemoryBlock, GuestVcpu};
 use crate::pve::{ApiError, ApiErrorKind, Client};
-use crate::state::ConfigWrite;
+use crate::state::{ConfigWrite, key_of};
 use crate::units::MIB;
 
 /// What the guest agent said of one grown resource.
@@ -119,6 +119,27 @@ pub fn confirm(
     }
 }
 
+/// What the guest agent told of a write's grown resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Nobody asked: no agent, a container, or the write did not go live.
+    NotAsked,
+    /// The agent was asked; these grown resources it could not confirm, with why.
+    Asked {
+        unconfirmed: Vec<(Resource, String)>,
+    },
+}
+
+impl Confirmation {
+    /// The agent confirmed `resource` online (or found nothing of it to confirm).
+    pub fn confirmed(&self, resource: Resource) -> bool {
+        match self {
+            Confirmation::NotAsked => false,
+            Confirmation::Asked { unconfirmed } => unconfirmed.iter().all(|(r, _)| *r != resource),
+        }
+    }
+}
+
 /// After a write that went live: ask the guest agent about each grown resource, and take
 /// back what the guest left offline (it only costs the host and reads as a load drop).
 /// Returns the write's outcome as it now stands, and the grown resources the agent could
@@ -130,23 +151,38 @@ pub fn check_after_write(
     change: &ConfigWrite,
     (vcpus_before, memory_before): (u64, u64),
     timing: ApplyTiming,
-) -> (Outcome, Vec<(Resource, String)>) {
+) -> (Outcome, Confirmation) {
     let mut unconfirmed = Vec::new();
     let mut offline = Vec::new();
     for grow in grown(change, vcpus_before, memory_before) {
         match confirm(client, node, vmid, grow, timing.guest_online_wait) {
             Onlined::Yes => {}
-            Onlined::Offline { online, expected } => offline.push((grow, online, expected)),
+            Onlined::Offline { online, expected } => offline.push(Offline {
+                resource: grow.0,
+                from: grow.1,
+                to: grow.2,
+                online,
+                expected,
+            }),
             Onlined::Unknown(why) => unconfirmed.push((grow.0, why)),
         }
     }
-    if offline.is_empty() {
-        return (Outcome::Applied, unconfirmed);
-    }
-    (take_back(client, node, vmid, &offline, timing), unconfirmed)
+    let outcome = if offline.is_empty() {
+        Outcome::Applied
+    } else {
+        take_back(client, node, vmid, &offline, timing)
+    };
+    (outcome, Confirmation::Asked { unconfirmed })
 }
 
-type Offline = ((Resource, u64, u64), u64, u64);
+/// A grown resource the guest left offline.
+struct Offline {
+    resource: Resource,
+    from: u64,
+    to: u64,
+    online: u64,
+    expected: u64,
+}
 
 /// Writes the sizes before the grow back for what the guest left offline.
 fn take_back(
@@ -158,43 +194,53 @@ fn take_back(
 ) -> Outcome {
     let mut revert = ConfigWrite::default();
     let mut said = Vec::new();
-    for &((resource, from, to), online, expected) in offline {
-        let (what, unit) = match resource {
+    for o in offline {
+        let (what, unit) = match o.resource {
             Resource::Cpu => {
-                revert.vcpus = Some(from);
+                revert.vcpus = Some(o.from);
                 ("vCPUs", "vCPUs")
             }
             Resource::Memory => {
-                revert.memory_mib = Some(from);
+                revert.memory_mib = Some(o.from);
                 ("memory", "MiB")
             }
         };
         said.push(format!(
-            "the guest left the added {what} offline ({online} of {expected} {unit} online \
-             after {from} → {to}): {}",
-            fix_inside_the_guest(resource)
+            "the guest left the added {what} offline ({} of {} {unit} online after {} → {}): {}",
+            o.online,
+            o.expected,
+            o.from,
+            o.to,
+            fix_inside_the_guest(o.resource)
         ));
     }
     let taken_back = match client.vm_config_current(node, vmid) {
         Ok(config) => apply::apply(client, node, vmid, &config, &revert, timing),
         Err(e) => Outcome::Failed(e.to_string()),
     };
+    // What the VM runs with now: the sizes before where taken back, else the grown ones.
+    let grown_to = |resource| {
+        offline
+            .iter()
+            .find(|o| o.resource == resource)
+            .map(|o| o.to)
+    };
     let (vcpus_now, memory_mib_now, done) = match &taken_back {
         Outcome::Applied => (revert.vcpus, revert.memory_mib, "; taken back".to_string()),
         other => (
-            offline
-                .iter()
-                .find(|o| o.0.0 == Resource::Cpu)
-                .map(|o| o.0.2),
-            offline
-                .iter()
-                .find(|o| o.0.0 == Resource::Memory)
-                .map(|o| o.0.2),
-            format!("; TAKING IT BACK FAILED ({other:?}): it stays, unused by the guest"),
+            grown_to(Resource::Cpu),
+            grown_to(Resource::Memory),
+            format!(
+                "; TAKING IT BACK FAILED ({}): it stays, unused by the guest",
+                why_not_applied(other)
+            ),
         ),
     };
     Outcome::Refused {
-        keys: offline.iter().map(|o| key_of(o.0.0).to_string()).collect(),
+        keys: offline
+            .iter()
+            .map(|o| key_of(o.resource).to_string())
+            .collect(),
         message: format!("{}{done}", said.join("; ")),
         vcpus_now,
         memory_mib_now,
@@ -203,10 +249,12 @@ fn take_back(
     }
 }
 
-fn key_of(resource: Resource) -> &'static str {
-    match resource {
-        Resource::Cpu => "vcpus",
-        Resource::Memory => "memory",
+/// The words of a write's outcome other than applied.
+fn why_not_applied(outcome: &Outcome) -> &str {
+    match outcome {
+        Outcome::Applied => "applied",
+        Outcome::Refused { message, .. } => message,
+        Outcome::Skipped(why) | Outcome::Unsettled(why) | Outcome::Failed(why) => why,
     }
 }
 

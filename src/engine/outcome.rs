@@ -176,10 +176,6 @@ fn record_settlement(
     notes
 }
 
-/// How long a resource the guest left offline is blocked (unless its config changes).
-pub(super) const GUEST_OFFLINE_BLOCK: std::time::Duration =
-    std::time::Duration::from_secs(24 * 3600);
-
 /// Writes what happened into the VM's state and report.
 pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
     // Settled one way or another, except a task still running: the next run settles that.
@@ -248,7 +244,10 @@ pub(super) fn record_outcome(plan: &mut VmPlan, outcome: Outcome, now: u64) {
                     // A guest that leaves added vCPUs or memory offline does so until it is
                     // fixed inside: blocked for a day rather than retried each back-off.
                     let backoff = if *guest_offline {
-                        plan.policy.backoff.max(GUEST_OFFLINE_BLOCK)
+                        let block = policy::onlining::OFFLINE_BLOCK_SECS;
+                        plan.policy
+                            .backoff
+                            .max(std::time::Duration::from_secs(block))
                     } else {
                         plan.policy.backoff
                     };
