@@ -67,9 +67,6 @@ impl Refusal {
     pub fn from_rustls(error: &rustls::Error) -> Refusal {
         use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
         match error {
-            Error::General(text) if text.contains("fingerprint mismatch") => {
-                Refusal::FingerprintMismatch(text.clone())
-            }
             Error::AlertReceived(AlertDescription::ProtocolVersion)
             | Error::PeerIncompatible(
                 PeerIncompatible::ServerDoesNotSupportTls12Or13
@@ -89,6 +86,11 @@ impl Refusal {
                 CertificateError::NotValidForNameContext { presented, .. } => Refusal::WrongHost {
                     names: presented.iter().map(|n| plain_name(n)).collect(),
                 },
+                CertificateError::Other(other)
+                    if let Some(mismatch) = other.0.downcast_ref::<FingerprintMismatch>() =>
+                {
+                    Refusal::FingerprintMismatch(mismatch.to_string())
+                }
                 CertificateError::Other(other)
                     if matches!(
                         other.0.downcast_ref::<webpki::Error>(),
@@ -336,6 +338,25 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
+/// The pinned verifier's refusal, as a type the refusal's classification can recognise.
+#[derive(Debug)]
+struct FingerprintMismatch {
+    presented: String,
+    pinned: String,
+}
+
+impl fmt::Display for FingerprintMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "certificate fingerprint mismatch: server presented {}, config pins {}",
+            self.presented, self.pinned
+        )
+    }
+}
+
+impl std::error::Error for FingerprintMismatch {}
+
 /// Accepts exactly one certificate (by SHA-256 of its DER) or, with `pinned = None`
 /// (`insecure = true`), any certificate. Either way the handshake signature is checked, so
 /// the server must hold the private key of the certificate it shows.
@@ -361,11 +382,13 @@ impl ServerCertVerifier for PinnedVerifier {
         if presented == pinned {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(format!(
-                "certificate fingerprint mismatch: server presented {}, config pins {}",
-                format_fingerprint(&presented),
-                format_fingerprint(&pinned)
-            )))
+            let mismatch = FingerprintMismatch {
+                presented: format_fingerprint(&presented),
+                pinned: format_fingerprint(&pinned),
+            };
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(mismatch))),
+            ))
         }
     }
 
