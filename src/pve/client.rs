@@ -64,14 +64,17 @@ impl Default for RetryPolicy {
 /// Counters of one client's traffic, for run summaries and benchmarks.
 #[derive(Debug, Default)]
 pub struct TrafficStats {
-    requests: AtomicU64,
     bytes_received: Arc<AtomicU64>,
     api: Mutex<ApiStats>,
 }
 
 impl TrafficStats {
+    /// Requests sent, whatever their outcome (each is recorded in `api`).
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.api
+            .lock()
+            .map(|s| s.requests.total())
+            .unwrap_or_default()
     }
 
     /// Requests by outcome, their time, and the bytes received so far.
@@ -295,7 +298,6 @@ impl Client {
         for i in 0..self.bases.len() {
             let index = (first + i) % self.bases.len();
             let url = format!("{}{}", self.bases[index], path);
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let begun = Instant::now();
             // Every request is counted and timed here, whatever becomes of it (see `stats`).
             match self.dispatch(method, &url, params, headers) {
