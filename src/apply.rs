@@ -104,27 +104,7 @@ pub fn apply(
     let write = client.vm_config_post(node, vmid, &params, &config.digest);
     let task = match write {
         Ok(upid) => client.wait_task(node, &upid, timing.task_timeout, timing.poll),
-        Err(e) if e.is_digest_mismatch() => return Outcome::Skipped(CHANGED_MEANWHILE.into()),
-        Err(e) if e.is_locked() => return Outcome::Skipped(e.message.clone()),
-        Err(e) if e.is_missing_vm() => {
-            return Outcome::Skipped(
-                "the VM was migrated or deleted since it was read: next run".to_string(),
-            );
-        }
-        Err(e) if e.outcome_unknown || e.kind == ApiErrorKind::BadRequest => {
-            // The change may be (partly) written: learn the truth before anything else.
-            log::warn!("VM {vmid}: {e}; re-reading to learn the outcome");
-            return settle(
-                client,
-                node,
-                vmid,
-                &undo,
-                &keys,
-                &e.to_string(),
-                e.outcome_unknown,
-            );
-        }
-        Err(e) => return Outcome::Failed(describe_write_error(&e)),
+        Err(e) => return write_failed(client, node, vmid, &undo, &keys, &e),
     };
     match task {
         Ok(TaskOutcome::Ok(_)) => settle(client, node, vmid, &undo, &keys, "", false),
@@ -167,25 +147,45 @@ pub fn apply_container(
     };
     match client.guest_config_put(kind, node, vmid, &params, &config.digest) {
         Ok(()) => settle(client, node, vmid, &undo, &keys, "", false),
-        Err(e) if e.is_digest_mismatch() => Outcome::Skipped(CHANGED_MEANWHILE.into()),
-        Err(e) if e.is_locked() => Outcome::Skipped(e.message.clone()),
-        Err(e) if e.is_missing_vm() => Outcome::Skipped(
-            "the container was migrated or deleted since it was read: next run".to_string(),
-        ),
-        Err(e) if e.outcome_unknown || e.kind == ApiErrorKind::BadRequest => {
-            log::warn!("CT {vmid}: {e}; re-reading to learn the outcome");
-            let message = e.to_string();
-            settle(
-                client,
-                node,
-                vmid,
-                &undo,
-                &keys,
-                &message,
-                e.outcome_unknown,
-            )
-        }
-        Err(e) => Outcome::Failed(describe_write_error(&e)),
+        Err(e) => write_failed(client, node, vmid, &undo, &keys, &e),
+    }
+}
+
+/// What an error answer to the config call means, the same for a VM and a container.
+fn write_failed(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    undo: &Undo<'_>,
+    keys: &[&str],
+    e: &ApiError,
+) -> Outcome {
+    let (guest, label) = match undo.kind {
+        GuestKind::Vm => ("VM", "VM"),
+        GuestKind::Ct => ("container", "CT"),
+    };
+    if e.is_digest_mismatch() {
+        Outcome::Skipped(CHANGED_MEANWHILE.into())
+    } else if e.is_locked() {
+        Outcome::Skipped(e.message.clone())
+    } else if e.is_missing_vm() {
+        Outcome::Skipped(format!(
+            "the {guest} was migrated or deleted since it was read: next run"
+        ))
+    } else if e.outcome_unknown || e.kind == ApiErrorKind::BadRequest {
+        // The change may be (partly) written: learn the truth before anything else.
+        log::warn!("{label} {vmid}: {e}; re-reading to learn the outcome");
+        settle(
+            client,
+            node,
+            vmid,
+            undo,
+            keys,
+            &e.to_string(),
+            e.outcome_unknown,
+        )
+    } else {
+        Outcome::Failed(describe_write_error(e))
     }
 }
 
