@@ -44,8 +44,7 @@ pub fn judge_memory(
     blocks: &[GuestMemoryBlock],
     block_bytes: u64,
 ) -> Onlined {
-    let offline = blocks.iter().filter(|b| !b.online).count() as u64;
-    let offline_mib = offline.saturating_mul(block_bytes) / MIB;
+    let offline_mib = offline_mib(blocks, block_bytes);
     if offline_mib == 0 || offline_mib.saturating_mul(2) < added_mib {
         Onlined::Yes
     } else {
@@ -54,6 +53,12 @@ pub fn judge_memory(
             expected: expected_mib,
         }
     }
+}
+
+/// The memory the guest holds offline, in MiB.
+pub fn offline_mib(blocks: &[GuestMemoryBlock], block_bytes: u64) -> u64 {
+    let offline = blocks.iter().filter(|b| !b.online).count() as u64;
+    offline.saturating_mul(block_bytes) / MIB
 }
 
 /// What to run inside a Linux guest so that added vCPUs or memory come online (the rules

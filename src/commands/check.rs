@@ -545,12 +545,11 @@ fn guest_agent_line(client: &Client, vm: &VmResource) -> String {
         .and_then(|blocks| Ok((blocks, client.agent_memory_block_size(&vm.node, vm.vmid)?)));
     match memory {
         Ok((blocks, size)) => {
-            let offline = blocks.iter().filter(|b| !b.online).count() as u64;
+            let offline = onlining::offline_mib(&blocks, size);
             if offline > 0 {
                 said.push(format!(
-                    "{} MiB of memory OFFLINE in the guest: added memory will likely stay \
+                    "{offline} MiB of memory OFFLINE in the guest: added memory will likely stay \
                      offline too; {}",
-                    offline * size / crate::units::MIB,
                     onlining::fix_inside_the_guest(Resource::Memory)
                 ));
             }
