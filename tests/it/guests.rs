@@ -265,3 +265,21 @@ fn check_says_in_advance_when_the_guest_left_vcpus_offline() {
         check.stdout
     );
 }
+
+#[test]
+fn a_dry_run_neither_writes_nor_asks_the_agent() {
+    let env = TestEnv::start(agent_cluster(busy_vm(101, "pve1").agent(true)), "");
+    for _ in 0..4 {
+        minute(&env);
+        let run = env.run(&["run", "--dry-run"]);
+        assert_eq!(run.code, 0, "{}", run.all_output());
+    }
+    let dry = env.run(&["run", "--dry-run"]);
+    assert!(
+        dry.stdout.contains("1 would change") && squash(&dry.stdout).contains("up 2 →"),
+        "a grow is due:\n{}",
+        dry.stdout
+    );
+    assert_eq!(env.writes(), 0);
+    assert_eq!(agent_requests(&env, "get-vcpus"), 0);
+}
